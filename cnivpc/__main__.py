@@ -1,0 +1,38 @@
+"""Multi-call entry point (busybox style): ``cnivpc-ipam``, ``cnivpc-ipvlan`` and
+``cnivpc-ptp`` (the argv[0] basename, i.e. the conflist ``type``) run that CNI plugin;
+``cnivpc <plugin>`` does the same by hand; anything else is the operator CLI.
+
+Imports only the stdlib and registries at module level: each path imports what it needs, so a
+plugin exec pays for nothing else (VERSION imports neither pydantic, pyroute2 nor botocore).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def run_plugin(program: str) -> int:
+    from . import __version__, plugins
+    from .cni.skel import Dispatcher
+
+    return Dispatcher(name=program, load=lambda: plugins.load(program), version=__version__).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .plugins import PLUGINS
+
+    argv = sys.argv if argv is None else argv
+    program = os.path.basename(argv[0]) if argv else "cnivpc"
+    if program in PLUGINS:
+        return run_plugin(program)
+    args = argv[1:]
+    if args and f"cnivpc-{args[0]}" in PLUGINS:
+        return run_plugin(f"cnivpc-{args[0]}")
+    from .cli import main as cli_main
+
+    return cli_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""The shape of a plugin: what the dispatcher needs from one (``Plugin``) and what a handler
+receives (``Request``). Every plugin module exposes ``PLUGIN = Plugin(...)`` with the same five
+handlers: add, delete, check, status, gc.
+
+Imports no pydantic at run time (only for type checking), so the registry stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from .env import CmdArgs
+
+if TYPE_CHECKING:
+    from .types import Attachment, NetConf, Result
+
+ConfT = TypeVar("ConfT", bound="NetConf")
+
+
+@dataclass(frozen=True)
+class Request(Generic[ConfT]):
+    """One invocation: environment, parsed config, parsed prevResult (current shape), and for
+    GC the valid attachments. ``raw_config`` is stdin as parsed JSON."""
+
+    cmd: CmdArgs
+    conf: ConfT
+    prev_result: Result | None = None
+    valid_attachments: list[Attachment] | None = None
+    raw_config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Plugin(Generic[ConfT]):
+    """A plugin's handlers. ``add`` returns the result to print; the others return nothing
+    and report failure by raising a CniError."""
+
+    name: str
+    conf_model: type[ConfT]
+    add: Callable[[Request[ConfT]], Result]
+    delete: Callable[[Request[ConfT]], None]
+    check: Callable[[Request[ConfT]], None]
+    status: Callable[[Request[ConfT]], None]
+    gc: Callable[[Request[ConfT]], None]

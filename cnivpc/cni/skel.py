@@ -1,0 +1,199 @@
+"""The dispatcher: the one entry point every plugin runs through (a port of the reference
+library's skel, with injected I/O so tests run it in-process).
+
+It owns env parsing, version negotiation, config/prevResult decoding, logging set-up and the
+error boundary: a ``CniError`` goes out as it is, anything else becomes code 999 with the cause
+in ``details`` and the traceback in the log. Stdout carries exactly one JSON document (result or
+error) or nothing; everything else goes to stderr or the log file.
+
+VERSION is answered without importing the plugin module, pydantic or anything else heavy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any, TextIO
+
+from . import logs, versions
+from .env import COMMANDS, CmdArgs, read_env
+from .errors import (
+    CniError,
+    DecodingFailure,
+    InternalError,
+    InvalidConfig,
+    InvalidEnvironment,
+    IOFailure,
+)
+
+if TYPE_CHECKING:
+    from .plugin import Plugin, Request
+
+GC_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
+
+
+@dataclass
+class Dispatcher:
+    """Runs one CNI command for plugin ``name``; ``load`` imports the plugin on demand."""
+
+    name: str
+    load: Callable[[], Plugin[Any]]
+    version: str = "0.0.0"
+    getenv: Callable[[str], str | None] = field(default=os.environ.get)
+    stdin: IO[bytes] = field(default_factory=lambda: sys.stdin.buffer)
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+
+    def about(self) -> str:
+        return (f"CNI {self.name} plugin v{self.version}\n"
+                f"CNI protocol versions supported: {', '.join(versions.SUPPORTED_VERSIONS)}")
+
+    def run(self) -> int:
+        command = self.getenv("CNI_COMMAND") or ""
+        if not command:
+            print(self.about(), file=self.stderr)
+            return 0
+        if command == "VERSION":
+            self._emit({"cniVersion": versions.CURRENT_VERSION,
+                        "supportedVersions": list(versions.SUPPORTED_VERSIONS)})
+            return 0
+        log = logs.setup(self.stderr, self.getenv).getChild(self.name)
+        started = time.monotonic()
+        reply_version = versions.CURRENT_VERSION
+        cmd: CmdArgs | None = None
+        try:
+            if command not in COMMANDS:
+                raise InvalidEnvironment(f"unknown CNI_COMMAND {command!r}",
+                                         f"expected one of {list(COMMANDS)}")
+            cmd = read_env(command, self.getenv)
+            raw = self._read_stdin()
+            cmd = dataclasses.replace(cmd, stdin=raw)
+            config = _decode(raw)
+            reply_version = _config_version(config)
+            versions.require_supported(reply_version, command)
+            output = self._call(cmd, config, reply_version, log)
+        except CniError as err:
+            self._log_error(log, cmd, command, err, started)
+            self._emit(err.to_json(reply_version))
+            return 1
+        except Exception as exc:  # the error boundary: anything unexpected is a 999
+            log.error("%s failed unexpectedly:\n%s", command, traceback.format_exc())
+            internal = InternalError(f"internal error in {self.name} {command}", repr(exc))
+            self._emit(internal.to_json(reply_version))
+            return 1
+        log.info("%s %s ok in %.0f ms", command, _who(cmd), (time.monotonic() - started) * 1000)
+        if output is not None:
+            self._emit(output)
+        return 0
+
+    def _call(self, cmd: CmdArgs, config: dict[str, Any], version: str,
+              log: Any) -> dict[str, Any] | None:
+        from .plugin import Request
+        from .types import Attachment, Result
+
+        plugin = self.load()
+        conf = _load_conf(plugin, config)
+        logs.add_file(conf.log_file, conf.log_level)
+        log.info("%s %s netns=%r args=%r", cmd.command, _who(cmd), cmd.netns, cmd.args)
+        log.debug("config: %s", cmd.stdin.decode(errors="replace"))
+        prev = None
+        if conf.prev_result is not None and versions.has_chaining(version):
+            try:
+                prev = Result.from_version(conf.prev_result, version)
+            except ValueError as exc:  # pydantic's ValidationError is a ValueError
+                raise InvalidConfig("invalid prevResult", _short(exc)) from exc
+        attachments = None
+        if cmd.command == "GC":
+            attachments = _attachments(config, Attachment)
+        request: Request[Any] = Request(cmd=cmd, conf=conf, prev_result=prev,
+                                        valid_attachments=attachments, raw_config=config)
+        if cmd.command == "ADD":
+            result = plugin.add(request)
+            return result.to_version(version)
+        handler = {"DEL": plugin.delete, "CHECK": plugin.check,
+                   "STATUS": plugin.status, "GC": plugin.gc}[cmd.command]
+        handler(request)
+        return None
+
+    def _read_stdin(self) -> bytes:
+        try:
+            return self.stdin.read()
+        except (OSError, ValueError) as exc:
+            raise IOFailure("error reading from stdin", repr(exc)) from exc
+
+    def _emit(self, doc: dict[str, Any]) -> None:
+        try:
+            self.stdout.write(json.dumps(doc, indent=4) + "\n")
+            self.stdout.flush()
+        except (OSError, ValueError):
+            pass  # the runtime went away; there is nobody left to tell
+
+    def _log_error(self, log: Any, cmd: CmdArgs | None, command: str, err: CniError,
+                   started: float) -> None:
+        log.error("%s %s failed in %.0f ms: code %d: %s", command, _who(cmd),
+                  (time.monotonic() - started) * 1000, err.code, err)
+
+
+def _who(cmd: CmdArgs | None) -> str:
+    if cmd is None or not cmd.container_id:
+        return ""
+    return f"container={cmd.container_id[:12]} ifname={cmd.ifname}"
+
+
+def _decode(raw: bytes) -> dict[str, Any]:
+    try:
+        config = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodingFailure("error parsing network configuration", str(exc)) from exc
+    if not isinstance(config, dict):
+        raise DecodingFailure("error parsing network configuration",
+                              "expected a JSON object on stdin")
+    return config
+
+
+def _config_version(config: dict[str, Any]) -> str:
+    version = config.get("cniVersion") or versions.DEFAULT_CONFIG_VERSION
+    if not isinstance(version, str):
+        raise DecodingFailure("cniVersion must be a string", repr(version))
+    return version
+
+
+def _short(exc: Exception) -> str:
+    """pydantic's messages, one line per problem, without its documentation URLs."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in errors()
+        )
+    return str(exc)
+
+
+def _load_conf(plugin: Plugin[Any], config: dict[str, Any]) -> Any:
+    from .types import NAME_RE
+
+    name = config.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidConfig("invalid network name", f"name {name!r} must match {NAME_RE.pattern}")
+    try:
+        return plugin.conf_model.model_validate(config)
+    except ValueError as exc:
+        raise InvalidConfig(f"invalid {plugin.name} configuration", _short(exc)) from exc
+
+
+def _attachments(config: dict[str, Any], model: Any) -> list[Any]:
+    for key in GC_KEYS:
+        if key in config:
+            raw = config[key]
+            if not isinstance(raw, list):
+                raise InvalidConfig(f"{key} must be a list")
+            try:
+                return [model.model_validate(item) for item in raw]
+            except ValueError as exc:
+                raise InvalidConfig(f"invalid {key}", _short(exc)) from exc
+    return []

@@ -1,0 +1,34 @@
+"""The plugin registry: program names to plugin modules, as strings, so that dispatch imports
+only the plugin that runs (and VERSION imports none).
+
+Every plugin module exposes ``PLUGIN`` (a ``cni.plugin.Plugin``) with add/delete/check/status/gc.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..cni.plugin import Plugin
+
+# program name (the argv[0] basename, the conflist "type") -> module
+PLUGINS: dict[str, str] = {
+    "cnivpc-ipam": "cnivpc.plugins.ipam",
+    "cnivpc-ipvlan": "cnivpc.plugins.ipvlan",
+    "cnivpc-ptp": "cnivpc.plugins.ptp",
+}
+
+# Plugins that are registered but not built yet answer every command but VERSION with a
+# clear error rather than a crash.
+NOT_BUILT = frozenset({"cnivpc-ipam", "cnivpc-ipvlan"})
+
+
+def load(program: str) -> Plugin[Any]:
+    if program in NOT_BUILT:
+        from .unbuilt import unbuilt_plugin
+
+        return unbuilt_plugin(program)
+    module = importlib.import_module(PLUGINS[program])
+    plugin: Plugin[Any] = module.PLUGIN
+    return plugin

@@ -1,0 +1,48 @@
+"""The host-wide IPAM lock: ``fcntl.flock`` on a file, polled until a deadline.
+
+Held only while deciding (which IP, which ENI, which batch), never across slow EC2 waits such as
+an ENI attach, so concurrent ADDs on a node don't queue behind one attach. A timeout raises
+``TryAgainLater`` (CNI code 11): the original swallowed its lock timeout and exited 0 with no
+output. flock is released by the kernel when the process dies, so there is no stale-lock
+cleanup (the original's PID lockfile needed it, and PID reuse could fool it).
+
+Stdlib only; imports nothing of cnivpc but ``cni.errors``.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from ...cni.errors import TryAgainLater
+
+POLL_INTERVAL = 0.01
+
+
+@contextmanager
+def host_lock(path: str, timeout: float, *,
+              clock: Callable[[], float] = time.monotonic,
+              sleep: Callable[[float], None] = time.sleep) -> Iterator[None]:
+    """Hold an exclusive flock on ``path`` (created 0600, directory 0700) for the block."""
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = clock() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+            if clock() >= deadline:
+                raise TryAgainLater(f"timed out after {timeout:.1f}s waiting for the IPAM lock "
+                                    f"{path}", "another cnivpc IPAM process holds it; retry")
+            sleep(POLL_INTERVAL)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor drops the lock

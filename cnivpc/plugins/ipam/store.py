@@ -1,0 +1,273 @@
+"""The IPAM's local state: one SQLite file (stdlib ``sqlite3``) that is the truth about which
+pod holds which VPC IP on this node, which IPs are free (and since when), plus small tables the
+IPAM shares between processes (EC2 response caches, the host-wide EC2 token bucket).
+
+Why SQLite: every update is a transaction (crash-safe: a killed plugin leaves the previous state,
+never a half-written file, unlike the original's truncate-and-rewrite JSON), WAL lets read-only
+CLI commands read while an ADD writes, and it is one file with 0600 permissions.
+
+Allocations are keyed by (container ID, ifname), as the CNI spec keys attachments, so DEL needs
+neither the netns nor the pod's interface. Allocations made in an earlier boot
+(``/proc/sys/kernel/random/boot_id``) are void: no pod survives a reboot.
+
+Imports only the stdlib and ``cni.errors``; no pyroute2, no botocore.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from ...cni.errors import TryAgainLater
+
+SCHEMA_VERSION = 1
+DB_NAME = "ipam.db"
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ips (
+    ip           TEXT PRIMARY KEY,
+    eni_id       TEXT NOT NULL,
+    container_id TEXT,
+    ifname       TEXT,
+    pod          TEXT NOT NULL DEFAULT '',
+    allocated_at REAL,
+    freed_at     REAL,
+    CHECK ((container_id IS NULL) = (ifname IS NULL))
+);
+CREATE INDEX IF NOT EXISTS ips_attachment ON ips (container_id, ifname);
+CREATE INDEX IF NOT EXISTS ips_eni ON ips (eni_id);
+CREATE TABLE IF NOT EXISTS cache (
+    key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS buckets (
+    name TEXT PRIMARY KEY, tokens REAL NOT NULL, updated REAL NOT NULL);
+"""
+
+
+def current_boot_id() -> str:
+    try:
+        with open(BOOT_ID_PATH, encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """An IP held by a pod attachment."""
+
+    ip: str
+    eni_id: str
+    container_id: str
+    ifname: str
+    pod: str
+    allocated_at: float
+
+
+@dataclass(frozen=True)
+class FreeIP:
+    """An IP assigned to one of our ENIs in EC2 and held by no pod."""
+
+    ip: str
+    eni_id: str
+    freed_at: float
+
+
+class Store:
+    """A handle on the state file. Use ``transaction()`` for every read-modify-write."""
+
+    def __init__(self, conn: sqlite3.Connection, clock: Callable[[], float]) -> None:
+        self._conn = conn
+        self._clock = clock
+
+    @classmethod
+    def open(cls, data_dir: str, *, boot_id: str | None = None,
+             clock: Callable[[], float] = time.time, busy_timeout: float = 10.0) -> Store:
+        """Open (creating if needed) the store in ``data_dir``: directory 0700, file 0600."""
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
+        path = os.path.join(data_dir, DB_NAME)
+        # Create the file ourselves so it is born 0600 (sqlite would honour the umask).
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        try:
+            conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable against process crashes (what a killed plugin is); a power loss
+            # may lose the last transaction, and a reboot voids allocations anyway.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+        except sqlite3.OperationalError as exc:
+            raise TryAgainLater(f"IPAM state {path} is busy or unreadable", str(exc)) from exc
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.chmod(path + suffix, 0o600)
+        store = cls(conn, clock)
+        store._check_boot(boot_id or current_boot_id())
+        return store
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE: take the write lock up front so two ADDs never both read a free IP
+        and then both claim it."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise TryAgainLater("IPAM state is locked by another process", str(exc)) from exc
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    # -- boot and schema ---------------------------------------------------------------------
+
+    def _meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._conn.execute("INSERT INTO meta(key, value) VALUES(?, ?) "
+                           "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    def _check_boot(self, boot_id: str) -> None:
+        with self.transaction():
+            if self._meta("schema_version") is None:
+                self._set_meta("schema_version", str(SCHEMA_VERSION))
+            previous = self._meta("boot_id")
+            if previous != boot_id:
+                # A new boot: every pod of the old boot is gone, so its IPs are free right away
+                # (no cooldown: nothing can still be using them).
+                self._conn.execute("UPDATE ips SET container_id = NULL, ifname = NULL, pod = '', "
+                                   "allocated_at = NULL, freed_at = 0 "
+                                   "WHERE container_id IS NOT NULL")
+                self._set_meta("boot_id", boot_id)
+
+    @property
+    def boot_id(self) -> str:
+        return self._meta("boot_id") or ""
+
+    # -- allocations -------------------------------------------------------------------------
+
+    def allocations(self, container_id: str | None = None,
+                    ifname: str | None = None) -> list[Allocation]:
+        sql = ("SELECT ip, eni_id, container_id, ifname, pod, allocated_at FROM ips "
+               "WHERE container_id IS NOT NULL")
+        params: list[Any] = []
+        if container_id is not None:
+            sql += " AND container_id = ?"
+            params.append(container_id)
+        if ifname is not None:
+            sql += " AND ifname = ?"
+            params.append(ifname)
+        rows = self._conn.execute(sql + " ORDER BY allocated_at, ip", params).fetchall()
+        return [Allocation(*row) for row in rows]
+
+    def allocate(self, ip: str, container_id: str, ifname: str, pod: str = "") -> Allocation:
+        """Give free ``ip`` to the attachment. Raises KeyError if ``ip`` is not a free IP."""
+        now = self._clock()
+        cur = self._conn.execute(
+            "UPDATE ips SET container_id = ?, ifname = ?, pod = ?, allocated_at = ?, "
+            "freed_at = NULL WHERE ip = ? AND container_id IS NULL",
+            (container_id, ifname, pod, now, ip))
+        if cur.rowcount != 1:
+            raise KeyError(f"{ip} is not a free IP")
+        row = self._conn.execute("SELECT eni_id FROM ips WHERE ip = ?", (ip,)).fetchone()
+        return Allocation(ip, str(row[0]), container_id, ifname, pod, now)
+
+    def release(self, container_id: str, ifname: str) -> list[Allocation]:
+        """Free the attachment's IPs (they start their reuse cooldown now). Idempotent: an
+        unknown attachment releases nothing."""
+        released = self.allocations(container_id, ifname)
+        self._conn.execute(
+            "UPDATE ips SET container_id = NULL, ifname = NULL, pod = '', allocated_at = NULL, "
+            "freed_at = ? WHERE container_id = ? AND ifname = ?",
+            (self._clock(), container_id, ifname))
+        return released
+
+    # -- the free pool -----------------------------------------------------------------------
+
+    def add_free(self, ips: Iterable[str], eni_id: str, *, freed_at: float = 0.0) -> int:
+        """Record IPs newly assigned to ``eni_id`` in EC2 as free. ``freed_at`` 0 means usable at
+        once (fresh from EC2: no pod ever had them). Known IPs are left as they are."""
+        cur = self._conn.executemany(
+            "INSERT INTO ips(ip, eni_id, freed_at) VALUES(?, ?, ?) ON CONFLICT(ip) DO NOTHING",
+            [(ip, eni_id, freed_at) for ip in ips])
+        return cur.rowcount
+
+    def free_ips(self, *, ready_before: float | None = None,
+                 eni_ids: Iterable[str] | None = None) -> list[FreeIP]:
+        """Free IPs, longest-free first (least recently used: spreads reuse). With
+        ``ready_before``, only those freed before that time (past their cooldown)."""
+        sql = "SELECT ip, eni_id, freed_at FROM ips WHERE container_id IS NULL"
+        params: list[Any] = []
+        if ready_before is not None:
+            sql += " AND freed_at <= ?"
+            params.append(ready_before)
+        if eni_ids is not None:
+            ids = list(eni_ids)
+            sql += f" AND eni_id IN ({','.join('?' * len(ids))})"
+            params.extend(ids)
+        rows = self._conn.execute(sql + " ORDER BY freed_at, ip", params).fetchall()
+        return [FreeIP(str(r[0]), str(r[1]), float(r[2])) for r in rows]
+
+    def forget(self, ips: Iterable[str]) -> None:
+        """Drop free IPs that are no longer on our ENIs (unassigned, ENI gone). Allocated IPs are
+        never dropped here: reconciliation reports those instead."""
+        self._conn.executemany("DELETE FROM ips WHERE ip = ? AND container_id IS NULL",
+                               [(ip,) for ip in ips])
+
+    def known_ips(self) -> dict[str, str]:
+        """Every IP we track, free or allocated, to its ENI."""
+        return {str(ip): str(eni) for ip, eni in self._conn.execute("SELECT ip, eni_id FROM ips")}
+
+    # -- caches (EC2 answers with a TTL; errors are never cached) ------------------------------
+
+    def cache_get(self, key: str) -> Any | None:
+        row = self._conn.execute("SELECT value, expires FROM cache WHERE key = ?",
+                                 (key,)).fetchone()
+        if row is None or float(row[1]) <= self._clock():
+            return None
+        return json.loads(row[0])
+
+    def cache_put(self, key: str, value: Any, ttl: float) -> None:
+        self._conn.execute(
+            "INSERT INTO cache(key, value, expires) VALUES(?, ?, ?) ON CONFLICT(key) "
+            "DO UPDATE SET value = excluded.value, expires = excluded.expires",
+            (key, json.dumps(value, sort_keys=True), self._clock() + ttl))
+
+    # -- host-wide token bucket (shared by every plugin process on the node) ------------------
+
+    def take_token(self, name: str, capacity: float, refill_per_s: float) -> float:
+        """Take one token from bucket ``name``. Returns 0 when taken, else the seconds to wait
+        before one is available (nothing is taken then). Call inside ``transaction()``."""
+        now = self._clock()
+        row = self._conn.execute("SELECT tokens, updated FROM buckets WHERE name = ?",
+                                 (name,)).fetchone()
+        tokens = capacity if row is None else min(
+            capacity, float(row[0]) + (now - float(row[1])) * refill_per_s)
+        if tokens >= 1.0:
+            tokens -= 1.0
+            wait = 0.0
+        else:
+            wait = (1.0 - tokens) / refill_per_s
+        self._conn.execute(
+            "INSERT INTO buckets(name, tokens, updated) VALUES(?, ?, ?) ON CONFLICT(name) "
+            "DO UPDATE SET tokens = excluded.tokens, updated = excluded.updated",
+            (name, tokens, now))
+        return wait

@@ -1,0 +1,175 @@
+"""The EC2 client: botocore, created lazily (only on paths that call EC2), with explicit
+timeouts, our own retry loop bounded by the plugin's deadline, and a client-side token bucket
+per EC2 bucket that all plugin processes on the node share (so a burst of pods cannot stampede
+the account's buckets).
+
+botocore's own retries are off (``total_max_attempts=1``): its retry sleeps know nothing of our
+deadline, and a CNI ADD must answer before kubelet's 2-minute runtime timeout. On
+``RequestLimitExceeded``/5xx/connection errors we back off with full jitter, capped, and give up
+with ``Ec2Throttled`` (code 11) when the deadline would pass.
+
+Endpoint, region and credentials come from the standard AWS configuration (botocore honours
+``AWS_ENDPOINT_URL_EC2``, profiles and the instance role); the region is passed from the
+identity document. The only module besides ``aws/`` siblings that may import botocore.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import AwsError, Ec2Throttled
+
+# EC2's token buckets (per account and region) for the calls we make: (capacity, refill/s).
+# Our client-side buckets mirror them so that one node never spends more than its share.
+BUCKETS: dict[str, tuple[float, float]] = {
+    "AssignPrivateIpAddresses": (100, 5),
+    "UnassignPrivateIpAddresses": (100, 5),
+    "AssignIpv6Addresses": (100, 5),
+    "UnassignIpv6Addresses": (100, 5),
+    "CreateNetworkInterface": (100, 5),
+    "DeleteNetworkInterface": (100, 5),
+    "ModifyNetworkInterfaceAttribute": (100, 5),
+    "CreateTags": (100, 10),
+    "DeleteTags": (100, 10),
+    "mutating": (50, 5),        # Attach/Detach share the generic mutating bucket
+    "non-mutating": (100, 20),  # filtered or paginated Describe calls
+}
+_OWN_BUCKET = {k for k in BUCKETS if k not in ("mutating", "non-mutating")}
+RETRYABLE_CODES = frozenset({
+    "RequestLimitExceeded", "Throttling", "ThrottlingException", "EC2ThrottledException",
+    "InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable",
+})
+MUTATING_PREFIXES = ("Assign", "Unassign", "Attach", "Detach", "Create", "Delete", "Modify")
+
+# (bucket name, capacity, refill/s) -> seconds to wait before a token is available (0 = taken)
+RateLimiter = Callable[[str, float, float], float]
+
+
+def bucket_for(operation: str) -> str:
+    if operation in _OWN_BUCKET:
+        return operation
+    return "mutating" if operation.startswith(MUTATING_PREFIXES) else "non-mutating"
+
+
+def is_mutating(operation: str) -> bool:
+    return operation.startswith(MUTATING_PREFIXES)
+
+
+@dataclass(frozen=True)
+class Ec2Error(Exception):
+    """EC2 answered with an error code we do not retry (e.g. PrivateIpAddressLimitExceeded)."""
+
+    code: str
+    message: str
+    operation: str
+
+    def __str__(self) -> str:
+        return f"{self.operation}: {self.code}: {self.message}"
+
+    def as_cni(self) -> AwsError:
+        return AwsError(f"EC2 {self.operation} failed: {self.code}", self.message)
+
+
+class Ec2:
+    """One EC2 session for one plugin process. ``calls`` counts API calls by operation."""
+
+    def __init__(self, region: str, *, deadline: float,
+                 limiter: RateLimiter | None = None,
+                 connect_timeout: float = 2.0, read_timeout: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep,
+                 backoff_base: float = 0.2, backoff_cap: float = 5.0) -> None:
+        self.region = region
+        self.deadline = deadline
+        self.calls: dict[str, int] = {}
+        self._limiter = limiter
+        self._timeouts = (connect_timeout, read_timeout)
+        self._clock = clock
+        self._sleep = sleep
+        self._backoff = (backoff_base, backoff_cap)
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            # Imported here, never at module level: ipvlan/ptp and the warm IPAM path must not
+            # pay botocore's import (hundreds of ms).
+            import botocore.config
+            import botocore.session
+
+            session = botocore.session.get_session()
+            config = botocore.config.Config(
+                connect_timeout=self._timeouts[0], read_timeout=self._timeouts[1],
+                retries={"total_max_attempts": 1})
+            self._client = session.create_client("ec2", region_name=self.region, config=config)
+        return self._client
+
+    def _wait_for_token(self, operation: str) -> None:
+        if self._limiter is None:
+            return
+        name = bucket_for(operation)
+        capacity, refill = BUCKETS[name]
+        while True:
+            wait = self._limiter(name, capacity, refill)
+            if wait <= 0:
+                return
+            if self._clock() + wait > self.deadline:
+                raise Ec2Throttled(f"node-local EC2 rate limit for {name} exhausted",
+                                   "too many EC2 calls from this node; retry later")
+            self._sleep(wait)
+
+    def call(self, operation: str, **params: Any) -> dict[str, Any]:
+        """Call an EC2 operation (CamelCase name) with retries bounded by the deadline."""
+        from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+        method = getattr(self.client, _snake(operation))
+        attempt = 0
+        while True:
+            self._wait_for_token(operation)
+            self.calls[operation] = self.calls.get(operation, 0) + 1
+            try:
+                response: dict[str, Any] = method(**params)
+                return response
+            except ClientError as exc:
+                error = exc.response.get("Error", {})
+                code = str(error.get("Code", "Unknown"))
+                status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+                if code not in RETRYABLE_CODES and status < 500:
+                    raise Ec2Error(code, str(error.get("Message", "")), operation) from exc
+                reason = f"{code} (HTTP {status})"
+            except (ConnectionError, HTTPClientError) as exc:
+                reason = repr(exc)
+            attempt += 1
+            base, cap = self._backoff
+            delay = random.uniform(0, min(cap, base * 2 ** attempt))  # full jitter
+            if self._clock() + delay >= self.deadline:
+                raise Ec2Throttled(f"EC2 {operation} did not succeed before the deadline",
+                                   f"last error: {reason}; {attempt} attempts")
+            self._sleep(delay)
+
+    def paginate(self, operation: str, key: str, **params: Any) -> Iterator[dict[str, Any]]:
+        """Yield items of ``key`` across pages (NextToken), each page a bounded call."""
+        token: str | None = None
+        while True:
+            page = self.call(operation, **params, **({"NextToken": token} if token else {}))
+            yield from page.get(key, [])
+            token = page.get("NextToken")
+            if not token:
+                return
+
+    @property
+    def mutating_calls(self) -> int:
+        return sum(n for op, n in self.calls.items() if is_mutating(op))
+
+
+def _snake(operation: str) -> str:
+    out = []
+    for i, ch in enumerate(operation):
+        if ch.isupper() and i and not operation[i - 1].isupper():
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)

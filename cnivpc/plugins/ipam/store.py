@@ -44,11 +44,44 @@ CREATE TABLE IF NOT EXISTS ips (
 );
 CREATE INDEX IF NOT EXISTS ips_attachment ON ips (container_id, ifname);
 CREATE INDEX IF NOT EXISTS ips_eni ON ips (eni_id);
+CREATE TABLE IF NOT EXISTS enis (
+    eni_id       TEXT PRIMARY KEY,
+    mac          TEXT NOT NULL,
+    device_index INTEGER NOT NULL,
+    subnet_id    TEXT NOT NULL,
+    subnet_cidr  TEXT NOT NULL,
+    vpc_id       TEXT NOT NULL,
+    vpc_cidrs    TEXT NOT NULL,
+    link         TEXT NOT NULL DEFAULT '',
+    primary_ip   TEXT NOT NULL DEFAULT '',
+    updated      REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ops (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind         TEXT NOT NULL,
+    eni_id       TEXT NOT NULL DEFAULT '',
+    device_index INTEGER,
+    expected     INTEGER NOT NULL,
+    claimed      INTEGER NOT NULL,
+    pid          INTEGER NOT NULL,
+    started      REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS unassigned (ip TEXT PRIMARY KEY, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS cache (
     key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS buckets (
     name TEXT PRIMARY KEY, tokens REAL NOT NULL, updated REAL NOT NULL);
 """
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def current_boot_id() -> str:
@@ -69,6 +102,38 @@ class Allocation:
     ifname: str
     pod: str
     allocated_at: float
+
+
+@dataclass(frozen=True)
+class EniRecord:
+    """An ENI whose IPs we hand out, with what a result needs (so the warm path reads no
+    metadata): its subnet (prefix length, gateway), its VPC's CIDRs, its kernel link name."""
+
+    eni_id: str
+    mac: str
+    device_index: int
+    subnet_id: str
+    subnet_cidr: str
+    vpc_id: str
+    vpc_cidrs: tuple[str, ...]
+    link: str
+    primary_ip: str = ""
+
+
+@dataclass(frozen=True)
+class Op:
+    """Slow EC2 work in flight (an Assign, or a Create+Attach), recorded so that concurrent
+    ADDs wait for its IPs instead of starting more work: ``claimed`` of ``expected`` IPs are
+    spoken for. A row whose process died is stale and ignored."""
+
+    id: int
+    kind: str
+    eni_id: str
+    device_index: int | None
+    expected: int
+    claimed: int
+    pid: int
+    started: float
 
 
 @dataclass(frozen=True)
@@ -156,6 +221,7 @@ class Store:
                 self._conn.execute("UPDATE ips SET container_id = NULL, ifname = NULL, pod = '', "
                                    "allocated_at = NULL, freed_at = 0 "
                                    "WHERE container_id IS NOT NULL")
+                self._conn.execute("DELETE FROM ops")
                 self._set_meta("boot_id", boot_id)
 
     @property
@@ -232,9 +298,106 @@ class Store:
         self._conn.executemany("DELETE FROM ips WHERE ip = ? AND container_id IS NULL",
                                [(ip,) for ip in ips])
 
+    def take_free(self, ips: Iterable[str]) -> list[FreeIP]:
+        """Remove free IPs from the pool to unassign them in EC2, leaving a tombstone so that a
+        lagging metadata listing does not bring them back. Returns what was taken."""
+        wanted = set(ips)
+        taken = [f for f in self.free_ips() if f.ip in wanted]
+        now = self._clock()
+        for f in taken:
+            self._conn.execute("DELETE FROM ips WHERE ip = ? AND container_id IS NULL", (f.ip,))
+            self._conn.execute("INSERT INTO unassigned(ip, at) VALUES(?, ?) ON CONFLICT(ip) "
+                               "DO UPDATE SET at = excluded.at", (f.ip, now))
+        return taken
+
+    def put_back(self, free: Iterable[FreeIP]) -> None:
+        """Undo ``take_free`` for IPs whose unassign failed: they are still on their ENI."""
+        for f in free:
+            self._conn.execute("DELETE FROM unassigned WHERE ip = ?", (f.ip,))
+            self._conn.execute("INSERT INTO ips(ip, eni_id, freed_at) VALUES(?, ?, ?) "
+                               "ON CONFLICT(ip) DO NOTHING", (f.ip, f.eni_id, f.freed_at))
+
+    def recently_unassigned(self, since: float) -> set[str]:
+        self._conn.execute("DELETE FROM unassigned WHERE at < ?", (since,))
+        return {str(r[0]) for r in self._conn.execute("SELECT ip FROM unassigned")}
+
     def known_ips(self) -> dict[str, str]:
         """Every IP we track, free or allocated, to its ENI."""
         return {str(ip): str(eni) for ip, eni in self._conn.execute("SELECT ip, eni_id FROM ips")}
+
+    # -- ENIs ----------------------------------------------------------------------------------
+
+    def put_eni(self, eni: EniRecord) -> None:
+        self._conn.execute(
+            "INSERT INTO enis(eni_id, mac, device_index, subnet_id, subnet_cidr, vpc_id, "
+            "vpc_cidrs, link, primary_ip, updated) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(eni_id) DO UPDATE SET mac = excluded.mac, "
+            "device_index = excluded.device_index, subnet_id = excluded.subnet_id, "
+            "subnet_cidr = excluded.subnet_cidr, vpc_id = excluded.vpc_id, "
+            "vpc_cidrs = excluded.vpc_cidrs, link = excluded.link, "
+            "primary_ip = excluded.primary_ip, updated = excluded.updated",
+            (eni.eni_id, eni.mac, eni.device_index, eni.subnet_id, eni.subnet_cidr, eni.vpc_id,
+             json.dumps(list(eni.vpc_cidrs)), eni.link, eni.primary_ip, self._clock()))
+
+    def enis(self) -> list[EniRecord]:
+        rows = self._conn.execute(
+            "SELECT eni_id, mac, device_index, subnet_id, subnet_cidr, vpc_id, vpc_cidrs, link, "
+            "primary_ip FROM enis ORDER BY device_index").fetchall()
+        return [EniRecord(r[0], r[1], int(r[2]), r[3], r[4], r[5], tuple(json.loads(r[6])), r[7],
+                          r[8]) for r in rows]
+
+    def eni(self, eni_id: str) -> EniRecord | None:
+        return next((e for e in self.enis() if e.eni_id == eni_id), None)
+
+    def drop_eni(self, eni_id: str) -> None:
+        """Forget an ENI that is gone, with its free IPs (allocated ones stay, for reporting)."""
+        self._conn.execute("DELETE FROM ips WHERE eni_id = ? AND container_id IS NULL", (eni_id,))
+        self._conn.execute("DELETE FROM enis WHERE eni_id = ?", (eni_id,))
+
+    def ip_counts(self) -> dict[str, int]:
+        """Tracked IPs per ENI (free and allocated)."""
+        return {str(eni): int(n) for eni, n in
+                self._conn.execute("SELECT eni_id, COUNT(*) FROM ips GROUP BY eni_id")}
+
+    # -- in-flight EC2 work --------------------------------------------------------------------
+
+    def start_op(self, kind: str, expected: int, *, eni_id: str = "",
+                 device_index: int | None = None) -> int:
+        cur = self._conn.execute(
+            "INSERT INTO ops(kind, eni_id, device_index, expected, claimed, pid, started) "
+            "VALUES(?, ?, ?, ?, 1, ?, ?)",
+            (kind, eni_id, device_index, expected, os.getpid(), self._clock()))
+        return int(cur.lastrowid or 0)
+
+    def ops(self) -> list[Op]:
+        """Live ops; rows of dead processes are deleted on the way."""
+        live: list[Op] = []
+        for row in self._conn.execute("SELECT id, kind, eni_id, device_index, expected, claimed, "
+                                      "pid, started FROM ops ORDER BY id").fetchall():
+            op = Op(*row)
+            if _alive(op.pid):
+                live.append(op)
+            else:
+                self._conn.execute("DELETE FROM ops WHERE id = ?", (op.id,))
+        return live
+
+    def claim_op(self) -> Op | None:
+        """Claim one IP of an in-flight op that has unclaimed IPs, if any."""
+        for op in self.ops():
+            if op.claimed < op.expected:
+                self._conn.execute("UPDATE ops SET claimed = claimed + 1 WHERE id = ?", (op.id,))
+                return op
+        return None
+
+    def claim_op_reset(self, op_id: int) -> None:
+        """Mark all of an op's IPs unclaimed (a refill: they all go to the pool)."""
+        self._conn.execute("UPDATE ops SET claimed = 0 WHERE id = ?", (op_id,))
+
+    def op_running(self, op_id: int) -> bool:
+        return any(op.id == op_id for op in self.ops())
+
+    def finish_op(self, op_id: int) -> None:
+        self._conn.execute("DELETE FROM ops WHERE id = ?", (op_id,))
 
     # -- caches (EC2 answers with a TTL; errors are never cached) ------------------------------
 
@@ -250,6 +413,9 @@ class Store:
             "INSERT INTO cache(key, value, expires) VALUES(?, ?, ?) ON CONFLICT(key) "
             "DO UPDATE SET value = excluded.value, expires = excluded.expires",
             (key, json.dumps(value, sort_keys=True), self._clock() + ttl))
+
+    def cache_drop(self, key: str) -> None:
+        self._conn.execute("DELETE FROM cache WHERE key = ?", (key,))
 
     # -- host-wide token bucket (shared by every plugin process on the node) ------------------
 

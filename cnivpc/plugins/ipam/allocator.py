@@ -1,0 +1,452 @@
+"""The IPAM's decisions and the EC2 work behind them.
+
+ADD, in order: the attachment already holds an IP (a retried ADD) → the same IP; a free IP past
+its cooldown on an ENI at ``interfaceIndex`` or above → take it (the warm path: no metadata, no
+EC2, no botocore); EC2 work already in flight with IPs nobody claimed → claim one and wait for
+it; otherwise start work: a batched AssignPrivateIpAddresses on an ENI with room, or a new ENI
+(its IPs requested in the CreateNetworkInterface call itself).
+
+The host lock is held for decisions only. Slow EC2 work runs outside it, recorded as an *op* in
+the store, so concurrent ADDs wait for its IPs instead of starting more work (a burst of pods
+costs one batched call, not one per pod), and ADDs that can be served from the pool are never
+queued behind an ENI attach.
+
+Failures never cascade: throttling or a full subnet is reported (code 11 / a clear error), not
+answered by creating another ENI (the original's bug). A new ENI whose link never appears in the
+kernel is detached and deleted (best effort; tagged, so GC finishes the job).
+
+Imports the store, the node view (aws/), and ``net.eni``; the EC2 client is created lazily.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from ...aws.ec2 import Ec2Error
+from ...aws.errors import AwsError
+from ...cni.errors import CniError, TryAgainLater
+from .config import IpamConf
+from .lock import host_lock
+from .node import Node, Subnet
+from .store import Allocation, EniRecord, FreeIP, Store
+
+log = logging.getLogger("cnivpc.ipam")
+
+# How long an unassigned IP is kept out of reconciliation: the metadata keeps listing removed
+# IPs for tens of seconds (aws-reference.md §2.4).
+UNASSIGN_TOMBSTONE = 300.0
+# Tags on ENIs we create: GC finds leaked ones by them.
+TAG_INSTANCE = "cnivpc.io/instance-id"
+TAG_CLUSTER = "cnivpc.io/cluster"
+TAG_CREATED = "cnivpc.io/created-at"
+OP_POLL = 0.05
+
+
+class NoCapacity(CniError):
+    """Every ENI this node may have is full: no IP can be had without freeing one."""
+
+    code = 100
+
+
+@dataclass(frozen=True)
+class Plan:
+    """EC2 work to do: ``assign`` ``count`` IPs to ``eni_id``, or ``create`` an ENI with
+    ``count`` IPs in ``subnet`` at ``device_index``."""
+
+    kind: str
+    count: int
+    eni_id: str = ""
+    device_index: int | None = None
+    subnet: Subnet | None = None
+
+
+class Allocator:
+    def __init__(self, conf: IpamConf, store: Store, node: Node, *,
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.conf = conf
+        self.store = store
+        self.node = node
+        self._clock = clock
+        self._monotonic = monotonic
+        self._sleep = sleep
+
+    # -- locking -------------------------------------------------------------------------------
+
+    @contextmanager
+    def decide(self) -> Iterator[None]:
+        """The host lock plus a store transaction: one decision, atomically."""
+        remaining = max(0.05, min(self.conf.lock_timeout, self.node.deadline - self._monotonic()))
+        with host_lock(self.conf.lock_path, remaining), self.store.transaction():
+            yield
+
+    def _check_deadline(self, what: str) -> None:
+        if self._monotonic() >= self.node.deadline:
+            raise TryAgainLater(f"IPAM ADD ran out of time while {what}",
+                                f"deadline of {self.conf.timeout:.0f}s passed; retry")
+
+    # -- ADD -------------------------------------------------------------------------------------
+
+    def acquire(self, container_id: str, ifname: str, pod: str) -> tuple[Allocation, EniRecord]:
+        """An IP for the attachment (see the module docstring for the order)."""
+        while True:
+            self._check_deadline("waiting for an IP")
+            wait_for: int | None = None
+            own: tuple[int, Plan] | None = None
+            refill: tuple[int, Plan] | None = None
+            got: tuple[Allocation, EniRecord] | None = None
+            with self.decide():
+                held = self.store.allocations(container_id, ifname)
+                if held:
+                    eni = self.store.eni(held[0].eni_id)
+                    if eni is not None:
+                        log.info("attachment already holds %s (a repeated ADD)", held[0].ip)
+                        return held[0], eni
+                if self._reconcile_due():
+                    self.reconcile()
+                got = self._take_ready(container_id, ifname, pod)
+                if got is not None:
+                    refill = self._plan_refill()
+                else:
+                    op = self.store.claim_op()
+                    if op is not None:
+                        wait_for = op.id
+                    else:
+                        plan = self._plan(needed=1)
+                        own = (self.store.start_op(plan.kind, plan.count, eni_id=plan.eni_id,
+                                                   device_index=plan.device_index), plan)
+            if got is not None:
+                if refill is not None:
+                    self._run_op(*refill, best_effort=True)
+                return got
+            if wait_for is not None:
+                self._wait_op(wait_for)
+            elif own is not None:
+                self._run_op(*own, best_effort=False)
+
+    def _eligible(self) -> list[EniRecord]:
+        return [e for e in self.store.enis()
+                if e.device_index >= self.conf.interface_index and e.link]
+
+    def _take_ready(self, container_id: str, ifname: str,
+                    pod: str) -> tuple[Allocation, EniRecord] | None:
+        enis = {e.eni_id: e for e in self._eligible()}
+        ready = self.store.free_ips(ready_before=self._clock() - self.conf.reuse_ip_wait,
+                                    eni_ids=enis)
+        if not ready:
+            return None
+        alloc = self.store.allocate(ready[0].ip, container_id, ifname, pod)
+        return alloc, enis[alloc.eni_id]
+
+    def _ready_count(self) -> int:
+        return len(self.store.free_ips(ready_before=self._clock() - self.conf.reuse_ip_wait,
+                                       eni_ids=[e.eni_id for e in self._eligible()]))
+
+    def _plan_refill(self) -> tuple[int, Plan] | None:
+        """Keep ``warmIPTarget`` IPs ready: one batched call when the pool runs low (and no
+        other work is in flight)."""
+        if self.conf.warm_ip_target <= 0 or self.store.ops():
+            return None
+        free = len(self.store.free_ips(eni_ids=[e.eni_id for e in self._eligible()]))
+        if free >= self.conf.warm_ip_target:
+            return None
+        try:
+            plan = self._plan(needed=self.conf.warm_ip_target - free)
+        except NoCapacity:
+            return None
+        op_id = self.store.start_op(plan.kind, plan.count, eni_id=plan.eni_id,
+                                    device_index=plan.device_index)
+        # Nobody waits on a refill: its IPs all go to the pool.
+        self.store.claim_op_reset(op_id)
+        return op_id, plan
+
+    def _plan(self, needed: int) -> Plan:
+        """Where more IPs come from: an ENI with room, else a new ENI, else NoCapacity."""
+        limits = self.node.limits()
+        counts = self.store.ip_counts()
+        ops = self.store.ops()
+        pending = {op.eni_id: op.expected for op in ops if op.kind == "assign"}
+        candidates = []
+        for eni in self._eligible():
+            room = limits.ipv4_per_eni - counts.get(eni.eni_id, 0) - pending.get(eni.eni_id, 0)
+            if room > 0:
+                candidates.append((room, -eni.device_index, eni))
+        if candidates:
+            room, _, eni = max(candidates, key=lambda c: (c[0], c[1]))
+            return Plan("assign", self._batch(room, needed), eni_id=eni.eni_id)
+        used = {e.device_index for e in self.store.enis()}
+        used |= {op.device_index for op in ops if op.kind == "create"
+                 and op.device_index is not None}
+        if len(used) >= limits.enis:
+            raise NoCapacity(
+                f"no free IP on this node: all {limits.enis} ENIs of a "
+                f"{self.node.identity.instance_type} are in use and full",
+                f"{self._max_pods(limits.enis, limits.ipv4_per_eni)} pod IPs with "
+                f"interfaceIndex {self.conf.interface_index}; free a pod or use a larger type")
+        device_index = next(i for i in range(max(1, self.conf.interface_index), 1000)
+                            if i not in used)
+        subnet = self._subnet_for_new_eni()
+        count = limits.ipv4_per_eni if self.conf.ip_batch_size == 0 else min(
+            self.conf.ip_batch_size, limits.ipv4_per_eni)
+        return Plan("create", min(count, max(1, subnet.available)),
+                    device_index=device_index, subnet=subnet)
+
+    def _max_pods(self, enis: int, per_eni: int) -> int:
+        return max(0, enis - self.conf.interface_index) * per_eni
+
+    def _batch(self, room: int, needed: int) -> int:
+        if self.conf.ip_batch_size > 0:
+            return min(self.conf.ip_batch_size, room)
+        want = max(needed, 1) + max(0, self.conf.warm_ip_target - self._ready_count())
+        return max(1, min(room, want))
+
+    def _subnet_for_new_eni(self) -> Subnet:
+        boot = self._boot_eni()
+        tags = self.conf.subnet_tags
+        subnets = [s for s in self.node.subnets(boot.vpc_id)
+                   if all(s.tags.get(k) == v for k, v in tags.items())]
+        if not subnets:
+            raise AwsError("no subnet for a new ENI",
+                           f"no subnet in {boot.vpc_id} / {self.node.identity.availability_zone}"
+                           f" has the tags {tags}")
+        best = subnets[0]
+        if best.available <= 0:
+            raise TryAgainLater(f"subnet {best.subnet_id} ({best.cidr}) has no free address",
+                                "every tag-matching subnet in this AZ is full")
+        return best
+
+    def _boot_eni(self) -> EniRecord:
+        enis = self.store.enis()
+        if not enis:
+            self.reconcile()
+            enis = self.store.enis()
+        if not enis:
+            raise TryAgainLater("the instance metadata lists no ENI yet")
+        return enis[0]
+
+    # -- waiting for and running EC2 work ----------------------------------------------------------
+
+    def _wait_op(self, op_id: int) -> None:
+        log.info("waiting for EC2 work #%d started by another ADD", op_id)
+        while True:
+            with self.store.transaction():
+                if not self.store.op_running(op_id):
+                    return
+            self._check_deadline("waiting for another ADD's EC2 work")
+            self._sleep(OP_POLL)
+
+    def _run_op(self, op_id: int, plan: Plan, *, best_effort: bool) -> None:
+        try:
+            if plan.kind == "assign":
+                self._assign(plan)
+            else:
+                self._create(plan)
+        except CniError as exc:
+            if not best_effort:
+                raise
+            log.warning("refilling the IP pool failed (the pod still got an IP): %s", exc)
+        finally:
+            with self.decide():
+                self.store.finish_op(op_id)
+
+    def _assign(self, plan: Plan) -> None:
+        try:
+            answer = self.node.ec2.call("AssignPrivateIpAddresses",
+                                        NetworkInterfaceId=plan.eni_id,
+                                        SecondaryPrivateIpAddressCount=plan.count)
+        except Ec2Error as exc:
+            if exc.code == "PrivateIpAddressLimitExceeded":
+                # Our count was stale (IPs added outside cnivpc): learn the truth and go on.
+                self._refresh_eni_ips(plan.eni_id)
+                return
+            if exc.code == "InsufficientFreeAddressesInSubnet":
+                raise TryAgainLater(f"the subnet of {plan.eni_id} has no free address",
+                                    exc.message) from exc
+            raise exc.as_cni() from exc
+        new = [a["PrivateIpAddress"] for a in answer.get("AssignedPrivateIpAddresses", [])]
+        log.info("assigned %d IPs to %s: %s", len(new), plan.eni_id, ", ".join(new))
+        with self.decide():
+            self.store.add_free(new, plan.eni_id)
+
+    def _refresh_eni_ips(self, eni_id: str) -> None:
+        answer = self.node.ec2.call("DescribeNetworkInterfaces", NetworkInterfaceIds=[eni_id])
+        ips = [a["PrivateIpAddress"] for i in answer.get("NetworkInterfaces", [])
+               for a in i.get("PrivateIpAddresses", [])]
+        with self.decide():
+            # Unknown IPs on our ENI were put there by someone else: give them a cooldown.
+            self.store.add_free(ips, eni_id, freed_at=self._clock())
+
+    def _create(self, plan: Plan) -> None:
+        from ...net import eni as eni_links
+
+        assert plan.subnet is not None and plan.device_index is not None
+        identity = self.node.identity
+        boot = self._boot_eni()
+        groups = self.conf.sec_group_ids
+        if groups is None:
+            groups = list(self.node.metadata.interface(boot.mac).security_group_ids)
+        tags = [{"Key": TAG_INSTANCE, "Value": identity.instance_id},
+                {"Key": TAG_CREATED, "Value": str(int(self._clock()))}]
+        if self.conf.cluster_name:
+            tags.append({"Key": TAG_CLUSTER, "Value": self.conf.cluster_name})
+        params: dict[str, object] = {
+            "SubnetId": plan.subnet.subnet_id, "Groups": groups,
+            "Description": f"cnivpc pod ENI of {identity.instance_id}",
+            "TagSpecifications": [{"ResourceType": "network-interface", "Tags": tags}],
+        }
+        if plan.count > 1:  # the ENI's primary IP is one of the pod IPs
+            params["SecondaryPrivateIpAddressCount"] = plan.count - 1
+        try:
+            created = self.node.ec2.call("CreateNetworkInterface", **params)["NetworkInterface"]
+        except Ec2Error as exc:
+            if exc.code == "InvalidParameterValue" and "sufficient" in exc.message:
+                self.node.forget_subnets(boot.vpc_id)
+                raise TryAgainLater(f"subnet {plan.subnet.subnet_id} has too few free addresses",
+                                    exc.message) from exc
+            raise exc.as_cni() from exc
+        eni_id, mac = created["NetworkInterfaceId"], created["MacAddress"]
+        ips = [a["PrivateIpAddress"] for a in created.get("PrivateIpAddresses", [])]
+        primary = created.get("PrivateIpAddress") or (ips[0] if ips else "")
+        try:
+            attachment = self.node.ec2.call(
+                "AttachNetworkInterface", NetworkInterfaceId=eni_id,
+                InstanceId=identity.instance_id, DeviceIndex=plan.device_index)["AttachmentId"]
+        except CniError:
+            self._delete_quietly(eni_id)
+            raise
+        except Ec2Error as exc:
+            self._delete_quietly(eni_id)
+            raise exc.as_cni() from exc
+        try:
+            self.node.ec2.call("ModifyNetworkInterfaceAttribute", NetworkInterfaceId=eni_id,
+                               Attachment={"AttachmentId": attachment,
+                                           "DeleteOnTermination": True})
+        except (Ec2Error, CniError) as exc:
+            log.warning("could not mark %s delete-on-termination (GC will clean it): %s",
+                        eni_id, exc)
+        try:
+            link = eni_links.wait_for_link(mac, self.node.deadline)
+            eni_links.bring_up(link, self.conf.mtu or eni_links.mtu_of(boot.link))
+        except CniError as exc:
+            log.error("ENI %s (%s) attached but no link appeared: rolling it back", eni_id, mac)
+            self._detach_and_delete(eni_id, attachment)
+            raise TryAgainLater(f"ENI {eni_id} did not appear in the kernel in time",
+                                str(exc)) from exc
+        record = EniRecord(eni_id=eni_id, mac=mac, device_index=plan.device_index,
+                           subnet_id=plan.subnet.subnet_id, subnet_cidr=plan.subnet.cidr,
+                           vpc_id=boot.vpc_id, vpc_cidrs=boot.vpc_cidrs, link=link.name,
+                           primary_ip=primary)
+        log.info("created %s (%s, %s) at device %d in %s with %d IPs", eni_id, mac, link.name,
+                 plan.device_index, plan.subnet.subnet_id, len(ips))
+        with self.decide():
+            self.store.put_eni(record)
+            self.store.add_free(ips, eni_id)
+        self.node.forget_subnets(boot.vpc_id)  # its free count just dropped
+
+    def _delete_quietly(self, eni_id: str) -> None:
+        try:
+            self.node.ec2.call("DeleteNetworkInterface", NetworkInterfaceId=eni_id)
+        except (Ec2Error, CniError) as exc:
+            log.warning("could not delete ENI %s after a failed attach (GC will): %s",
+                        eni_id, exc)
+
+    def _detach_and_delete(self, eni_id: str, attachment: str) -> None:
+        try:
+            self.node.ec2.call("DetachNetworkInterface", AttachmentId=attachment, Force=True)
+        except (Ec2Error, CniError) as exc:
+            log.warning("could not detach ENI %s (GC will): %s", eni_id, exc)
+            return
+        # Delete answers "in use" until the detach completes: a few tries, then leave it to GC.
+        for _ in range(10):
+            try:
+                self.node.ec2.call("DeleteNetworkInterface", NetworkInterfaceId=eni_id)
+                return
+            except Ec2Error as exc:
+                if "in use" not in exc.message:
+                    break
+            except CniError:
+                break
+            self._sleep(0.5)
+        log.warning("ENI %s detached but not deleted; GC deletes it later", eni_id)
+
+    # -- reconciliation with the metadata ------------------------------------------------------
+
+    def _reconcile_due(self) -> bool:
+        last = self.store.cache_get("reconciled-at")
+        return last is None or not self.store.enis()
+
+    def reconcile(self) -> None:
+        """Bring the store in line with the instance metadata: record every ENI (with its link
+        name), adopt IPs on our ENIs that the store does not know (with a cooldown: we cannot
+        tell who used them last), and forget ENIs that are gone. Called under the lock."""
+        from ...net import eni as eni_links
+
+        seen_macs = set(self.node.metadata.macs())
+        recent = self.store.recently_unassigned(self._clock() - UNASSIGN_TOMBSTONE)
+        known = self.store.known_ips()
+        for eni in self.node.interfaces():
+            link = eni_links.link_by_mac(eni.mac)
+            self.store.put_eni(EniRecord(
+                eni_id=eni.eni_id, mac=eni.mac, device_index=eni.device_number,
+                subnet_id=eni.subnet_id, subnet_cidr=eni.subnet_cidr, vpc_id=eni.vpc_id,
+                vpc_cidrs=tuple(self.node.vpc_cidrs(eni)), link=link.name if link else "",
+                primary_ip=eni.primary_ip))
+            if eni.device_number < self.conf.interface_index or link is None:
+                continue
+            unknown = [ip for ip in eni.ipv4s if ip not in known and ip not in recent]
+            if unknown:
+                log.info("adopting %d IPs found on %s: %s", len(unknown), eni.eni_id,
+                         ", ".join(unknown))
+                self.store.add_free(unknown, eni.eni_id, freed_at=self._clock())
+        for record in self.store.enis():
+            if record.mac not in seen_macs:
+                log.warning("ENI %s (%s) is gone from the instance; forgetting it",
+                            record.eni_id, record.mac)
+                self.store.drop_eni(record.eni_id)
+        self.store.cache_put("reconciled-at", self._clock(),
+                             max(1.0, self.conf.reconcile_interval))
+
+    # -- DEL -----------------------------------------------------------------------------------
+
+    def release(self, container_id: str, ifname: str) -> list[Allocation]:
+        with self.decide():
+            released = self.store.release(container_id, ifname)
+            surplus = self._take_surplus()
+        if surplus:
+            self._unassign(surplus)
+        return released
+
+    def _take_surplus(self) -> list[FreeIP]:
+        """Free IPs above ``maxFreeIPs``, newest-freed first, never an ENI's primary IP."""
+        if self.conf.skip_deallocation or self.conf.max_free_ips < 0:
+            return []
+        primaries = self._primaries()
+        free = [f for f in reversed(self.store.free_ips()) if f.ip not in primaries]
+        extra = len(self.store.free_ips()) - self.conf.max_free_ips
+        if extra <= 0:
+            return []
+        return self.store.take_free([f.ip for f in free[:extra]])
+
+    def _primaries(self) -> set[str]:
+        return {e.primary_ip for e in self.store.enis()}
+
+    def _unassign(self, surplus: list[FreeIP]) -> None:
+        by_eni: dict[str, list[FreeIP]] = {}
+        for f in surplus:
+            by_eni.setdefault(f.eni_id, []).append(f)
+        for eni_id, items in by_eni.items():
+            try:
+                self.node.ec2.call("UnassignPrivateIpAddresses", NetworkInterfaceId=eni_id,
+                                   PrivateIpAddresses=[f.ip for f in items])
+                log.info("unassigned %d surplus IPs from %s", len(items), eni_id)
+            except (Ec2Error, CniError) as exc:
+                # DEL never fails for EC2: the IPs go back to the pool; GC retries later.
+                log.warning("could not unassign %s from %s: %s",
+                            ", ".join(f.ip for f in items), eni_id, exc)
+                with self.decide():
+                    self.store.put_back(items)

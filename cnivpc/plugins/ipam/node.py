@@ -1,0 +1,168 @@
+"""The node as AWS sees it: identity, ENIs (instance metadata), instance limits, subnets, VPC
+and peered CIDRs (EC2), each read lazily and cached in the store with a TTL (errors are never
+cached). The EC2 client is created only when a cache misses or work must be done, so the warm
+ADD path never imports botocore.
+
+TTLs: identity 1 h, subnets 5 min, VPC and peer CIDRs 1 h, instance limits 24 h (with fallback
+values, not cached, when DescribeInstanceTypes fails).
+
+Imports ``aws/`` (IMDS, EC2) and the store; no netlink.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ...aws.ec2 import Ec2, Ec2Error
+from ...aws.metadata import EniMetadata, Identity, Metadata
+from .store import Store
+
+log = logging.getLogger("cnivpc.ipam")
+
+IDENTITY_TTL = 3600.0
+SUBNETS_TTL = 300.0
+VPC_TTL = 3600.0
+LIMITS_TTL = 86400.0
+# When DescribeInstanceTypes fails: the original's fallback (4 ENIs x 15 IPv4).
+FALLBACK_LIMITS = (4, 15)
+# Families whose metadata once omitted secondary VPC CIDRs (lyft.md §1.13): ask EC2 instead.
+BROKEN_CIDR_FAMILIES = frozenset({"c5", "m5", "c5d", "m5d", "m5a", "r5", "r5d", "r5a"})
+
+
+@dataclass(frozen=True)
+class Limits:
+    enis: int
+    ipv4_per_eni: int
+    fallback: bool = False
+
+
+@dataclass(frozen=True)
+class Subnet:
+    subnet_id: str
+    cidr: str
+    available: int
+    tags: dict[str, str]
+
+
+class Node:
+    """Lazy, cached views of this instance; ``ec2`` is created on first use."""
+
+    def __init__(self, store: Store, *, deadline: float,
+                 metadata: Metadata | None = None,
+                 limiter: Callable[[str, float, float], float] | None = None) -> None:
+        self.store = store
+        self.deadline = deadline
+        self.metadata = metadata or Metadata()
+        self._limiter = limiter
+        self._ec2: Ec2 | None = None
+        self._identity: Identity | None = None
+
+    @property
+    def ec2(self) -> Ec2:
+        if self._ec2 is None:
+            self._ec2 = Ec2(self.identity.region, deadline=self.deadline, limiter=self._limiter)
+        return self._ec2
+
+    @property
+    def ec2_calls(self) -> dict[str, int]:
+        return dict(self._ec2.calls) if self._ec2 else {}
+
+    def _cached(self, key: str, ttl: float, fetch: Callable[[], Any]) -> Any:
+        value = self.store.cache_get(key)
+        if value is None:
+            value = fetch()
+            self.store.cache_put(key, value, ttl)
+        return value
+
+    @property
+    def identity(self) -> Identity:
+        if self._identity is None:
+            raw = self._cached("identity", IDENTITY_TTL,
+                               lambda: self.metadata.identity().__dict__)
+            self._identity = Identity(**raw)
+        return self._identity
+
+    def interfaces(self) -> list[EniMetadata]:
+        return self.metadata.interfaces()
+
+    def limits(self) -> Limits:
+        itype = self.identity.instance_type
+        cached = self.store.cache_get(f"limits:{itype}")
+        if cached is not None:
+            return Limits(int(cached[0]), int(cached[1]))
+        try:
+            answer = self.ec2.call("DescribeInstanceTypes", InstanceTypes=[itype])
+            info = answer["InstanceTypes"][0]["NetworkInfo"]
+            value = (int(info["MaximumNetworkInterfaces"]), int(info["Ipv4AddressesPerInterface"]))
+        except (Ec2Error, KeyError, IndexError) as exc:
+            log.warning("cannot read limits of %s (%s); using fallback %s", itype, exc,
+                        FALLBACK_LIMITS)
+            return Limits(*FALLBACK_LIMITS, fallback=True)
+        self.store.cache_put(f"limits:{itype}", list(value), LIMITS_TTL)
+        return Limits(*value)
+
+    def subnets(self, vpc_id: str) -> list[Subnet]:
+        """Subnets of the node's VPC and AZ (filtered, paginated), most free addresses first."""
+        az = self.identity.availability_zone
+
+        def fetch() -> list[dict[str, Any]]:
+            items = self.ec2.paginate(
+                "DescribeSubnets", "Subnets", MaxResults=100,
+                Filters=[{"Name": "vpc-id", "Values": [vpc_id]},
+                         {"Name": "availability-zone", "Values": [az]}])
+            return [{"subnet_id": s["SubnetId"], "cidr": s["CidrBlock"],
+                     "available": int(s["AvailableIpAddressCount"]),
+                     "tags": {t["Key"]: t["Value"] for t in s.get("Tags", [])}}
+                    for s in items]
+
+        raw = self._cached(f"subnets:{vpc_id}:{az}", SUBNETS_TTL, fetch)
+        subnets = [Subnet(**s) for s in raw]
+        return sorted(subnets, key=lambda s: (-s.available, s.subnet_id))
+
+    def forget_subnets(self, vpc_id: str) -> None:
+        """Drop the cached subnet list (its free counts are stale after a subnet-full error)."""
+        self.store.cache_drop(f"subnets:{vpc_id}:{self.identity.availability_zone}")
+
+    def vpc_cidrs(self, eni: EniMetadata) -> list[str]:
+        family = self.identity.instance_type.split(".")[0]
+        if family not in BROKEN_CIDR_FAMILIES:
+            return list(eni.vpc_cidrs)
+
+        def fetch() -> list[str]:
+            vpcs = self.ec2.call("DescribeVpcs", VpcIds=[eni.vpc_id])["Vpcs"]
+            return [a["CidrBlock"] for v in vpcs for a in v.get("CidrBlockAssociationSet", [])
+                    if a.get("CidrBlockState", {}).get("State") == "associated"]
+
+        cidrs: list[str] = self._cached(f"vpc-cidrs:{eni.vpc_id}", VPC_TTL, fetch)
+        return cidrs
+
+    def peer_cidrs(self, vpc_id: str) -> list[str]:
+        def fetch() -> list[str]:
+            found: set[str] = set()
+            conns = self.ec2.paginate(
+                "DescribeVpcPeeringConnections", "VpcPeeringConnections", MaxResults=100,
+                Filters=[{"Name": "status-code", "Values": ["active"]}])
+            for conn in conns:
+                requester = conn.get("RequesterVpcInfo", {})
+                accepter = conn.get("AccepterVpcInfo", {})
+                peer = accepter if requester.get("VpcId") == vpc_id else (
+                    requester if accepter.get("VpcId") == vpc_id else None)
+                if peer is None:
+                    continue
+                blocks = [b["CidrBlock"] for b in peer.get("CidrBlockSet", [])] or (
+                    [peer["CidrBlock"]] if peer.get("CidrBlock") else [])
+                for block in blocks:
+                    found.add(str(ipaddress.ip_network(block, strict=False)))
+            return sorted(found)
+
+        cidrs: list[str] = self._cached(f"peer-cidrs:{vpc_id}", VPC_TTL, fetch)
+        return cidrs
+
+
+def monotonic_deadline(seconds: float) -> float:
+    return time.monotonic() + seconds

@@ -1,0 +1,157 @@
+"""The IPAM plugin's five handlers (``cnivpc-ipam``, first in the chain): add, delete, check,
+status, gc. Each reads as a short story over the allocator, the store and the node view.
+
+ADD returns the ENI's link as the only interface (the ipvlan plugin's master). DEL releases by
+(container ID, ifname): no netns, no prevResult and no EC2 needed, repeatable. EC2 failures
+never fail DEL (the pool keeps the IP; GC retries the unassign).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ...aws.errors import MetadataUnavailable
+from ...aws.metadata import Metadata
+from ...cni.args import PodRef
+from ...cni.errors import CniError, InvalidConfig, PluginNotAvailable
+from ...cni.plugin import Plugin, Request
+from ...cni.types import Result
+from . import result as results
+from .allocator import Allocator, NoCapacity
+from .config import IpamConf
+from .node import Node
+from .store import Allocation, Store
+
+log = logging.getLogger("cnivpc.ipam")
+
+
+def _open(conf: IpamConf) -> tuple[Store, Node]:
+    store = Store.open(conf.data_dir)
+    deadline = time.monotonic() + conf.timeout
+
+    def limiter(name: str, capacity: float, refill: float) -> float:
+        with store.transaction():
+            return store.take_token(name, capacity, refill)
+
+    return store, Node(store, deadline=deadline, metadata=Metadata(), limiter=limiter)
+
+
+def _extra_cidrs(conf: IpamConf, node: Node, vpc_id: str) -> list[str]:
+    extra = list(conf.route_to_cidrs)
+    if conf.route_to_vpc_peers:
+        extra = node.peer_cidrs(vpc_id) + extra
+    return extra
+
+
+def add(req: Request[IpamConf]) -> Result:
+    conf, cmd = req.conf, req.cmd
+    pod = str(PodRef.from_cni_args(cmd.args))
+    store, node = _open(conf)
+    with store:
+        alloc, eni = Allocator(conf, store, node).acquire(cmd.container_id, cmd.ifname, pod)
+        log.info("ADD %s %s -> %s on %s (%s)", cmd.container_id[:12], pod or "-", alloc.ip,
+                 eni.eni_id, eni.link)
+        if node.ec2_calls:
+            log.info("EC2 calls: %s", node.ec2_calls)
+        return results.build(alloc, eni, _extra_cidrs(conf, node, eni.vpc_id))
+
+
+def delete(req: Request[IpamConf]) -> None:
+    conf, cmd = req.conf, req.cmd
+    store, node = _open(conf)
+    with store:
+        released = Allocator(conf, store, node).release(cmd.container_id, cmd.ifname)
+    for alloc in released:
+        log.info("DEL %s released %s from %s", cmd.container_id[:12], alloc.ip, alloc.eni_id)
+    if not released:
+        log.info("DEL %s: nothing held (already released)", cmd.container_id[:12])
+
+
+def check(req: Request[IpamConf]) -> None:
+    """The attachment holds an IP, it is the one in prevResult, and its ENI still has it."""
+    conf, cmd = req.conf, req.cmd
+    store, node = _open(conf)
+    with store:
+        held = store.allocations(cmd.container_id, cmd.ifname)
+        if not held:
+            raise CniError(f"no IP is allocated to container {cmd.container_id} {cmd.ifname}",
+                           "the IPAM store has no such attachment", code=7)
+        _check_prev_result(req, held[0])
+        eni = store.eni(held[0].eni_id)
+        if eni is None:
+            raise CniError(f"ENI {held[0].eni_id} holding {held[0].ip} is gone", code=7)
+        on_eni = _ips_on_eni(node, eni.mac)
+        if held[0].ip not in on_eni:
+            # The metadata may lag a fresh assign: ask EC2, the truth, before failing.
+            answer = node.ec2.call("DescribeNetworkInterfaces", NetworkInterfaceIds=[eni.eni_id])
+            on_eni = {a["PrivateIpAddress"] for i in answer.get("NetworkInterfaces", [])
+                      for a in i.get("PrivateIpAddresses", [])}
+        if held[0].ip not in on_eni:
+            raise CniError(f"{held[0].ip} is no longer assigned to {eni.eni_id}",
+                           "it was removed outside cnivpc; delete the pod", code=7)
+
+
+def _ips_on_eni(node: Node, mac: str) -> set[str]:
+    try:
+        return set(node.metadata.interface(mac).ipv4s)
+    except CniError:
+        return set()
+
+
+def _check_prev_result(req: Request[IpamConf], alloc: Allocation) -> None:
+    prev = req.prev_result
+    if prev is None:
+        return
+    ips = {str(ip.ip) for ip in prev.ips}
+    if ips and alloc.ip not in ips:
+        raise InvalidConfig(f"prevResult has {sorted(ips)} but the IPAM holds {alloc.ip}")
+
+
+def status(req: Request[IpamConf]) -> None:
+    """Ready when the metadata answers and an IP can be had: one is free, or there is room for
+    more (then EC2 must be usable)."""
+    conf = req.conf
+    store, node = _open(conf)
+    with store:
+        try:
+            identity = node.identity
+        except MetadataUnavailable as exc:
+            raise PluginNotAvailable("instance metadata is unusable", str(exc)) from exc
+        if store.free_ips():
+            return
+        try:
+            limits = node.limits()
+            node.ec2.call("DescribeNetworkInterfaces", MaxResults=5, Filters=[
+                {"Name": "attachment.instance-id", "Values": [identity.instance_id]}])
+        except CniError as exc:
+            raise PluginNotAvailable("no free IP and EC2 is unusable", str(exc)) from exc
+        except Exception as exc:  # botocore: missing credentials and the like
+            raise PluginNotAvailable("no free IP and EC2 is unusable", repr(exc)) from exc
+        ours = [e for e in store.enis() if e.device_index >= conf.interface_index]
+        counts = store.ip_counts()
+        room = sum(limits.ipv4_per_eni - counts.get(e.eni_id, 0) for e in ours)
+        room += (limits.enis - len(store.enis())) * limits.ipv4_per_eni
+        full = sum(counts.get(e.eni_id, 0) for e in ours)
+        if room <= 0:
+            raise PluginNotAvailable("no IP capacity left on this node",
+                                     f"{full} IPs in use on {len(ours)} ENIs")
+
+
+def gc(req: Request[IpamConf]) -> None:
+    """Release allocations of attachments the runtime no longer knows."""
+    conf = req.conf
+    valid = {(a.container_id, a.ifname) for a in req.valid_attachments or []}
+    store, node = _open(conf)
+    with store:
+        allocator = Allocator(conf, store, node)
+        stale = {(a.container_id, a.ifname) for a in store.allocations()} - valid
+        for container_id, ifname in sorted(stale):
+            for alloc in allocator.release(container_id, ifname):
+                log.info("GC released %s of gone container %s", alloc.ip, container_id[:12])
+
+
+PLUGIN = Plugin(name="cnivpc-ipam", conf_model=IpamConf, add=add, delete=delete, check=check,
+                status=status, gc=gc)
+
+__all__ = ["PLUGIN", "NoCapacity"]

@@ -1,0 +1,459 @@
+"""The lab's VPC fabric: node network namespaces, ENI hot-plug, subnet gateways and "internet".
+
+Owns every kernel object the lab creates, all of them inside network namespaces named
+``cnl-<lab id>-<role>`` so that teardown (and the next lab after a SIGKILL) can find them by name:
+
+* ``cnl-<id>-vpc``: the VPC router. Bridge ``br0`` is the fabric every ENI is plugged into; the
+  ``.1`` of every subnet sits on it (AWS's VPC router answers at subnet base + 1). Forwarding is
+  on, so pod↔pod, pod↔node and cross-node traffic between subnets is routed here for real.
+* ``cnl-<id>-inet``: an "internet" host (``198.51.100.10``, TEST-NET-2) outside the VPC, linked to
+  the VPC router by ``igw0``. Only sources registered as public (a node's primary private IP,
+  which on AWS has a public IP / NAT mapping) are routed to it (policy routing, table 100), so
+  traffic from a pod's secondary IP only reaches the internet after the node SNATs it to its
+  primary IP, exactly the property cnivpc's SNAT rules exist for.
+* ``cnl-<id>-<node>``: one per simulated instance. ``eth0`` is the primary ENI (its MAC, primary
+  IP and subnet prefix from EC2, default route via the subnet's ``.1``). Hot-plugged ENIs are veth
+  ends carrying the ENI's MAC, created straight inside the node netns, the other end a port of
+  ``br0``.
+
+Interface naming in a node: the ENI at device index N appears as ``ethN`` (Amazon Linux 2 style;
+Nitro kernels with predictable names would call it ``ens5+N``). If ``ethN`` is taken, the next free
+``eth%d`` is used, as the kernel's own ``eth%d`` allocation would. Plugins must find ENIs by MAC
+(as VPC CNI does), never by name. A hot-plugged interface appears DOWN, without addresses, like a
+fresh NIC: configuring it is cnivpc's job. MTU is 9001 (ENA's jumbo default) on every VPC link.
+
+Ownership of a lab id is recorded in ``/run/cnivpc-lab/<id>.pid`` (pid and process start time);
+``cleanup_stale`` removes namespaces whose owner is gone (a SIGKILLed lab), ``cleanup_all`` also
+stops live owners (``python -m cnivpc.lab down``).
+
+Uses the ``ip`` command (iproute2) and ``setns(2)`` through ctypes; nothing else. Must not import
+moto, botocore, or cnivpc plugin code (the UML tests build a fabric without any EC2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ipaddress
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+PREFIX = "cnl-"
+NETNS_DIR = Path("/run/netns")
+REGISTRY = Path("/run/cnivpc-lab")
+VPC_MTU = 9001
+INET_ADDR = "198.51.100.10"
+INET_GW = "198.51.100.1"
+INET_NET = "198.51.100.0/24"
+PUBLIC_TABLE = 100
+IMDS_ADDR = "169.254.169.254"
+CLONE_NEWNET = 0x40000000
+
+T = TypeVar("T")
+
+
+class FabricError(RuntimeError):
+    """An ``ip`` command (or a namespace operation) failed."""
+
+
+def ip(*args: str, ns: str | None = None, check: bool = True) -> str:
+    """Run ``ip [-n NS] ARGS``; return stdout. Raises FabricError with stderr on failure."""
+    cmd = ["ip", *(["-n", ns] if ns else []), *args]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise FabricError(f"{' '.join(cmd)}: {res.stderr.strip() or res.returncode}")
+    return res.stdout
+
+
+def ip_batch(lines: list[str], ns: str | None = None) -> None:
+    """Several ``ip`` commands in one exec (each exec costs 50-90 ms inside UML)."""
+    cmd = ["ip", *(["-n", ns] if ns else []), "-batch", "-"]
+    res = subprocess.run(cmd, input="\n".join(lines) + "\n", capture_output=True, text=True)
+    if res.returncode != 0:
+        raise FabricError(f"ip -batch in {ns or 'root'}: {res.stderr.strip()}\n" + "\n".join(lines))
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def in_netns(netns: str, fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a short-lived thread that has joined network namespace ``netns``.
+
+    setns(CLONE_NEWNET) changes only the calling thread, so the lab process (and its other
+    threads) stays where it is; sockets created by ``fn`` stay bound to ``netns`` for life.
+    Python 3.11 has no os.setns, hence ctypes.
+    """
+    box: list[T] = []
+    err: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fd = os.open(NETNS_DIR / netns, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    e = ctypes.get_errno()
+                    raise OSError(e, f"setns({netns}): {os.strerror(e)}")
+            finally:
+                os.close(fd)
+            box.append(fn())
+        except BaseException as exc:  # re-raised in the caller's thread
+            err.append(exc)
+
+    t = threading.Thread(target=run, name=f"setns-{netns}")
+    t.start()
+    t.join()
+    if err:
+        raise err[0]
+    return box[0]
+
+
+def listen_in_netns(netns: str, host: str, port: int) -> socket.socket:
+    """A listening TCP socket bound to ``host:port`` inside ``netns``."""
+
+    def make() -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        s.listen(128)
+        return s
+
+    return in_netns(netns, make)
+
+
+def write_sysctl(netns: str, key: str, value: str) -> None:
+    """Write /proc/sys/<key> as seen from ``netns`` (net.* sysctls are per namespace and are
+    resolved against the writing thread's namespace)."""
+
+    def write() -> None:
+        Path("/proc/sys", key.replace(".", "/")).write_text(value + "\n")
+
+    in_netns(netns, write)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ownership registry and stale cleanup
+# ---------------------------------------------------------------------------------------------
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # field 22 (starttime) counted after the ")" that ends the command name
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _owner_alive(lab_id: str) -> int | None:
+    """The pid of the live process owning ``lab_id``, else None."""
+    try:
+        pid_s, start = (REGISTRY / f"{lab_id}.pid").read_text().split()
+        pid = int(pid_s)
+    except (OSError, ValueError):
+        return None
+    # pid reuse: the owner is alive only if the start time matches too
+    return pid if _start_time(pid) == start else None
+
+
+def lab_namespaces() -> dict[str, list[str]]:
+    """lab id -> its namespace names, for every ``cnl-*`` namespace on the host."""
+    out: dict[str, list[str]] = {}
+    with contextlib.suppress(FileNotFoundError):
+        for name in sorted(os.listdir(NETNS_DIR)):
+            if name.startswith(PREFIX) and name.count("-") >= 2:
+                out.setdefault(name.split("-")[1], []).append(name)
+    return out
+
+
+def _delete_netns(name: str) -> None:
+    ip("netns", "del", name, check=False)
+
+
+def cleanup_stale() -> list[str]:
+    """Delete namespaces (and registry files) of labs whose owning process is gone."""
+    removed: list[str] = []
+    for lab_id, names in lab_namespaces().items():
+        if _owner_alive(lab_id) is None:
+            for n in names:
+                _delete_netns(n)
+                removed.append(n)
+    with contextlib.suppress(FileNotFoundError):
+        for f in REGISTRY.glob("*.pid"):
+            if _owner_alive(f.stem) is None:
+                f.unlink(missing_ok=True)
+    return removed
+
+
+def cleanup_all(timeout: float = 10.0) -> list[str]:
+    """Stop every live lab (SIGTERM, then SIGKILL) and remove everything any lab left."""
+    owners: set[int] = set()
+    with contextlib.suppress(FileNotFoundError):
+        for f in REGISTRY.glob("*.pid"):
+            pid = _owner_alive(f.stem)
+            if pid is not None and pid != os.getpid():
+                owners.add(pid)
+    for pid in owners:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while owners and time.monotonic() < deadline:
+        owners = {p for p in owners if Path(f"/proc/{p}").exists()}
+        time.sleep(0.1)
+    for pid in owners:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    time.sleep(0.1 if owners else 0)
+    return cleanup_stale()
+
+
+# ---------------------------------------------------------------------------------------------
+# The fabric
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Port:
+    """One plugged ENI: ``port`` on br0 in the VPC netns, ``ifname`` in the node netns."""
+
+    key: str
+    port: str
+    ifname: str
+    mac: str
+
+
+@dataclass
+class Node:
+    name: str
+    netns: str
+    mac: str
+    ip: str
+    prefixlen: int
+    gateway: str
+    ports: dict[str, Port] = field(default_factory=dict)
+
+
+class Fabric:
+    """One lab's VPC: create, add subnets and nodes, hot-plug ENIs, destroy. Thread-safe."""
+
+    def __init__(self, lab_id: str | None = None) -> None:
+        self.lab_id = lab_id or secrets.token_hex(2)
+        self.vpc_ns = f"{PREFIX}{self.lab_id}-vpc"
+        self.inet_ns = f"{PREFIX}{self.lab_id}-inet"
+        self.subnets: dict[str, str] = {}  # cidr -> gateway
+        self.nodes: dict[str, Node] = {}
+        self._lock = threading.RLock()
+        self._port_seq = 0
+        self._created = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def create(self) -> Fabric:
+        REGISTRY.mkdir(parents=True, exist_ok=True)
+        pid = os.getpid()
+        (REGISTRY / f"{self.lab_id}.pid").write_text(f"{pid} {_start_time(pid)}\n")
+        self._created = True
+        try:
+            for ns in (self.vpc_ns, self.inet_ns):
+                ip("netns", "add", ns)
+            ip_batch(
+                [
+                    "link set lo up",
+                    "link add br0 type bridge",
+                    f"link set br0 mtu {VPC_MTU} up",
+                    f"link add igw0 type veth peer name eth0 netns {self.inet_ns}",
+                    "link set igw0 up",
+                    # /32 only: no connected route in main, the internet is reachable only via
+                    # the public table, i.e. only from registered public sources.
+                    f"addr add {INET_GW}/32 dev igw0",
+                    f"route add {INET_NET} dev igw0 src {INET_GW} table {PUBLIC_TABLE}",
+                ],
+                ns=self.vpc_ns,
+            )
+            ip_batch(
+                [
+                    "link set lo up",
+                    f"addr add {INET_ADDR}/24 dev eth0",
+                    "link set eth0 up",
+                    f"route add default via {INET_GW}",
+                ],
+                ns=self.inet_ns,
+            )
+            for key, value in (
+                ("net.ipv4.ip_forward", "1"),
+                # the VPC router sees asymmetric paths (pod traffic leaves one ENI, replies come
+                # to another); AWS doesn't reverse-path filter, so neither do we
+                ("net.ipv4.conf.all.rp_filter", "0"),
+                ("net.ipv4.conf.default.rp_filter", "0"),
+                ("net.ipv4.conf.br0.rp_filter", "0"),
+            ):
+                write_sysctl(self.vpc_ns, key, value)
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def destroy(self) -> None:
+        """Delete every namespace of this lab (their links go with them) and the registry entry."""
+        with self._lock:
+            for node in list(self.nodes.values()):
+                _delete_netns(node.netns)
+            self.nodes.clear()
+            for ns in (self.inet_ns, self.vpc_ns):
+                _delete_netns(ns)
+            # a namespace that was never registered in self.nodes (crash mid-add)
+            for n in lab_namespaces().get(self.lab_id, []):
+                _delete_netns(n)
+            if self._created:
+                (REGISTRY / f"{self.lab_id}.pid").unlink(missing_ok=True)
+                self._created = False
+
+    def __enter__(self) -> Fabric:
+        return self if self._created else self.create()
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
+
+    # -- topology -----------------------------------------------------------------------------
+
+    def add_subnet(self, cidr: str) -> str:
+        """Put the subnet's router address (base + 1) on the fabric bridge; return it."""
+        with self._lock:
+            if cidr in self.subnets:
+                return self.subnets[cidr]
+            net = ipaddress.ip_network(cidr)
+            gw = str(net.network_address + 1)
+            ip("addr", "add", f"{gw}/{net.prefixlen}", "dev", "br0", ns=self.vpc_ns)
+            self.subnets[cidr] = gw
+            return gw
+
+    def add_node(self, name: str, *, mac: str, ip_addr: str, subnet: str,
+                 public: bool = True, forwarding: bool = True) -> Node:
+        """Create node netns ``cnl-<id>-<name>`` whose eth0 is the primary ENI.
+
+        ``public``: the primary IP may reach the internet host (AWS: it has a public IP or a NAT
+        gateway path). ``forwarding``: net.ipv4.ip_forward=1, as on every Kubernetes node.
+        """
+        with self._lock:
+            gw = self.add_subnet(subnet)
+            prefixlen = ipaddress.ip_network(subnet).prefixlen
+            netns = f"{PREFIX}{self.lab_id}-{name}"
+            node = Node(name, netns, mac.lower(), ip_addr, prefixlen, gw)
+            ip("netns", "add", netns)
+            self.nodes[name] = node
+            port = self._plug_link(node, "eth0", mac, key="primary")
+            node.ports["primary"] = port
+            lines = [
+                "link set lo up",
+                f"link set eth0 mtu {VPC_MTU} up",
+                f"addr add {ip_addr}/{prefixlen} dev eth0",
+                f"route add default via {gw} dev eth0",
+                # IMDS and the lab's EC2 endpoint answer on the link-local address; on AWS it is
+                # off-box, here it is a local address so both node and pods (routed via the
+                # node) reach it with production defaults.
+                f"addr add {IMDS_ADDR}/32 dev lo",
+            ]
+            ip_batch(lines, ns=netns)
+            if forwarding:
+                write_sysctl(netns, "net.ipv4.ip_forward", "1")
+            if public:
+                self.set_public(ip_addr, True)
+            return node
+
+    def remove_node(self, name: str) -> None:
+        with self._lock:
+            node = self.nodes.pop(name, None)
+            if node is None:
+                return
+            self.set_public(node.ip, False)
+            _delete_netns(node.netns)  # its veth ends die with it, taking the br0 ports along
+
+    def set_public(self, addr: str, public: bool) -> None:
+        """Allow (or stop) ``addr`` as a source towards the internet host."""
+        rule = ["rule", "add" if public else "del", "from", f"{addr}/32",
+                "lookup", str(PUBLIC_TABLE), "pref", "1000"]
+        ip(*rule, ns=self.vpc_ns, check=public)
+
+    # -- hot-plug -----------------------------------------------------------------------------
+
+    def plug(self, node_name: str, key: str, mac: str, device_index: int) -> str:
+        """Hot-plug an ENI (identified by ``key``, e.g. its ENI id) into a node; return ifname."""
+        with self._lock:
+            node = self.nodes[node_name]
+            if key in node.ports:
+                return node.ports[key].ifname
+            ifname = self._free_ifname(node, device_index)
+            node.ports[key] = self._plug_link(node, ifname, mac, key=key)
+            return ifname
+
+    def unplug(self, node_name: str, key: str) -> bool:
+        """Remove a hot-plugged ENI's netdev; False when it was not plugged."""
+        with self._lock:
+            node = self.nodes.get(node_name)
+            port = node.ports.pop(key, None) if node else None
+            if port is None:
+                return False
+            # Deleting the fabric end deletes the pair, wherever the node end is now.
+            ip("link", "del", port.port, ns=self.vpc_ns, check=False)
+            return True
+
+    def _free_ifname(self, node: Node, device_index: int) -> str:
+        taken = set(node_links(node.netns))
+        want = f"eth{device_index}"
+        if want not in taken:
+            return want
+        n = 0
+        while f"eth{n}" in taken:
+            n += 1
+        return f"eth{n}"
+
+    def _plug_link(self, node: Node, ifname: str, mac: str, *, key: str) -> Port:
+        self._port_seq += 1
+        # br0 port names must be unique in the VPC netns and <= 15 chars (IFNAMSIZ - 1)
+        port = f"p{self._port_seq}-{node.name}"[:15]
+        ip_batch(
+            [
+                f"link add {port} mtu {VPC_MTU} type veth peer name {ifname} "
+                f"address {mac.lower()} mtu {VPC_MTU} netns {node.netns}",
+                f"link set {port} master br0 up",
+            ],
+            ns=self.vpc_ns,
+        )
+        return Port(key, port, ifname, mac.lower())
+
+    # -- introspection ------------------------------------------------------------------------
+
+    def node_ns(self, name: str) -> str:
+        return self.nodes[name].netns
+
+    def namespaces(self) -> list[str]:
+        return [self.vpc_ns, self.inet_ns, *(n.netns for n in self.nodes.values())]
+
+
+def node_links(netns: str) -> dict[str, str]:
+    """ifname -> MAC of every link in ``netns`` (``ip -o link``)."""
+    out: dict[str, str] = {}
+    for line in ip("-o", "link", "show", ns=netns).splitlines():
+        parts = line.split()
+        name = parts[1].rstrip(":").split("@", 1)[0]
+        mac = parts[parts.index("link/ether") + 1] if "link/ether" in parts else ""
+        out[name] = mac
+    return out
+
+
+@contextlib.contextmanager
+def fabric(lab_id: str | None = None) -> Iterator[Fabric]:
+    """A created fabric, destroyed on exit."""
+    f = Fabric(lab_id).create()
+    try:
+        yield f
+    finally:
+        f.destroy()

@@ -1,0 +1,184 @@
+"""The one place iptables is run: ``iptables``/``ip6tables`` with ``-w`` (wait for the xtables
+lock instead of failing when kube-proxy holds it), in the current netns or inside another one.
+
+Rules are argument lists exactly as given to ``-A``/``-C``/``-D`` (``["-s", "10.0.0.5",
+"-j", "CNI-..."]``); listed rules come back from ``-S`` split the same way, so a listed rule
+can be deleted as it is. Works with both backends (``nf_tables`` and ``legacy``): only the
+iptables command line is used, never nft directly.
+
+Imports nothing of cnivpc but ``net.errors`` and ``net.netns``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from . import netns
+from .errors import IptablesError, IptablesNotFound
+
+# Plugins run with whatever PATH the runtime has (sometimes none): also look where
+# distributions install iptables.
+FALLBACK_PATH = "/usr/sbin:/sbin:/usr/bin:/bin:/usr/local/sbin"
+TIMEOUT_SECONDS = 30.0
+RANDOM_FULLY_SINCE = (1, 6, 2)
+
+
+@dataclass(frozen=True)
+class Version:
+    """``iptables --version``: the release and the backend ("nf_tables" or "legacy")."""
+
+    release: tuple[int, int, int]
+    backend: str
+
+    @property
+    def random_fully(self) -> bool:
+        """MASQUERADE --random-fully exists from iptables 1.6.2 (and needs a kernel that has
+        it, which every kernel with nf_tables has)."""
+        return self.release >= RANDOM_FULLY_SINCE
+
+
+def parse_version(text: str) -> Version:
+    """``iptables v1.8.9 (nf_tables)`` -> Version((1, 8, 9), "nf_tables")."""
+    match = re.search(r"v(\d+)\.(\d+)(?:\.(\d+))?(?:\s+\((\w+)\))?", text)
+    if not match:
+        raise IptablesError("cannot parse the iptables version", text.strip())
+    major, minor, patch, backend = match.groups()
+    return Version((int(major), int(minor), int(patch or 0)), backend or "legacy")
+
+
+@functools.cache
+def _binary(name: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path=FALLBACK_PATH)
+    if path is None:
+        raise IptablesNotFound(f"{name} not found",
+                               f"looked in PATH and {FALLBACK_PATH}; install iptables")
+    return path
+
+
+@dataclass(frozen=True)
+class Iptables:
+    """iptables (or ip6tables with ``ipv6``) acting in the netns at ``netns_path`` (the
+    current one when None)."""
+
+    ipv6: bool = False
+    netns_path: str | None = None
+    wait_seconds: int = 10
+
+    @property
+    def name(self) -> str:
+        return "ip6tables" if self.ipv6 else "iptables"
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run one command; the result is returned whatever the exit status."""
+        argv = [_binary(self.name), "-w", str(self.wait_seconds), *args]
+        env = {"PATH": os.environ.get("PATH") or FALLBACK_PATH, "LC_ALL": "C"}
+
+        def body() -> subprocess.CompletedProcess[str]:
+            # Forked from the netns thread, so iptables runs in that netns (see netns).
+            return subprocess.run(argv, capture_output=True, text=True, env=env,
+                                  timeout=TIMEOUT_SECONDS, check=False)
+
+        try:
+            return netns.run_in(self.netns_path, body)
+        except subprocess.TimeoutExpired as exc:
+            raise IptablesError(f"{self.name} timed out", shlex.join(argv)) from exc
+        except OSError as exc:
+            raise IptablesError(f"cannot run {self.name}", str(exc)) from exc
+
+    def must(self, *args: str) -> str:
+        """Run a command that has to succeed; its stdout."""
+        done = self.run(*args)
+        if done.returncode != 0:
+            raise IptablesError(f"{self.name} {' '.join(args[:4])} failed",
+                                f"{shlex.join(args)}: {done.stderr.strip()}",
+                                returncode=done.returncode)
+        return done.stdout
+
+    def version(self) -> Version:
+        """The binary's version (the same in every netns, so asked once per process)."""
+        return _version(self)
+
+    def exists(self, table: str, chain: str, rule: Sequence[str]) -> bool:
+        """True if ``rule`` is in ``chain`` (False as well when the chain does not exist)."""
+        done = self.run("-t", table, "-C", chain, *rule)
+        if done.returncode == 0:
+            return True
+        if done.returncode == 1:
+            return False
+        raise IptablesError(f"{self.name} -C {chain} failed",
+                            f"{shlex.join(rule)}: {done.stderr.strip()}",
+                            returncode=done.returncode)
+
+    def append_unique(self, table: str, chain: str, rule: Sequence[str]) -> bool:
+        """Append ``rule`` unless it is there already; True if it was appended."""
+        if self.exists(table, chain, rule):
+            return False
+        self.must("-t", table, "-A", chain, *rule)
+        return True
+
+    def delete(self, table: str, chain: str, rule: Sequence[str]) -> bool:
+        """Delete ``rule`` if present; True if it was there."""
+        if not self.exists(table, chain, rule):
+            return False
+        self.must("-t", table, "-D", chain, *rule)
+        return True
+
+    def listing(self, table: str) -> tuple[set[str], list[tuple[str, list[str]]]]:
+        """One ``-S`` of ``table``: its chains, and every rule as (chain, rule args)."""
+        chains: set[str] = set()
+        rules: list[tuple[str, list[str]]] = []
+        for line in self.must("-t", table, "-S").splitlines():
+            words = shlex.split(line)
+            if len(words) >= 2 and words[0] in ("-N", "-P"):
+                chains.add(words[1])
+            elif len(words) >= 2 and words[0] == "-A":
+                rules.append((words[1], words[2:]))
+        return chains, rules
+
+    def rules(self, table: str, chain: str) -> list[list[str]]:
+        """The rules of one chain as argument lists ([] when the chain does not exist)."""
+        chains, rules = self.listing(table)
+        return [rule for c, rule in rules if c == chain] if chain in chains else []
+
+    def ensure_chain(self, table: str, chain: str) -> None:
+        chains, _ = self.listing(table)
+        if chain not in chains:
+            self.must("-t", table, "-N", chain)
+
+    def delete_chain(self, table: str, chain: str) -> bool:
+        """Flush and delete ``chain``; False if it did not exist. Rules jumping to it must be
+        gone first (the kernel refuses to delete a referenced chain)."""
+        chains, _ = self.listing(table)
+        if chain not in chains:
+            return False
+        self.must("-t", table, "-F", chain)
+        self.must("-t", table, "-X", chain)
+        return True
+
+
+@functools.cache
+def _version(ipt: Iptables) -> Version:
+    return parse_version(Iptables(ipv6=ipt.ipv6).must("--version"))
+
+
+def jump_target(rule: Sequence[str]) -> str | None:
+    """The ``-j`` target of a rule given as arguments, if any."""
+    for i, word in enumerate(rule[:-1]):
+        if word in ("-j", "--jump"):
+            return rule[i + 1]
+    return None
+
+
+def comment_of(rule: Sequence[str]) -> str | None:
+    """The ``--comment`` of a rule given as arguments, if any."""
+    for i, word in enumerate(rule[:-1]):
+        if word == "--comment":
+            return rule[i + 1]
+    return None

@@ -559,7 +559,7 @@ class ImdsServer:
         server = _HTTPServer(sock, self, instance_id)
         thread = threading.Thread(
             target=server.serve_forever,
-            kwargs={"poll_interval": 0.2},
+            kwargs={"poll_interval": 0.05},
             name=f"imds-{instance_id}",
             daemon=True,
         )

@@ -42,7 +42,7 @@ def to_current(result: JSON, version: str) -> JSON:
                           for ip in result.get("ips") or []]
         else:
             out = _from_legacy(result)
-    except (AttributeError, TypeError, ValueError) as exc:
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise DecodingFailure(f"cannot read a {version} result", repr(exc)) from exc
     out.pop("cniVersion", None)
     return out

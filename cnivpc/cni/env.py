@@ -17,7 +17,8 @@ CONTAINER_ID_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
 
 
 def validate_container_id(value: str) -> str | None:
-    if not CONTAINER_ID_RE.match(value):
+    # fullmatch: with match(), "$" also accepts a trailing newline ("abc\n").
+    if not CONTAINER_ID_RE.fullmatch(value):
         return "must match [a-zA-Z0-9][a-zA-Z0-9_.-]*"
     return None
 

@@ -178,7 +178,7 @@ def _load_conf(plugin: Plugin[Any], config: dict[str, Any]) -> Any:
     from .types import NAME_RE
 
     name = config.get("name")
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise InvalidConfig("invalid network name", f"name {name!r} must match {NAME_RE.pattern}")
     try:
         return plugin.conf_model.model_validate(config)

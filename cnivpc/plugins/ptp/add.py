@@ -1,0 +1,199 @@
+"""ADD: connect the pod to the host with an unnumbered veth pair and set up routing,
+policy routing, masquerading and NodePort marking, rolling *everything* back if a step
+fails.
+
+The story, in order (each side effect registers its undo on an ExitStack first; the stack is
+discarded on success):
+1. veth pair: container end ``containerInterface`` created directly in the pod netns, host end
+   under its stable name with the attachment alias; both up.
+2. pod: /32 (/128) scope-link routes to the host interface's addresses, a default route via
+   the host's primary address; with ipMasq, forwarding and the "kube-proxy SNAT" MASQUERADE.
+3. host: /32 (/128) routes to the pod IPs over the host veth.
+4. per-pod table with prevResult's routes via the pod IP, and ``iif <veth> lookup T``, so
+   service traffic DNATed to a VPC address goes back into the pod and out of its ipvlan.
+5. with ipMasq, host forwarding and the per-pod SNAT chain.
+6. shared NodePort marking (idempotent, never rolled back: other pods rely on it).
+Gratuitous ARPs (best effort) announce the pod IPs to the host and the host IPs to the pod.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from contextlib import ExitStack
+from typing import Any
+
+from ...cni import logs
+from ...cni.errors import InvalidConfig
+from ...cni.plugin import Request
+from ...cni.types import Interface, Result
+from ...net import arp, links, netns, routes, sysctl
+from ...net.errors import ArpError, LinkExists, LinkNotFound, NetError
+from ...net.iptables import Iptables
+from . import lock, naming
+from .attachment import Attachment, IPAddress, pod_ips, require_prev, table_routes
+from .cleanup import drop_policy, teardown_masq
+from .config import PtpConf
+
+log = logs.get("ptp")
+
+
+class TableRangeFull(NetError):
+    """Every route table of the configured range is in use."""
+
+
+def add(req: Request[PtpConf]) -> Result:
+    conf, cmd = req.conf, req.cmd
+    prev = require_prev(req.prev_result)
+    ips = pod_ips(prev, cmd.ifname)
+    att = Attachment(conf.name, cmd.container_id, cmd.ifname)
+    families: list[int] = sorted({ip.version for ip in ips})
+    with lock.host_lock(), netns.iproute() as host, netns.open_fd(cmd.netns) as pod_fd, \
+            netns.iproute(cmd.netns) as pod, ExitStack() as undo:
+        host_if = _host_interface(host, conf.host_interface)
+        host_addrs = [a for a in links.addresses(host, host_if.index)
+                      if a.version in families]
+        gateways = _gateways(conf.host_interface, host_addrs, families)
+        mtu = conf.mtu or host_if.mtu
+
+        if links.find(host, att.host_veth) is not None:
+            raise LinkExists(f"host veth {att.host_veth} already exists",
+                             f"container {cmd.container_id} ifname {cmd.ifname} is already "
+                             "attached: DEL it first")
+        if links.find(pod, conf.container_interface) is not None:
+            raise LinkExists(f"interface {conf.container_interface} already exists in "
+                             f"{cmd.netns}", "containerInterface must be a free name")
+        links.create_veth(host, att.host_veth, conf.container_interface, pod_fd, mtu)
+        # Deleting the host end deletes its peer and every route through either end.
+        undo.callback(links.delete, host, att.host_veth)
+        host_veth = links.get(host, att.host_veth)
+        links.set_alias(host, host_veth.index, att.alias)
+        links.set_up(host, host_veth.index)
+        cont_veth = links.get(pod, conf.container_interface)
+        links.set_up(pod, cont_veth.index)
+
+        _setup_pod(pod, cont_veth.index, host_addrs, gateways)
+        if conf.ip_masq:
+            _setup_pod_masq(undo, cmd.netns, cmd.ifname, families)
+        _announce(cont_veth, [ip for ip in ips if ip.version == 4], cmd.netns)
+
+        for ip in ips:
+            routes.add(host, routes.Route(dst=routes.host_network(ip), oif=host_veth.index,
+                                          scope=routes.SCOPE_LINK))
+        _setup_policy(undo, host, conf, att, host_veth.index, table_routes(prev, ips))
+        _announce(host_veth, [a.ip for a in host_addrs if a.version == 4], None)
+
+        if conf.ip_masq:
+            _setup_host_masq(undo, att, ips)
+        _setup_nodeports(host, conf, families)
+
+        result = prev.model_copy(deep=True)
+        result.interfaces.append(Interface(name=host_veth.name, mac=host_veth.mac))
+        result.interfaces.append(Interface(name=cont_veth.name, mac=cont_veth.mac,
+                                           sandbox=cmd.netns))
+        undo.pop_all()
+    return result
+
+
+def _host_interface(host: Any, name: str) -> links.Link:
+    try:
+        return links.get(host, name)
+    except LinkNotFound as exc:
+        raise InvalidConfig(f"hostInterface {name} not found on the host") from exc
+
+
+def _gateways(host_interface: str, host_addrs: list[links.IPInterface],
+              families: list[int]) -> dict[int, IPAddress]:
+    """Per pod family, the host address the pod's default route goes via: the first
+    (primary) address, preferring a global one for IPv6."""
+    gateways: dict[int, IPAddress] = {}
+    for family in families:
+        candidates = [a.ip for a in host_addrs if a.version == family]
+        if not candidates:
+            raise InvalidConfig(f"hostInterface {host_interface} has no IPv{family} address",
+                                f"the pod has IPv{family} addresses and needs a next hop")
+        gateways[family] = next((ip for ip in candidates if not ip.is_link_local),
+                                candidates[0])
+    return gateways
+
+
+def _setup_pod(pod: Any, oif: int, host_addrs: list[links.IPInterface],
+               gateways: dict[int, IPAddress]) -> None:
+    # The veth has no address ("unnumbered"): host addresses are reached as on-link /32s,
+    # and the default route's next hop is one of them.
+    for addr in host_addrs:
+        routes.add(pod, routes.Route(dst=routes.host_network(addr.ip), oif=oif,
+                                     scope=routes.SCOPE_LINK))
+    for gateway in gateways.values():
+        default = ipaddress.ip_network("0.0.0.0/0" if gateway.version == 4 else "::/0")
+        routes.add(pod, routes.Route(dst=default, oif=oif, gateway=gateway))
+
+
+def _setup_pod_masq(undo: ExitStack, netns_path: str, ifname: str,
+                    families: list[int]) -> None:
+    sysctl.enable_forwarding(4 in families, 6 in families, netns_path)
+    for family in families:
+        ipt = Iptables(ipv6=family == 6, netns_path=netns_path)
+        rule = naming.pod_masq_rule(ifname, ipt.version().random_fully)
+        if ipt.append_unique("nat", "POSTROUTING", rule):
+            undo.callback(ipt.delete, "nat", "POSTROUTING", rule)
+
+
+def _setup_policy(undo: ExitStack, host: Any, conf: PtpConf, att: Attachment, oif: int,
+                  table_routes: list[tuple[routes.IPNetwork, IPAddress]]) -> None:
+    if not table_routes:
+        return  # an empty table would only fall through to main: no rule needed
+    table = naming.choose_table(conf.route_table_start, att.host_veth,
+                                routes.tables_in_use(host))
+    if table is None:
+        raise TableRangeFull("no free route table",
+                             f"tables {conf.route_table_start}.."
+                             f"{conf.route_table_start + naming.TABLE_SPAN - 1} all in use")
+    # Registered before the first route, so a half-filled table is flushed too.
+    undo.callback(drop_policy, host, att.host_veth, extra_tables=(table,))
+    for dst, via in table_routes:
+        routes.add(host, routes.Route(dst=dst, oif=oif, gateway=via, table=table))
+    for family in sorted({dst.version for dst, _ in table_routes}):
+        rule = routes.Rule(family=routes.af(family), priority=naming.IIF_RULE_PRIORITY,
+                           table=table, iifname=att.host_veth)
+        routes.add_rule(host, rule)
+    log.debug("attachment %s uses route table %d", att.host_veth, table)
+
+
+def _setup_host_masq(undo: ExitStack, att: Attachment, ips: list[IPAddress]) -> None:
+    sysctl.enable_forwarding(any(ip.version == 4 for ip in ips),
+                             any(ip.version == 6 for ip in ips))
+    for family in sorted({ip.version for ip in ips}):
+        ipt = Iptables(ipv6=family == 6)
+        undo.callback(teardown_masq, ipt, att.chain)
+        ipt.ensure_chain("nat", att.chain)
+        for ip in (ip for ip in ips if ip.version == family):
+            for rule in naming.masq_chain_rules(ip, att.comment):
+                ipt.append_unique("nat", att.chain, rule)
+            ipt.append_unique("nat", "POSTROUTING",
+                              naming.masq_jump_rule(ip, att.chain, att.comment))
+
+
+def _setup_nodeports(host: Any, conf: PtpConf, families: list[int]) -> None:
+    for family in families:
+        ipt = Iptables(ipv6=family == 6)
+        for rule in naming.nodeport_rules(conf.host_interface, conf.node_ports,
+                                          conf.node_port_mark):
+            ipt.append_unique("mangle", "PREROUTING", rule)
+    if 4 in families:
+        # Loose reverse-path filtering: replies routed by the fwmark rule are invisible to
+        # strict RPF, which would drop NodePort traffic as martian (lyft #38).
+        sysctl.write(f"net/ipv4/conf/{conf.host_interface}/rp_filter", "2")
+    existing = routes.list_rules(host)
+    for family in families:
+        mark_rule = routes.Rule(family=routes.af(family), priority=naming.FWMARK_RULE_PRIORITY,
+                                table=routes.RT_TABLE_MAIN, fwmark=conf.node_port_mark)
+        if mark_rule not in existing:
+            routes.add_rule(host, mark_rule)
+
+
+def _announce(link: links.Link, ips: list[ipaddress.IPv4Address],
+              netns_path: str | None) -> None:
+    try:
+        arp.announce(link.name, link.mac, ips, netns_path)
+    except ArpError as exc:
+        log.warning("gratuitous ARP on %s failed (ignored): %s", link.name, exc)

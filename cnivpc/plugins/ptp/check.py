@@ -1,0 +1,131 @@
+"""CHECK and STATUS.
+
+CHECK compares the kernel with what ADD creates for prevResult's pod IPs: both veth ends (and
+that they are each other's peer), the pod's routes, the host routes, the iif rule and its
+table, the masq chain when ipMasq, and the shared NodePort state. Every missing piece is
+listed in one error. STATUS answers 50 unless the host interface exists and iptables runs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from ...cni.errors import CniError, ErrorCode, PluginNotAvailable
+from ...cni.plugin import Request
+from ...net import links, netns, routes
+from ...net.errors import NetError
+from ...net.iptables import Iptables
+from . import naming
+from .attachment import Attachment, IPAddress, pod_ips, require_prev, table_routes
+from .config import PtpConf
+
+
+class CheckFailed(CniError):
+    """CHECK found state that ADD created missing or wrong; ``details`` lists every item."""
+
+    code = ErrorCode.INTERNAL
+
+
+def check(req: Request[PtpConf]) -> None:
+    conf, cmd = req.conf, req.cmd
+    prev = require_prev(req.prev_result)
+    ips = pod_ips(prev, cmd.ifname)
+    att = Attachment(conf.name, cmd.container_id, cmd.ifname)
+    families: set[int] = {ip.version for ip in ips}
+    problems: list[str] = []
+    with netns.iproute() as host, netns.iproute(cmd.netns) as pod:
+        host_if = links.find(host, conf.host_interface)
+        host_veth = links.find(host, att.host_veth)
+        cont = links.find(pod, conf.container_interface)
+        if host_if is None:
+            problems.append(f"hostInterface {conf.host_interface} not found")
+        if host_veth is None or host_veth.kind != "veth":
+            problems.append(f"host veth {att.host_veth} not found")
+        if cont is None or cont.kind != "veth":
+            problems.append(f"veth {conf.container_interface} not found in {cmd.netns}")
+        if host_veth and cont and (cont.peer_index != host_veth.index
+                                   or host_veth.peer_index != cont.index):
+            problems.append(f"{conf.container_interface} in the pod is not the peer of "
+                            f"host veth {att.host_veth}")
+        if host_if and cont:
+            addrs = [a.ip for a in links.addresses(host, host_if.index) if a.version in families]
+            problems += _pod_routes(pod, cont, addrs)
+        if host_veth:
+            problems += _host_routes(host, host_veth, ips, table_routes(prev, ips))
+    if conf.ip_masq:
+        problems += _masq(att, ips)
+    problems += _nodeports(conf, families)
+    if problems:
+        raise CheckFailed(f"CHECK failed: {problems[0]}", "; ".join(problems))
+
+
+def _pod_routes(pod: Any, cont: links.Link, host_addrs: list[IPAddress]) -> list[str]:
+    have = {(r.dst, r.gateway) for f in routes.FAMILIES
+            for r in routes.list_routes(pod, f, routes.RT_TABLE_MAIN) if r.oif == cont.index}
+    missing = [f"pod route {a}/{a.max_prefixlen} dev {cont.name}"
+               for a in host_addrs if (routes.host_network(a), None) not in have]
+    for version in sorted({a.version for a in host_addrs}):
+        default = ipaddress.ip_network("0.0.0.0/0" if version == 4 else "::/0")
+        if not any(dst == default and gw in host_addrs for dst, gw in have):
+            missing.append(f"pod default route (IPv{version}) via the host dev {cont.name}")
+    return missing
+
+
+def _host_routes(host: Any, veth: links.Link, ips: list[IPAddress],
+                 wanted: list[tuple[routes.IPNetwork, IPAddress]]) -> list[str]:
+    main = {r.dst for f in routes.FAMILIES
+            for r in routes.list_routes(host, f, routes.RT_TABLE_MAIN) if r.oif == veth.index}
+    missing = [f"host route {ip}/{ip.max_prefixlen} dev {veth.name}"
+               for ip in ips if routes.host_network(ip) not in main]
+    if not wanted:
+        return missing
+    rules = [r for r in routes.list_rules(host)
+             if r.iifname == veth.name and r.priority == naming.IIF_RULE_PRIORITY]
+    for version in sorted({dst.version for dst, _ in wanted}):
+        rule = next((r for r in rules if r.family == routes.af(version)), None)
+        if rule is None:
+            missing.append(f"rule iif {veth.name} priority {naming.IIF_RULE_PRIORITY} "
+                           f"(IPv{version})")
+            continue
+        table = {(r.dst, r.gateway) for r in routes.list_routes(host, rule.family, rule.table)
+                 if r.oif == veth.index}
+        missing += [f"route {dst} via {via} in table {rule.table}"
+                    for dst, via in wanted if dst.version == version and (dst, via) not in table]
+    return missing
+
+
+def _masq(att: Attachment, ips: list[IPAddress]) -> list[str]:
+    missing: list[str] = []
+    for ip in ips:
+        ipt = Iptables(ipv6=ip.version == 6)
+        for rule in naming.masq_chain_rules(ip, att.comment):
+            if not ipt.exists("nat", att.chain, rule):
+                missing.append(f"nat {att.chain} rule {' '.join(rule[:5])}")
+        if not ipt.exists("nat", "POSTROUTING", naming.masq_jump_rule(ip, att.chain,
+                                                                      att.comment)):
+            missing.append(f"nat POSTROUTING jump -s {ip} -j {att.chain}")
+    return missing
+
+
+def _nodeports(conf: PtpConf, families: set[int]) -> list[str]:
+    missing: list[str] = []
+    for version in sorted(families):
+        ipt = Iptables(ipv6=version == 6)
+        for rule in naming.nodeport_rules(conf.host_interface, conf.node_ports,
+                                          conf.node_port_mark):
+            if not ipt.exists("mangle", "PREROUTING", rule):
+                missing.append(f"mangle PREROUTING {' '.join(rule[:6])}")
+    return missing
+
+
+def status(req: Request[PtpConf]) -> None:
+    """Ready for ADD: the host interface exists and iptables answers."""
+    name = req.conf.host_interface
+    try:
+        with netns.iproute() as host:
+            if links.find(host, name) is None:
+                raise PluginNotAvailable(f"hostInterface {name} not found on the host")
+        Iptables().must("-t", "nat", "-S", "POSTROUTING")
+    except NetError as exc:
+        raise PluginNotAvailable("cnivpc-ptp cannot serve ADD", str(exc)) from exc

@@ -1,6 +1,8 @@
 """Multi-call entry point (busybox style): ``cnivpc-ipam``, ``cnivpc-ipvlan`` and
 ``cnivpc-ptp`` (the argv[0] basename, i.e. the conflist ``type``) run that CNI plugin;
-``cnivpc <plugin>`` does the same by hand; anything else is the operator CLI.
+``cnivpc <plugin>`` does the same by hand (``cnivpc ipam`` only with CNI_COMMAND set and no
+other argument: with a subcommand it is the operator's ``ipam`` group); anything else is the
+operator CLI.
 
 Imports only the stdlib and registries at module level: each path imports what it needs, so a
 plugin exec pays for nothing else (VERSION imports neither pydantic, pyroute2 nor botocore).
@@ -19,6 +21,15 @@ def run_plugin(program: str) -> int:
     return Dispatcher(name=program, load=lambda: plugins.load(program), version=__version__).run()
 
 
+def _runs_plugin(args: list[str]) -> bool:
+    """``cnivpc ptp`` and ``cnivpc ipvlan`` always run the plugin by hand. ``cnivpc ipam`` is
+    also the operator's command group (``cnivpc ipam enis``…): it runs the plugin only when
+    called bare with a CNI_COMMAND in the environment, as a runtime would."""
+    if args[0] != "ipam":
+        return True
+    return len(args) == 1 and bool(os.environ.get("CNI_COMMAND"))
+
+
 def main(argv: list[str] | None = None) -> int:
     from .plugins import PLUGINS
 
@@ -27,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     if program in PLUGINS:
         return run_plugin(program)
     args = argv[1:]
-    if args and f"cnivpc-{args[0]}" in PLUGINS:
+    if args and f"cnivpc-{args[0]}" in PLUGINS and _runs_plugin(args):
         return run_plugin(f"cnivpc-{args[0]}")
     from .cli import main as cli_main
 

@@ -1,40 +1,75 @@
-"""The operator CLI (``cnivpc <command>``): a lazy registry of subcommands, one error boundary
-and named exit codes. Subcommand modules are imported only when they run.
+"""The operator CLI (``cnivpc <command>``): a lazy registry of subcommands (a command's module is
+imported only when it runs, so ``cnivpc help`` stays instant), one error boundary that turns
+errors into ``error: …`` plus a hint and a named exit code, and nothing else.
+
+Every command module exposes ``main(args: list[str], out: TextIO) -> int``.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import TextIO
 
 from .. import __version__
+from .exits import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CliError
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
+# name -> (module, one-line summary), in help order
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ipam": ("cnivpc.cli.ipam", "inspect and operate the IPAM: ENIs, IPs, subnets, limits"),
+    "version": ("", "print the version"),
+    "help": ("", "this text"),
+}
 
-USAGE = """\
-usage: cnivpc <command> [options]
+USAGE_HEAD = """\
+usage: cnivpc <command> [options]      (cnivpc <command> --help for details)
 
 CNI plugins (normally run by the container runtime through the cnivpc-* symlinks):
   cnivpc ipam|ipvlan|ptp        run that plugin by hand (CNI_* environment, config on stdin)
 
 Commands:
-  help                          this text
-  version, --version            print the version
-
+"""
+USAGE_TAIL = """
 Install: symlink cnivpc-ipam, cnivpc-ipvlan and cnivpc-ptp to this file in /opt/cni/bin.
 """
+
+
+def usage() -> str:
+    width = max(len(n) for n in COMMANDS) + 2
+    lines = [f"  {name:<{width}}{summary}" for name, (_, summary) in COMMANDS.items()]
+    return USAGE_HEAD + "\n".join(lines) + "\n" + USAGE_TAIL
 
 
 def main(args: list[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
     if not args or args[0] in ("help", "-h", "--help"):
-        out.write(USAGE)
+        out.write(usage())
         return EXIT_OK
-    if args[0] in ("version", "--version"):
+    name, rest = args[0], args[1:]
+    if name in ("version", "--version"):
         out.write(f"cnivpc {__version__}\n")
         return EXIT_OK
-    err.write(f"error: unknown command {args[0]!r}\nhint: run 'cnivpc help' for the commands\n")
-    return EXIT_USAGE
+    if name not in COMMANDS:
+        err.write(f"error: unknown command {name!r}\nhint: run 'cnivpc help' for the commands\n")
+        return EXIT_USAGE
+    module = importlib.import_module(COMMANDS[name][0])
+    try:
+        code: int = module.main(rest, out)
+        return code
+    except CliError as exc:
+        err.write(f"error: {exc.message}\n")
+        if exc.hint:
+            err.write(f"hint: {exc.hint}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the CLI's boundary: a message, not a traceback, by default
+        from ..cni.errors import CniError
+
+        if isinstance(exc, CniError):
+            err.write(f"error: {exc.msg}\n")
+            if exc.details:
+                err.write(f"detail: {exc.details}\n")
+            return EXIT_ERROR
+        raise

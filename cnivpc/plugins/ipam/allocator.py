@@ -129,6 +129,19 @@ class Allocator:
             elif own is not None:
                 self._run_op(*own, best_effort=False)
 
+    def grow(self, count: int) -> Plan:
+        """Add ``count`` IPs to the pool now (the operator's ``cnivpc ipam grow``)."""
+        with self.decide():
+            self.reconcile()
+            plan = self._plan(needed=count)
+            if plan.kind == "assign":
+                plan = Plan("assign", min(count, plan.count), eni_id=plan.eni_id)
+            op_id = self.store.start_op(plan.kind, plan.count, eni_id=plan.eni_id,
+                                        device_index=plan.device_index)
+            self.store.claim_op_reset(op_id)
+        self._run_op(op_id, plan, best_effort=False)
+        return plan
+
     def _eligible(self) -> list[EniRecord]:
         return [e for e in self.store.enis()
                 if e.device_index >= self.conf.interface_index and e.link]

@@ -1,0 +1,72 @@
+"""What a CLI command acts on: the IPAM configuration of this node, found the way the runtime
+finds it (the first conflist in ``/etc/cni/net.d`` with a ``cnivpc-ipam`` plugin, in lexical
+order), or given with ``--conf``; ``--data-dir`` overrides the state directory.
+
+Imports the IPAM plugin's config, store and node view; no botocore at import time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+from typing import Any
+
+from ..plugins.ipam.config import IpamConf
+from .exits import EXIT_USAGE, CliError
+
+CONF_DIR = "/etc/cni/net.d"
+IPAM_TYPE = "cnivpc-ipam"
+
+
+def add_conf_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--conf", help="conflist (or plugin config) to read the IPAM settings "
+                        f"from; default: the first conflist in {CONF_DIR} using {IPAM_TYPE}")
+    parser.add_argument("--data-dir", help="IPAM state directory (overrides the config's "
+                        "dataDir)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _ipam_entry(doc: dict[str, Any]) -> dict[str, Any] | None:
+    if doc.get("type") == IPAM_TYPE:
+        return doc
+    for plugin in doc.get("plugins") or []:
+        if isinstance(plugin, dict) and plugin.get("type") == IPAM_TYPE:
+            return {"cniVersion": doc.get("cniVersion"), "name": doc.get("name"), **plugin}
+    return None
+
+
+def _read(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot read {path}: {exc}", "check the file's JSON") from exc
+    if not isinstance(doc, dict):
+        raise CliError(f"{path} is not a JSON object")
+    return doc
+
+
+def load_ipam_conf(args: argparse.Namespace, conf_dir: str = CONF_DIR) -> IpamConf:
+    raw: dict[str, Any] | None = None
+    if args.conf:
+        raw = _ipam_entry(_read(args.conf))
+        if raw is None:
+            raise CliError(f"{args.conf} has no {IPAM_TYPE} plugin",
+                           "pass the cnivpc conflist", EXIT_USAGE)
+    else:
+        for path in sorted(glob.glob(os.path.join(conf_dir, "*.conflist"))):
+            try:
+                raw = _ipam_entry(_read(path))
+            except CliError:
+                continue
+            if raw is not None:
+                break
+    raw = dict(raw or {"name": "cnivpc", "type": IPAM_TYPE})
+    if args.data_dir:
+        raw["dataDir"] = args.data_dir
+    try:
+        return IpamConf.model_validate(raw)
+    except ValueError as exc:
+        raise CliError(f"invalid {IPAM_TYPE} configuration: {exc}") from exc

@@ -1,0 +1,360 @@
+"""Strictness rules: per EC2 action, what AWS refuses that moto lets through.
+
+Owns :data:`RULES` (action -> rule), :class:`Plan` and :class:`RuleContext`. A rule runs under the
+lab's state lock *before* moto sees the call. It reads moto's live state, raises
+:class:`~.errors.Ec2Error` for anything AWS would refuse, may rewrite the form (e.g. turn
+"SecondaryPrivateIpAddressCount=3" into three explicit free addresses, so moto's random picker is
+never used) and may register an after-hook that runs once moto succeeded (to commit what moto
+ignores, or to rewrite moto's answer). Rules must not mutate state themselves: under ``DryRun``
+only the checks run.
+
+Each rule cites the moto gap it closes (harness.md §3) and the AWS behaviour it copies
+(aws-reference.md §3). Prefix delegation and IPv6 are refused loudly (``LabNotImplemented``) instead
+of being silently ignored the way moto does; they get their own rules (and ``addressing`` classes)
+in a later issue.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import errors, pagination
+from .addressing import SubnetIpv4, eni_ipv4s, ipv4_slots_used
+from .limits import UNATTACHED_IPV4_PER_ENI, known_type, limits_for
+from .state import LabState
+from .wire import QueryForm, success_body, xml_element, xml_item_set
+
+AfterHook = Callable[[bytes], bytes | None]
+
+
+@dataclass
+class Plan:
+    """What the middleware does after a rule passed."""
+
+    form: QueryForm | None = None  # forward this (rewritten) form instead of the original
+    after: AfterHook | None = None  # runs on moto's 200 body; may return a replacement body
+    reply: bytes | None = None  # answer this body without asking moto
+
+
+@dataclass
+class RuleContext:
+    state: LabState
+    form: QueryForm
+    request_id: str
+    dry_run: bool
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def backend(self) -> Any:
+        return self.state.backend
+
+
+Rule = Callable[[RuleContext], Plan]
+RULES: dict[str, Rule] = {}
+
+
+def rule(action: str) -> Callable[[Rule], Rule]:
+    def register(fn: Rule) -> Rule:
+        RULES[action] = fn
+        return fn
+
+    return register
+
+
+# -- lookups ---------------------------------------------------------------------------------------
+_ENI_ID = re.compile(r"^eni-[0-9a-f]{8}([0-9a-f]{9})?$")
+_ATTACH_ID = re.compile(r"^eni-attach-[0-9a-f]{8}([0-9a-f]{9})?$")
+
+
+def require(form: QueryForm, name: str) -> str:
+    value = form.get(name)
+    if value is None or value == "":
+        raise errors.missing_parameter(name)
+    return value
+
+
+def lookup_eni(ctx: RuleContext, eni_id: str) -> Any:
+    # AWS answers Malformed (lower-case "d") before NotFound (capital "ID"); moto has neither
+    # distinction nor AWS's message text.
+    if not _ENI_ID.match(eni_id):
+        raise errors.eni_id_malformed(eni_id)
+    eni = ctx.backend.enis.get(eni_id)
+    if eni is None:
+        raise errors.eni_not_found(eni_id)
+    return eni
+
+
+def lookup_instance(ctx: RuleContext, instance_id: str) -> Any:
+    instance = ctx.backend.get_instance_by_id(instance_id)
+    if instance is None or instance.state == "terminated":
+        raise errors.instance_not_found(instance_id)
+    return instance
+
+
+def eni_ipv4_limit(eni: Any) -> tuple[int, str | None]:
+    """Per-ENI IPv4 slot limit: the attached instance's type, else the largest any type allows."""
+    instance = eni.instance
+    if instance is not None and known_type(instance.instance_type):
+        return limits_for(instance.instance_type).ipv4_per_eni, instance.instance_type
+    return UNATTACHED_IPV4_PER_ENI, None
+
+
+def attached_nics(instance: Any) -> list[Any]:
+    return [eni for eni in instance.nics.values() if eni.instance is instance]
+
+
+def refuse_prefixes(form: QueryForm, *names: str) -> None:
+    # SEAM: prefix delegation (aws-reference.md §3.4) lands here in a later issue. moto accepts
+    # these parameters and silently assigns nothing, which would make a client believe it got
+    # prefixes; the lab says so instead.
+    for name in names:
+        if any(k == name or k.startswith(name + ".") for k in form.params):
+            raise errors.lab_not_implemented("IPv4 prefix delegation (Ipv4Prefix*, a later issue)")
+
+
+# -- AssignPrivateIpAddresses ----------------------------------------------------------------------
+@rule("AssignPrivateIpAddresses")
+def assign_private_ip_addresses(ctx: RuleContext) -> Plan:
+    form = ctx.form
+    eni = lookup_eni(ctx, require(form, "NetworkInterfaceId"))
+    refuse_prefixes(form, "Ipv4Prefix", "Ipv4PrefixCount")
+    explicit = form.indexed("PrivateIpAddress")
+    count = form.get_int("SecondaryPrivateIpAddressCount")
+    if explicit and count is not None:
+        raise errors.parameter_combination(
+            "The parameters 'PrivateIpAddresses' and 'SecondaryPrivateIpAddressCount' "
+            "cannot be used together."
+        )
+    if not explicit and count is None:
+        raise errors.missing_parameter("SecondaryPrivateIpAddressCount or PrivateIpAddress")
+    if count is not None and count < 1:
+        raise errors.invalid_parameter_value(
+            f"Value ({count}) for parameter SecondaryPrivateIpAddressCount is invalid. "
+            "Expecting a value greater than 0."
+        )
+    wanted = len(explicit) if explicit else int(count or 0)
+    # moto: no per-ENI limit at all (27 IPs on a c5.xlarge ENI). AWS counts existing + new slots
+    # against the attached type's Ipv4AddressesPerInterface, and assigns nothing on failure.
+    limit, _type = eni_ipv4_limit(eni)
+    if ipv4_slots_used(eni) + wanted > limit:
+        raise errors.private_ip_limit_exceeded()
+    space = SubnetIpv4(ctx.backend, eni.subnet)
+    moved: list[str] = []
+    if explicit:
+        # moto: no duplicate check (the same IP on two ENIs). AWS: InvalidIPAddress.InUse unless
+        # AllowReassignment, which moves the address from its current ENI.
+        moved = space.check_explicit(
+            explicit, eni_id=eni.id, allow_reassignment=form.get_bool("AllowReassignment")
+        )
+        new = list(explicit)
+    else:
+        # moto: random picks with no exhaustion check (AvailableIpAddressCount went to -10).
+        new = space.allocate(wanted)
+    rewritten = QueryForm(dict(form.params))
+    rewritten.params.pop("SecondaryPrivateIpAddressCount", None)
+    rewritten.params.pop("AllowReassignment", None)
+    rewritten.set_indexed("PrivateIpAddress", new)
+
+    def after(_body: bytes) -> bytes:
+        for address in moved:
+            for other in list(ctx.backend.enis.values()):
+                if other.id != eni.id and address in eni_ipv4s(other):
+                    other.private_ip_addresses = [
+                        item
+                        for item in other.private_ip_addresses
+                        if item.get("PrivateIpAddress") != address
+                    ]
+        # moto answers with *every* address of the ENI (primary included); AWS lists only the
+        # ones this call added, and clients feed that list straight into their pools.
+        inner = (
+            xml_element("networkInterfaceId", eni.id)
+            + xml_item_set("assignedPrivateIpAddressesSet", ({"privateIpAddress": a} for a in new))
+            + xml_element("return", "true")
+        )
+        return success_body("AssignPrivateIpAddresses", ctx.request_id, inner)
+
+    return Plan(form=rewritten, after=after)
+
+
+# -- UnassignPrivateIpAddresses --------------------------------------------------------------------
+@rule("UnassignPrivateIpAddresses")
+def unassign_private_ip_addresses(ctx: RuleContext) -> Plan:
+    form = ctx.form
+    eni = lookup_eni(ctx, require(form, "NetworkInterfaceId"))
+    refuse_prefixes(form, "Ipv4Prefix")
+    addresses = form.indexed("PrivateIpAddress")
+    if not addresses:
+        raise errors.missing_parameter("PrivateIpAddress")
+    on_eni = eni_ipv4s(eni)
+    # moto silently ignores unknown addresses and would even drop the primary. AWS fails the
+    # whole call in both cases.
+    if eni.private_ip_address in addresses:
+        raise errors.unassign_primary()
+    if any(a not in on_eni for a in addresses):
+        raise errors.unassign_not_assigned(eni.id)
+    return Plan()
+
+
+# -- CreateNetworkInterface ------------------------------------------------------------------------
+@rule("CreateNetworkInterface")
+def create_network_interface(ctx: RuleContext) -> Plan:
+    form = ctx.form
+    subnet_id = require(form, "SubnetId")
+    try:
+        subnet = ctx.backend.get_subnet(subnet_id)
+    except Exception:
+        raise errors.subnet_not_found(subnet_id) from None
+    refuse_prefixes(form, "Ipv4Prefix", "Ipv4PrefixCount")
+    primary = form.get("PrivateIpAddress")
+    listed = form.indexed("PrivateIpAddresses", "PrivateIpAddress")
+    listed_primary = form.indexed("PrivateIpAddresses", "Primary")
+    count = form.get_int("SecondaryPrivateIpAddressCount")
+    if listed and count is not None:
+        raise errors.parameter_combination(
+            "The parameters 'PrivateIpAddresses' and 'SecondaryPrivateIpAddressCount' "
+            "cannot be used together."
+        )
+    explicit: list[str] = []
+    if primary:
+        explicit.append(primary)
+    for address, is_primary in zip(listed, listed_primary + [""] * len(listed), strict=False):
+        if address in explicit:
+            continue
+        if is_primary.lower() == "true" and not primary:
+            explicit.insert(0, address)
+            primary = address
+        else:
+            explicit.append(address)
+    secondaries = int(count or 0)
+    total = max(1, len(explicit)) + secondaries
+    # moto: no limit (40 secondaries accepted). The ENI is not tied to a type yet, so AWS applies
+    # the largest per-ENI limit; the type's own limit is enforced at attach.
+    if total > UNATTACHED_IPV4_PER_ENI:
+        raise errors.private_ip_limit_exceeded()
+    space = SubnetIpv4(ctx.backend, subnet)
+    space.check_explicit(explicit, eni_id=None, allow_reassignment=False)
+    auto = total - len(explicit)
+    if auto > space.free_count:
+        raise errors.create_insufficient_addresses()
+    addresses = explicit + space.allocate(auto)
+    rewritten = QueryForm(dict(form.params))
+    rewritten.params.pop("SecondaryPrivateIpAddressCount", None)
+    rewritten.params["PrivateIpAddress"] = addresses[0]
+    rewritten.drop_indexed("PrivateIpAddresses")
+    for n, address in enumerate(addresses, start=1):
+        rewritten.params[f"PrivateIpAddresses.{n}.PrivateIpAddress"] = address
+        rewritten.params[f"PrivateIpAddresses.{n}.Primary"] = "true" if n == 1 else "false"
+    return Plan(form=rewritten)
+
+
+# -- DeleteNetworkInterface ------------------------------------------------------------------------
+@rule("DeleteNetworkInterface")
+def delete_network_interface(ctx: RuleContext) -> Plan:
+    eni = lookup_eni(ctx, require(ctx.form, "NetworkInterfaceId"))
+    # moto deletes attached ENIs (and leaves them listed on the instance).
+    if eni.instance is not None:
+        raise errors.eni_currently_in_use(eni.id)
+    return Plan()
+
+
+# -- AttachNetworkInterface ------------------------------------------------------------------------
+@rule("AttachNetworkInterface")
+def attach_network_interface(ctx: RuleContext) -> Plan:
+    form = ctx.form
+    eni = lookup_eni(ctx, require(form, "NetworkInterfaceId"))
+    instance = lookup_instance(ctx, require(form, "InstanceId"))
+    device_index = form.get_int("DeviceIndex")
+    if device_index is None:
+        raise errors.missing_parameter("DeviceIndex")
+    card = form.get_int("NetworkCardIndex") or 0
+    if eni.instance is not None:
+        raise errors.interface_in_use_attach(eni.id)
+    limits = limits_for(instance.instance_type) if known_type(instance.instance_type) else None
+    if limits is not None and not 0 <= card < limits.network_cards:
+        raise errors.invalid_network_card(card, instance.instance_type)
+    nics = attached_nics(instance)
+    # moto: a duplicate index silently replaces the earlier ENI in ``instance.nics`` (corrupting
+    # later detaches). AWS refuses with InvalidParameterValue (not an ...InUse code).
+    # SEAM: multi-card types key device indexes per card; moto keeps one map, so does the lab.
+    if any(n.device_index == device_index for n in nics):
+        raise errors.device_index_in_use(instance.id, device_index)
+    if limits is not None:
+        # moto: no limit (7 ENIs on a c5.xlarge). The count in AWS's message includes the new ENI.
+        if len(nics) + 1 > limits.max_enis:
+            raise errors.attachment_limit_exceeded(len(nics) + 1, instance.instance_type)
+        if ipv4_slots_used(eni) > limits.ipv4_per_eni:
+            raise errors.interface_ip_limit_exceeded(eni.id, instance.instance_type)
+    return Plan()
+
+
+# -- DetachNetworkInterface ------------------------------------------------------------------------
+@rule("DetachNetworkInterface")
+def detach_network_interface(ctx: RuleContext) -> Plan:
+    attachment_id = require(ctx.form, "AttachmentId")
+    if not _ATTACH_ID.match(attachment_id):
+        raise errors.attachment_id_malformed(attachment_id)
+    eni = next((e for e in ctx.backend.enis.values() if e.attachment_id == attachment_id), None)
+    if eni is None or eni.instance is None:
+        raise errors.attachment_not_found(attachment_id)
+    # moto only refuses when the instance has a single NIC left (LastEniDetachError, any index).
+    if eni.device_index == 0:
+        raise errors.detach_primary()
+    return Plan()
+
+
+# -- ModifyNetworkInterfaceAttribute ---------------------------------------------------------------
+@rule("ModifyNetworkInterfaceAttribute")
+def modify_network_interface_attribute(ctx: RuleContext) -> Plan:
+    form = ctx.form
+    eni = lookup_eni(ctx, require(form, "NetworkInterfaceId"))
+    flag = form.get("Attachment.DeleteOnTermination")
+    if flag is None:
+        return Plan()
+    attachment_id = require(form, "Attachment.AttachmentId")
+    if not _ATTACH_ID.match(attachment_id):
+        raise errors.attachment_id_malformed(attachment_id)
+    if eni.attachment_id != attachment_id:
+        raise errors.attachment_not_found(attachment_id)
+    value = flag.lower() == "true"
+
+    def after(_body: bytes) -> None:
+        # moto parses nothing of ``Attachment.*``: DeleteOnTermination stayed false.
+        eni.delete_on_termination = value
+        return None
+
+    return Plan(after=after)
+
+
+# -- Describe* pagination --------------------------------------------------------------------------
+def _paginated(action: str, list_tag: str, id_param: str | None, bounds: tuple[int, int]) -> Rule:
+    def paginate(ctx: RuleContext) -> Plan:
+        form = ctx.form
+        page = pagination.parse(form, id_param=id_param, bounds=bounds)
+        if page is None:
+            return Plan()
+        rewritten = QueryForm(dict(form.params))
+        rewritten.params.pop("MaxResults", None)
+        rewritten.params.pop("NextToken", None)
+
+        def after(body: bytes) -> bytes:
+            return pagination.slice_response(body, list_tag, page, ctx.request_id)
+
+        return Plan(form=rewritten, after=after)
+
+    paginate.__name__ = f"paginate_{action}"
+    return rule(action)(paginate)
+
+
+# EC2's MaxResults bounds per call (service-2.json): 5..1000 for ENIs and subnets, 5..100 for
+# instance types. moto ignores MaxResults and NextToken entirely.
+_paginated("DescribeNetworkInterfaces", "networkInterfaceSet", "NetworkInterfaceId", (5, 1000))
+_paginated("DescribeSubnets", "subnetSet", "SubnetId", (5, 1000))
+_paginated("DescribeInstanceTypes", "instanceTypeSet", "InstanceType", (5, 100))
+
+
+def parse_xml(body: bytes) -> ET.Element:
+    return ET.fromstring(body)

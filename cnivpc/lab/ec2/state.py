@@ -1,0 +1,54 @@
+"""Shared state of one running lab: moto's backend, the lock, the control knobs and pending events.
+
+Owns :class:`LabState`. The middleware, the moto patches, the rules and the topology helper all get
+the same instance. One ``RLock`` serialises every EC2 action (moto's backend is not thread-safe,
+and "check the limit, then let moto act" must be atomic); latency sleeps happen outside it.
+Attachment events are queued while the lock is held and delivered after it is released.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from .control import LabControl
+from .events import AttachmentEvent, EventHub
+
+
+class LabState:
+    def __init__(self, backend: Any, control: LabControl, events: EventHub) -> None:
+        self.backend = backend
+        self.control = control
+        self.events = events
+        self.lock = threading.RLock()
+        self._pending = threading.local()
+
+    def _queue(self) -> tuple[list[AttachmentEvent], list[AttachmentEvent]]:
+        queue: tuple[list[AttachmentEvent], list[AttachmentEvent]] | None = getattr(
+            self._pending, "queue", None
+        )
+        if queue is None:
+            queue = ([], [])
+            self._pending.queue = queue
+        return queue
+
+    def queue_attach(self, event: AttachmentEvent) -> None:
+        self._queue()[0].append(event)
+
+    def queue_detach(self, event: AttachmentEvent) -> None:
+        self._queue()[1].append(event)
+
+    def flush_events(self) -> None:
+        """Deliver this thread's queued events (call with the lock released)."""
+        attached, detached = self._queue()
+        if not attached and not detached:
+            return
+        a, d = list(attached), list(detached)
+        attached.clear()
+        detached.clear()
+        self.events.emit(a, d)
+
+    def discard_events(self) -> None:
+        attached, detached = self._queue()
+        attached.clear()
+        detached.clear()

@@ -1,0 +1,166 @@
+"""The standard lab topology every test starts from, built in-process on moto's backend.
+
+Owns :func:`create`, :class:`Topology` and :class:`InstanceInfo`. Layout (defaults):
+
+* VPC ``10.0.0.0/16`` (optionally a secondary CIDR, e.g. ``100.64.0.0/16``, for pod subnets --
+  the "custom networking" shape);
+* per AZ one small *node* subnet (``10.0.<i>.0/24``) and one *pod* subnet (a ``/20``; tagged
+  ``{"cnivpc": "pods"}`` so cnivpc can find it with a ``tag:cnivpc`` filter);
+* one security group ``cnivpc-lab``;
+* :meth:`Topology.run_instance` launches an instance of a real type into a node subnet and returns
+  its id, primary ENI, MAC and primary IP. ENI/IP limits come from that type's
+  DescribeInstanceTypes data (see :mod:`.limits`).
+
+Built through moto's backend methods under the lab lock (no HTTP, no throttling, no latency):
+setup is instant and never competes with the code under test for token buckets. Launches still go
+through the lab's backend patches (address allocation, DeleteOnTermination default).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .server import Ec2Lab
+
+POD_TAGS: Mapping[str, str] = {"cnivpc": "pods"}
+NODE_TAGS: Mapping[str, str] = {"cnivpc": "nodes"}
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    instance_id: str
+    instance_type: str
+    availability_zone: str
+    subnet_id: str
+    eni_id: str  # primary ENI (device index 0)
+    mac: str
+    private_ip: str
+    attachment_id: str
+
+
+@dataclass
+class Topology:
+    lab: Ec2Lab
+    vpc_id: str
+    vpc_cidr: str
+    secondary_cidr: str | None
+    security_group_id: str
+    azs: tuple[str, ...]
+    node_subnets: dict[str, str] = field(default_factory=dict)  # az -> subnet id
+    pod_subnets: dict[str, str] = field(default_factory=dict)  # az -> subnet id (tagged)
+    instances: list[InstanceInfo] = field(default_factory=list)
+
+    def run_instance(
+        self,
+        instance_type: str = "c5.xlarge",
+        subnet: str | None = None,
+        *,
+        tags: Mapping[str, str] | None = None,
+    ) -> InstanceInfo:
+        """Launch one instance into ``subnet`` (default: the first AZ's node subnet)."""
+        subnet_id = subnet or self.node_subnets[self.azs[0]]
+        state = self.lab.state
+        with state.lock:
+            backend = state.backend
+            image_id = _any_image(backend)
+            kwargs: dict[str, Any] = {
+                "instance_type": instance_type,
+                "is_instance_type_default": False,
+                "subnet_id": subnet_id,
+                "security_group_ids": [self.security_group_id],
+                "region_name": self.lab.region,
+                "tags": {"instance": dict(tags)} if tags else {},
+                "nics": [],
+            }
+            reservation = backend.run_instances(image_id, 1, None, [], **kwargs)
+            instance = reservation.instances[0]
+            eni = instance.nics[0]
+            info = InstanceInfo(
+                instance_id=instance.id,
+                instance_type=instance_type,
+                availability_zone=eni.subnet.availability_zone,
+                subnet_id=eni.subnet.id,
+                eni_id=eni.id,
+                mac=eni.mac_address,
+                private_ip=eni.private_ip_address,
+                attachment_id=eni.attachment_id,
+            )
+        state.flush_events()
+        self.instances.append(info)
+        return info
+
+    def terminate(self, instance_id: str) -> None:
+        """TerminateInstances in-process (fires the detach / DeleteOnTermination events)."""
+        state = self.lab.state
+        with state.lock:
+            state.backend.terminate_instances([instance_id])
+        state.flush_events()
+
+    def pod_subnet(self, az: str | None = None) -> str:
+        return self.pod_subnets[az or self.azs[0]]
+
+    def node_subnet(self, az: str | None = None) -> str:
+        return self.node_subnets[az or self.azs[0]]
+
+
+def create(
+    lab: Ec2Lab,
+    *,
+    azs: Sequence[str] = ("a", "b"),
+    vpc_cidr: str = "10.0.0.0/16",
+    secondary_cidr: str | None = None,
+    node_prefix: int = 24,
+    pod_prefix: int = 20,
+    pod_tags: Mapping[str, str] = POD_TAGS,
+) -> Topology:
+    """Create the standard VPC. ``azs`` are suffixes (``"a"``) or full names (``"us-east-1a"``)."""
+    zones = tuple(az if az[-1].isalpha() and len(az) > 1 else lab.region + az for az in azs)
+    state = lab.state
+    vpc_net = ipaddress.IPv4Network(vpc_cidr)
+    node_nets = list(vpc_net.subnets(new_prefix=node_prefix))
+    if secondary_cidr:
+        pod_nets = list(ipaddress.IPv4Network(secondary_cidr).subnets(new_prefix=pod_prefix))
+    else:
+        # Skip the pod-sized block that holds the node subnets.
+        pod_nets = list(vpc_net.subnets(new_prefix=pod_prefix))[1:]
+    with state.lock:
+        backend = state.backend
+        vpc = backend.create_vpc(cidr_block=vpc_cidr, tags=[{"Key": "Name", "Value": "cnivpc-lab"}])
+        if secondary_cidr:
+            backend.associate_vpc_cidr_block(vpc.id, secondary_cidr, False)
+        group = backend.create_security_group("cnivpc-lab", "cnivpc lab nodes and pods", vpc.id)
+        topo = Topology(
+            lab=lab,
+            vpc_id=vpc.id,
+            vpc_cidr=vpc_cidr,
+            secondary_cidr=secondary_cidr,
+            security_group_id=group.id,
+            azs=zones,
+        )
+        for i, zone in enumerate(zones):
+            node = backend.create_subnet(
+                vpc.id,
+                str(node_nets[i]),
+                availability_zone=zone,
+                tags={"subnet": {**NODE_TAGS, "Name": f"nodes-{zone}"}},
+            )
+            pods = backend.create_subnet(
+                vpc.id,
+                str(pod_nets[i]),
+                availability_zone=zone,
+                tags={"subnet": {**pod_tags, "Name": f"pods-{zone}"}},
+            )
+            topo.node_subnets[zone] = node.id
+            topo.pod_subnets[zone] = pods.id
+    return topo
+
+
+def _any_image(backend: Any) -> str:
+    images = getattr(backend, "amis", {})
+    for image_id in images:
+        return str(image_id)
+    return "ami-12c6146b"

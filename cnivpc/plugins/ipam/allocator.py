@@ -92,7 +92,8 @@ class Allocator:
 
     # -- ADD -------------------------------------------------------------------------------------
 
-    def acquire(self, container_id: str, ifname: str, pod: str) -> tuple[Allocation, EniRecord]:
+    def acquire(self, container_id: str, ifname: str, pod: str,
+                netns: str = "") -> tuple[Allocation, EniRecord]:
         """An IP for the attachment (see the module docstring for the order)."""
         while True:
             self._check_deadline("waiting for an IP")
@@ -109,7 +110,7 @@ class Allocator:
                         return held[0], eni
                 if self._reconcile_due():
                     self.reconcile()
-                got = self._take_ready(container_id, ifname, pod)
+                got = self._take_ready(container_id, ifname, pod, netns)
                 if got is not None:
                     refill = self._plan_refill()
                 else:
@@ -146,14 +147,14 @@ class Allocator:
         return [e for e in self.store.enis()
                 if e.device_index >= self.conf.interface_index and e.link]
 
-    def _take_ready(self, container_id: str, ifname: str,
-                    pod: str) -> tuple[Allocation, EniRecord] | None:
+    def _take_ready(self, container_id: str, ifname: str, pod: str,
+                    netns: str) -> tuple[Allocation, EniRecord] | None:
         enis = {e.eni_id: e for e in self._eligible()}
         ready = self.store.free_ips(ready_before=self._clock() - self.conf.reuse_ip_wait,
                                     eni_ids=enis)
         if not ready:
             return None
-        alloc = self.store.allocate(ready[0].ip, container_id, ifname, pod)
+        alloc = self.store.allocate(ready[0].ip, container_id, ifname, pod, netns)
         return alloc, enis[alloc.eni_id]
 
     def _ready_count(self) -> int:

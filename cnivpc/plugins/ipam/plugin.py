@@ -49,7 +49,8 @@ def add(req: Request[IpamConf]) -> Result:
     pod = str(PodRef.from_cni_args(cmd.args))
     store, node = _open(conf)
     with store:
-        alloc, eni = Allocator(conf, store, node).acquire(cmd.container_id, cmd.ifname, pod)
+        alloc, eni = Allocator(conf, store, node).acquire(cmd.container_id, cmd.ifname, pod,
+                                                          cmd.netns)
         log.info("ADD %s %s -> %s on %s (%s)", cmd.container_id[:12], pod or "-", alloc.ip,
                  eni.eni_id, eni.link)
         if node.ec2_calls:

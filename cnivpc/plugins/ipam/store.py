@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS ips (
     container_id TEXT,
     ifname       TEXT,
     pod          TEXT NOT NULL DEFAULT '',
+    netns        TEXT NOT NULL DEFAULT '',
     allocated_at REAL,
     freed_at     REAL,
     CHECK ((container_id IS NULL) = (ifname IS NULL))
@@ -102,6 +103,7 @@ class Allocation:
     ifname: str
     pod: str
     allocated_at: float
+    netns: str = ""
 
 
 @dataclass(frozen=True)
@@ -219,7 +221,7 @@ class Store:
                 # A new boot: every pod of the old boot is gone, so its IPs are free right away
                 # (no cooldown: nothing can still be using them).
                 self._conn.execute("UPDATE ips SET container_id = NULL, ifname = NULL, pod = '', "
-                                   "allocated_at = NULL, freed_at = 0 "
+                                   "netns = '', allocated_at = NULL, freed_at = 0 "
                                    "WHERE container_id IS NOT NULL")
                 self._conn.execute("DELETE FROM ops")
                 self._set_meta("boot_id", boot_id)
@@ -232,7 +234,7 @@ class Store:
 
     def allocations(self, container_id: str | None = None,
                     ifname: str | None = None) -> list[Allocation]:
-        sql = ("SELECT ip, eni_id, container_id, ifname, pod, allocated_at FROM ips "
+        sql = ("SELECT ip, eni_id, container_id, ifname, pod, allocated_at, netns FROM ips "
                "WHERE container_id IS NOT NULL")
         params: list[Any] = []
         if container_id is not None:
@@ -244,25 +246,27 @@ class Store:
         rows = self._conn.execute(sql + " ORDER BY allocated_at, ip", params).fetchall()
         return [Allocation(*row) for row in rows]
 
-    def allocate(self, ip: str, container_id: str, ifname: str, pod: str = "") -> Allocation:
-        """Give free ``ip`` to the attachment. Raises KeyError if ``ip`` is not a free IP."""
+    def allocate(self, ip: str, container_id: str, ifname: str, pod: str = "",
+                 netns: str = "") -> Allocation:
+        """Give free ``ip`` to the attachment. Raises KeyError if ``ip`` is not a free IP.
+        ``pod`` and ``netns`` are for people (``cnivpc status``, ``doctor``), not decisions."""
         now = self._clock()
         cur = self._conn.execute(
-            "UPDATE ips SET container_id = ?, ifname = ?, pod = ?, allocated_at = ?, "
+            "UPDATE ips SET container_id = ?, ifname = ?, pod = ?, netns = ?, allocated_at = ?, "
             "freed_at = NULL WHERE ip = ? AND container_id IS NULL",
-            (container_id, ifname, pod, now, ip))
+            (container_id, ifname, pod, netns, now, ip))
         if cur.rowcount != 1:
             raise KeyError(f"{ip} is not a free IP")
         row = self._conn.execute("SELECT eni_id FROM ips WHERE ip = ?", (ip,)).fetchone()
-        return Allocation(ip, str(row[0]), container_id, ifname, pod, now)
+        return Allocation(ip, str(row[0]), container_id, ifname, pod, now, netns)
 
     def release(self, container_id: str, ifname: str) -> list[Allocation]:
         """Free the attachment's IPs (they start their reuse cooldown now). Idempotent: an
         unknown attachment releases nothing."""
         released = self.allocations(container_id, ifname)
         self._conn.execute(
-            "UPDATE ips SET container_id = NULL, ifname = NULL, pod = '', allocated_at = NULL, "
-            "freed_at = ? WHERE container_id = ? AND ifname = ?",
+            "UPDATE ips SET container_id = NULL, ifname = NULL, pod = '', netns = '', "
+            "allocated_at = NULL, freed_at = ? WHERE container_id = ? AND ifname = ?",
             (self._clock(), container_id, ifname))
         return released
 

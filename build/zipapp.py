@@ -64,19 +64,19 @@ def source_epoch() -> str:
     return out.stdout.strip()
 
 
-def stage_source(dst: Path) -> None:
+def stage_source(project: Path, dst: Path) -> None:
     """Copy what the wheel is built from: builds in-tree would write into our build/ dir."""
     for name in SOURCE_FILES:
-        shutil.copy2(REPO / name, dst / name)
+        shutil.copy2(project / name, dst / name)
     skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
 
     def ignore(directory: str, names: list[str]) -> set[str]:
         ignored = set(skip(directory, names))
-        if Path(directory) == REPO / "cnivpc":
+        if Path(directory) == project / "cnivpc":
             ignored.update(n for n in names if n in EXCLUDED_PACKAGES)
         return ignored
 
-    shutil.copytree(REPO / "cnivpc", dst / "cnivpc", ignore=ignore)
+    shutil.copytree(project / "cnivpc", dst / "cnivpc", ignore=ignore)
 
 
 def build_wheel(src: Path, wheels: Path) -> Path:
@@ -148,7 +148,7 @@ def check_interpreter(python: str) -> None:
                          f"{ours}; build with a venv made from that interpreter")
 
 
-def build(out: Path, work: Path, python: str, root: str) -> Path:
+def build(out: Path, work: Path, python: str, root: str, project: Path = REPO) -> Path:
     started = time.monotonic()
     check_interpreter(python)
     if work.exists():
@@ -156,7 +156,7 @@ def build(out: Path, work: Path, python: str, root: str) -> Path:
     src, wheels, site = work / "src", work / "wheels", work / "site-packages"
     for d in (src, wheels, site):
         d.mkdir(parents=True)
-    stage_source(src)
+    stage_source(project, src)
     wheel = build_wheel(src, wheels)
     install(wheel, site, REPO / "build" / "constraints.txt")
     scrub(site)
@@ -203,13 +203,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=os.environ.get("CNIVPC_SHIV_ROOT", DEFAULT_ROOT),
                         help="extraction root baked in (env CNIVPC_SHIV_ROOT; "
                              "default %(default)s; SHIV_ROOT overrides it at run time)")
+    parser.add_argument("--src", type=Path, default=REPO,
+                        help="project tree to build (pyproject.toml, README.md, LICENSE, "
+                             "cnivpc/); default: this checkout")
     args = parser.parse_args(argv)
     if not os.path.isabs(args.root):
         parser.error("--root must be an absolute path (shiv resolves '$VAR' and relative "
                      "roots against the environment and the working directory)")
     out = args.out.resolve()
     work = (args.work or out.parent / "work").resolve()
-    build(out, work, args.python, args.root)
+    build(out, work, args.python, args.root, args.src.resolve())
     return 0
 
 

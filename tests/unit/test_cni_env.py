@@ -31,8 +31,8 @@ def test_reads_every_variable() -> None:
 ])
 def test_every_missing_variable_in_one_code_4_error(command: str, required: list[str]) -> None:
     with pytest.raises(InvalidEnvironment) as info:
-        read_env(command, {}.get)
-    assert info.value.code == ErrorCode.INVALID_ENVIRONMENT == 4
+        read_env(command, dict[str, str]().get)
+    assert info.value.code == ErrorCode.INVALID_ENVIRONMENT and int(info.value.code) == 4
     for name in required:
         assert name in info.value.msg
     for name in {"CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"} - set(required):
@@ -42,7 +42,7 @@ def test_every_missing_variable_in_one_code_4_error(command: str, required: list
 
 @pytest.mark.parametrize("command", ["STATUS", "GC"])
 def test_status_and_gc_need_no_container(command: str) -> None:
-    cmd = read_env(command, {}.get)
+    cmd = read_env(command, dict[str, str]().get)
     assert cmd.command == command and cmd.container_id == "" and cmd.ifname == ""
 
 

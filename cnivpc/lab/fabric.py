@@ -195,12 +195,27 @@ def cleanup_stale() -> list[str]:
 
 def cleanup_all(timeout: float = 10.0) -> list[str]:
     """Stop every live lab (SIGTERM, then SIGKILL) and remove everything any lab left."""
-    owners: set[int] = set()
     with contextlib.suppress(FileNotFoundError):
-        for f in REGISTRY.glob("*.pid"):
-            pid = _owner_alive(f.stem)
-            if pid is not None and pid != os.getpid():
-                owners.add(pid)
+        return _stop_owners([f.stem for f in REGISTRY.glob("*.pid")], timeout)
+    return cleanup_stale()
+
+
+def cleanup_lab(lab_id: str, timeout: float = 10.0) -> list[str]:
+    """Stop one lab's owner and remove that lab's namespaces (other labs are left alone)."""
+    _stop_owners([lab_id], timeout, clean=False)
+    names = lab_namespaces().get(lab_id, [])
+    for n in names:
+        _delete_netns(n)
+    (REGISTRY / f"{lab_id}.pid").unlink(missing_ok=True)
+    return names
+
+
+def _stop_owners(lab_ids: list[str], timeout: float, clean: bool = True) -> list[str]:
+    owners: set[int] = set()
+    for lab_id in lab_ids:
+        pid = _owner_alive(lab_id)
+        if pid is not None and pid != os.getpid():
+            owners.add(pid)
     for pid in owners:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -212,7 +227,7 @@ def cleanup_all(timeout: float = 10.0) -> list[str]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     time.sleep(0.1 if owners else 0)
-    return cleanup_stale()
+    return cleanup_stale() if clean else []
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,112 @@
+"""iptables helpers that need no kernel: version parsing, rule parsing, and the command lines
+``Iptables`` runs (through a fake binary on PATH)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cnivpc.net import iptables
+from cnivpc.net.errors import IptablesError
+from cnivpc.net.iptables import Iptables, Version, parse_version
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("iptables v1.8.9 (nf_tables)\n", Version((1, 8, 9), "nf_tables")),
+    ("iptables v1.8.7 (legacy)", Version((1, 8, 7), "legacy")),
+    ("iptables v1.6.1", Version((1, 6, 1), "legacy")),
+    ("ip6tables v1.4", Version((1, 4, 0), "legacy")),
+])
+def test_parse_version(text: str, expected: Version) -> None:
+    assert parse_version(text) == expected
+
+
+def test_random_fully_needs_1_6_2() -> None:
+    assert not Version((1, 6, 1), "legacy").random_fully
+    assert Version((1, 6, 2), "legacy").random_fully
+    assert Version((1, 8, 0), "nf_tables").random_fully
+
+
+def test_unparseable_version() -> None:
+    with pytest.raises(IptablesError):
+        parse_version("something else")
+
+
+def test_rule_parsing_from_listing() -> None:
+    line = ('-A POSTROUTING -s 10.0.16.23/32 -m comment --comment '
+            '"name: \\"net\\" id: \\"c1\\"" -j CNI-abc')
+    words = shlex.split(line)[2:]
+    assert iptables.jump_target(words) == "CNI-abc"
+    assert iptables.comment_of(words) == 'name: "net" id: "c1"'
+    assert iptables.jump_target(["-s", "1.2.3.4"]) is None
+    assert iptables.comment_of(["-j", "ACCEPT"]) is None
+
+
+@pytest.fixture
+def fake_iptables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Name: fake_iptables. Scope: function. Depends: tmp_path, monkeypatch.
+
+    An ``iptables`` on PATH that logs its arguments and answers from canned files: exit 1
+    for ``-C`` (rule absent), a fixed ``-S`` listing."""
+    log = tmp_path / "calls"
+    listing = tmp_path / "listing"
+    listing.write_text('-P POSTROUTING ACCEPT\n-N CNI-abc\n'
+                       '-A POSTROUTING -s 10.0.0.5/32 -m comment --comment "x y" -j CNI-abc\n'
+                       '-A CNI-abc -d 10.0.0.5/32 -j ACCEPT\n')
+    script = tmp_path / "iptables"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> {log}\n'
+        'case "$*" in\n'
+        '  *" -C "*) exit 1 ;;\n'
+        f'  *" -S"*) cat {listing} ;;\n'
+        '  *--version*) echo "iptables v1.8.9 (nf_tables)" ;;\n'
+        '  *" -X "*) echo "busy" >&2; exit 4 ;;\n'
+        "esac\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ.get('PATH', '')}")
+    iptables._binary.cache_clear()
+    yield log
+    iptables._binary.cache_clear()
+
+
+def calls(log: Path) -> list[str]:
+    return log.read_text().splitlines()
+
+
+def test_commands(fake_iptables: Path) -> None:
+    ipt = Iptables(wait_seconds=3)
+    assert ipt.append_unique("nat", "POSTROUTING", ["-s", "1.2.3.4", "-j", "ACCEPT"])
+    assert calls(fake_iptables) == ["-w 3 -t nat -C POSTROUTING -s 1.2.3.4 -j ACCEPT",
+                                    "-w 3 -t nat -A POSTROUTING -s 1.2.3.4 -j ACCEPT"]
+    assert not ipt.delete("nat", "POSTROUTING", ["-j", "X"])  # -C said absent: no -D
+    chains, rules = ipt.listing("nat")
+    assert chains == {"POSTROUTING", "CNI-abc"}
+    assert rules[0] == ("POSTROUTING", ["-s", "10.0.0.5/32", "-m", "comment", "--comment",
+                                        "x y", "-j", "CNI-abc"])
+    assert ipt.rules("nat", "CNI-abc") == [["-d", "10.0.0.5/32", "-j", "ACCEPT"]]
+    assert ipt.rules("nat", "CNI-missing") == []
+
+
+def test_failures_carry_the_command_and_stderr(fake_iptables: Path) -> None:
+    with pytest.raises(IptablesError) as info:
+        Iptables().delete_chain("nat", "CNI-abc")
+    assert info.value.returncode == 4
+    assert "-X CNI-abc" in info.value.details and "busy" in info.value.details
+    assert Iptables().delete_chain("nat", "CNI-nope") is False
+
+
+def test_missing_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(iptables, "FALLBACK_PATH", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    iptables._binary.cache_clear()
+    try:
+        with pytest.raises(iptables.IptablesNotFound):
+            Iptables().run("-S")
+    finally:
+        iptables._binary.cache_clear()

@@ -19,9 +19,21 @@ PLUGINS: dict[str, str] = {
     "cnivpc-ptp": "cnivpc.plugins.ptp",
 }
 
+# Each plugin's config model, for validating a conflist without running the plugin.
+CONFIG_MODELS: dict[str, str] = {
+    "cnivpc-ipam": "cnivpc.plugins.ipam.config:IpamConf",
+    "cnivpc-ipvlan": "cnivpc.plugins.ipvlan:IpvlanConf",
+    "cnivpc-ptp": "cnivpc.plugins.ptp.config:PtpConf",
+}
+
 # Plugins that are registered but not built yet answer every command but VERSION with a
 # clear error rather than a crash.
 NOT_BUILT = frozenset({"cnivpc-ipam", "cnivpc-ipvlan"})
+
+
+def config_model(program: str) -> Any:
+    module, _, name = CONFIG_MODELS[program].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def load(program: str) -> Plugin[Any]:

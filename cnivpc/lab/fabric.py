@@ -153,6 +153,14 @@ def _start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+def _running(pid: int) -> bool:
+    # A dead child stays in /proc as a zombie until its parent reaps it: that is gone, too.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _owner_alive(lab_id: str) -> int | None:
     """The pid of the live process owning ``lab_id``, else None."""
     try:
@@ -161,7 +169,7 @@ def _owner_alive(lab_id: str) -> int | None:
     except (OSError, ValueError):
         return None
     # pid reuse: the owner is alive only if the start time matches too
-    return pid if _start_time(pid) == start else None
+    return pid if _start_time(pid) == start and _running(pid) else None
 
 
 def lab_namespaces() -> dict[str, list[str]]:
@@ -221,7 +229,7 @@ def _stop_owners(lab_ids: list[str], timeout: float, clean: bool = True) -> list
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while owners and time.monotonic() < deadline:
-        owners = {p for p in owners if Path(f"/proc/{p}").exists()}
+        owners = {p for p in owners if _running(p)}
         time.sleep(0.1)
     for pid in owners:
         with contextlib.suppress(ProcessLookupError):

@@ -161,7 +161,7 @@ class Lab:
         for server, thread in self._wsgi:
             server.shutdown()
             server.server_close()
-            thread.join(timeout=5)
+            thread.join(timeout=5)  # each one stops within its 50 ms poll interval
         self._wsgi.clear()
         self.fabric.destroy()
         self.ec2.stop()
@@ -233,7 +233,10 @@ class Lab:
             request_handler=MotoRequestHandler, fd=sock.fileno(),
         )
         sock.close()
-        thread = threading.Thread(target=server.serve_forever, name="lab-node-ec2", daemon=True)
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="lab-node-ec2",
+            daemon=True,
+        )
         thread.start()
         self._wsgi.append((server, thread))
 

@@ -44,6 +44,9 @@ TAG_INSTANCE = "cnivpc.io/instance-id"
 TAG_CLUSTER = "cnivpc.io/cluster"
 TAG_CREATED = "cnivpc.io/created-at"
 OP_POLL = 0.05
+# A detached ENI with our tags is deleted by GC only when seen detached twice this far apart:
+# an ENI between CreateNetworkInterface and AttachNetworkInterface is briefly "available" too.
+LEAK_CONFIRM_AFTER = 300.0
 
 
 class NoCapacity(CniError):
@@ -424,6 +427,36 @@ class Allocator:
                 self.store.drop_eni(record.eni_id)
         self.store.cache_put("reconciled-at", self._clock(),
                              max(1.0, self.conf.reconcile_interval))
+
+    # -- GC ------------------------------------------------------------------------------------
+
+    def leaked_enis(self, *, delete: bool) -> list[str]:
+        """ENIs tagged as this instance's, not attached, seen so twice ≥ LEAK_CONFIRM_AFTER
+        apart: deleted when ``delete``. Returns the confirmed ones."""
+        instance = self.node.identity.instance_id
+        now = self._clock()
+        found = list(self.node.ec2.paginate(
+            "DescribeNetworkInterfaces", "NetworkInterfaces", MaxResults=100,
+            Filters=[{"Name": f"tag:{TAG_INSTANCE}", "Values": [instance]},
+                     {"Name": "status", "Values": ["available"]}]))
+        confirmed = []
+        with self.store.transaction():
+            for eni in found:
+                key = f"leak-seen:{eni['NetworkInterfaceId']}"
+                first = self.store.cache_get(key)
+                if first is None:
+                    self.store.cache_put(key, now, 24 * 3600)
+                elif now - float(first) >= LEAK_CONFIRM_AFTER:
+                    confirmed.append(eni["NetworkInterfaceId"])
+        for eni_id in confirmed if delete else []:
+            try:
+                self.node.ec2.call("DeleteNetworkInterface", NetworkInterfaceId=eni_id)
+                log.info("deleted leaked ENI %s", eni_id)
+                with self.store.transaction():
+                    self.store.cache_drop(f"leak-seen:{eni_id}")
+            except (Ec2Error, CniError) as exc:
+                log.warning("could not delete leaked ENI %s: %s", eni_id, exc)
+        return confirmed
 
     # -- DEL -----------------------------------------------------------------------------------
 

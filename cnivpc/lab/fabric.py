@@ -273,6 +273,7 @@ class Fabric:
         self.inet_ns = f"{PREFIX}{self.lab_id}-inet"
         self.subnets: dict[str, str] = {}  # cidr -> gateway
         self.nodes: dict[str, Node] = {}
+        self.extra: list[str] = []  # add_netns()
         self._lock = threading.RLock()
         self._port_seq = 0
         self._created = False
@@ -330,8 +331,9 @@ class Fabric:
             for node in list(self.nodes.values()):
                 _delete_netns(node.netns)
             self.nodes.clear()
-            for ns in (self.inet_ns, self.vpc_ns):
+            for ns in (*self.extra, self.inet_ns, self.vpc_ns):
                 _delete_netns(ns)
+            self.extra.clear()
             # a namespace that was never registered in self.nodes (crash mid-add)
             for n in lab_namespaces().get(self.lab_id, []):
                 _delete_netns(n)
@@ -399,6 +401,15 @@ class Fabric:
             self.set_public(node.ip, False)
             _delete_netns(node.netns)  # its veth ends die with it, taking the br0 ports along
 
+    def add_netns(self, name: str) -> str:
+        """An extra namespace ``cnl-<id>-<name>`` (e.g. a pod) that dies with this fabric."""
+        netns = f"{PREFIX}{self.lab_id}-{name}"
+        ip("netns", "add", netns)
+        ip("link", "set", "lo", "up", ns=netns)
+        with self._lock:
+            self.extra.append(netns)
+        return netns
+
     def set_public(self, addr: str, public: bool) -> None:
         """Allow (or stop) ``addr`` as a source towards the internet host."""
         rule = ["rule", "add" if public else "del", "from", f"{addr}/32",
@@ -458,7 +469,7 @@ class Fabric:
         return self.nodes[name].netns
 
     def namespaces(self) -> list[str]:
-        return [self.vpc_ns, self.inet_ns, *(n.netns for n in self.nodes.values())]
+        return [self.vpc_ns, self.inet_ns, *(n.netns for n in self.nodes.values()), *self.extra]
 
 
 def node_links(netns: str) -> dict[str, str]:

@@ -226,6 +226,11 @@ class Store:
                 self._conn.execute("DELETE FROM ops")
                 self._set_meta("boot_id", boot_id)
 
+    def quick_check(self) -> str:
+        """SQLite's own consistency check: "ok" when the file is sound."""
+        row = self._conn.execute("PRAGMA quick_check").fetchone()
+        return str(row[0]) if row else "no answer"
+
     @property
     def boot_id(self) -> str:
         return self._meta("boot_id") or ""

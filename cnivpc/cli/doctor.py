@@ -1,0 +1,233 @@
+"""``cnivpc doctor``: every check a person would make on a node whose pods get no network, each
+answered ✓ or ✗ (or - when it cannot be checked) with a hint. Read-only: it never takes the
+IPAM lock for long and never changes anything (IAM checks use EC2's DryRun).
+
+Checks: the instance metadata answers IMDSv2; AWS credentials work; each EC2 action cnivpc
+needs is allowed; the IPAM store is healthy; every ENI EC2 says is attached has a kernel link,
+and every ENI the store uses is still attached (not detached behind cnivpc's back); every
+allocation's netns still exists; no host veth of cnivpc is left without its pod; iptables
+works (and which backend); the kernel has ipvlan.
+
+Exit status 0 when nothing failed, 3 (EXIT_CHECK_FAILED) otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from ..aws.ec2 import Ec2Error
+from ..aws.metadata import Metadata
+from ..cni.errors import CniError
+from ..plugins.ipam.config import IpamConf
+from ..plugins.ipam.node import Node
+from ..plugins.ipam.store import Store
+from .context import add_conf_arguments, load_ipam_conf
+from .exits import EXIT_CHECK_FAILED, EXIT_OK
+from .output import emit_json
+
+# EC2 actions cnivpc calls, and whether EC2 can check them with DryRun (Assign/Unassign have
+# no DryRun parameter: they cannot be tested without changing the ENI).
+READ_ACTIONS = ("DescribeInstanceTypes", "DescribeNetworkInterfaces", "DescribeSubnets",
+                "DescribeVpcs")
+DRY_RUN_ACTIONS = ("CreateNetworkInterface", "AttachNetworkInterface", "DetachNetworkInterface",
+                   "DeleteNetworkInterface", "ModifyNetworkInterfaceAttribute")
+NO_DRY_RUN = ("AssignPrivateIpAddresses", "UnassignPrivateIpAddresses")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool | None  # None: could not be checked
+    detail: str
+    hint: str = ""
+
+
+class Doctor:
+    def __init__(self, conf: IpamConf) -> None:
+        self.conf = conf
+        self.checks: list[Check] = []
+        self.store: Store | None = None
+        self.node: Node | None = None
+
+    def add(self, name: str, ok: bool | None, detail: str, hint: str = "") -> None:
+        self.checks.append(Check(name, ok, detail, hint))
+
+    def guard(self, name: str, fn: Callable[[], None], hint: str) -> None:
+        """Run one check; an unexpected failure is that check's ✗, not the doctor's crash."""
+        try:
+            fn()
+        except (CniError, Ec2Error, OSError) as exc:
+            self.add(name, False, str(exc), hint)
+
+    # -- the checks ------------------------------------------------------------------------------
+
+    def imds(self) -> None:
+        metadata = Metadata(timeout=1.0)
+        ident = metadata.identity()
+        self.add("imds", True, f"IMDSv2 answers: {ident.instance_id} ({ident.instance_type}, "
+                 f"{ident.availability_zone})")
+
+    def store_health(self) -> None:
+        self.store = Store.open(self.conf.data_dir, busy_timeout=2.0)
+        verdict = self.store.quick_check()
+        ok = verdict == "ok"
+        self.add("store", ok, f"{self.conf.data_dir}: {verdict}",
+                 "" if ok else "stop pods on this node and move the state file aside")
+
+    def credentials_and_iam(self) -> None:
+        assert self.store is not None
+        self.node = Node(self.store, deadline=time.monotonic() + 20, metadata=Metadata())
+        ident = self.node.identity
+        ec2 = self.node.ec2
+        boot = self.node.interfaces()[0]
+        params: dict[str, dict[str, Any]] = {
+            "DescribeInstanceTypes": {"InstanceTypes": [ident.instance_type]},
+            "DescribeNetworkInterfaces": {"Filters": [{"Name": "attachment.instance-id",
+                                                       "Values": [ident.instance_id]}]},
+            "DescribeSubnets": {"Filters": [{"Name": "vpc-id", "Values": [boot.vpc_id]}]},
+            "DescribeVpcs": {"VpcIds": [boot.vpc_id]},
+            "CreateNetworkInterface": {"SubnetId": boot.subnet_id},
+            "AttachNetworkInterface": {"NetworkInterfaceId": boot.eni_id,
+                                       "InstanceId": ident.instance_id, "DeviceIndex": 9},
+            "DetachNetworkInterface": {"AttachmentId": "eni-attach-00000000000000000"},
+            "DeleteNetworkInterface": {"NetworkInterfaceId": boot.eni_id},
+            "ModifyNetworkInterfaceAttribute": {"NetworkInterfaceId": boot.eni_id,
+                                                "SourceDestCheck": {"Value": True}},
+        }
+        denied: list[str] = []
+        for action in READ_ACTIONS:
+            try:
+                ec2.call(action, **params[action])
+            except Ec2Error as exc:
+                if exc.code in ("AuthFailure", "UnrecognizedClientException"):
+                    self.add("credentials", False, f"{exc.code}: {exc.message}",
+                             "check the instance role (or AWS_* credentials) of this node")
+                    return
+                if exc.code == "UnauthorizedOperation":
+                    denied.append(action)
+        self.add("credentials", True, f"EC2 answers in {ident.region} with this node's "
+                 "credentials")
+        for action in DRY_RUN_ACTIONS:
+            try:
+                ec2.call(action, DryRun=True, **params[action])
+            except Ec2Error as exc:
+                if exc.code == "UnauthorizedOperation":
+                    denied.append(action)
+        if denied:
+            self.add("iam", False, "not allowed: " + ", ".join(denied),
+                     "attach examples/iam-policy.json to the node's instance role")
+        else:
+            self.add("iam", True, f"{len(READ_ACTIONS) + len(DRY_RUN_ACTIONS)} EC2 actions "
+                     f"allowed ({', '.join(NO_DRY_RUN)} cannot be dry-run)")
+
+    def enis_vs_kernel(self) -> None:
+        from ..net import eni as eni_links
+
+        assert self.store is not None and self.node is not None
+        ident = self.node.identity
+        attached = {e["NetworkInterfaceId"]: e for e in self.node.ec2.paginate(
+            "DescribeNetworkInterfaces", "NetworkInterfaces", MaxResults=100,
+            Filters=[{"Name": "attachment.instance-id", "Values": [ident.instance_id]}])}
+        missing_links = [f"{i} ({e['MacAddress']})" for i, e in attached.items()
+                         if eni_links.link_by_mac(e["MacAddress"]) is None]
+        self.add("eni-links", not missing_links,
+                 f"{len(attached)} ENIs attached, all with a kernel link" if not missing_links
+                 else "attached but no kernel link: " + ", ".join(missing_links),
+                 "" if not missing_links else "wait for udev, or detach and let cnivpc re-add")
+        gone = [r.eni_id for r in self.store.enis() if r.eni_id not in attached]
+        held = {a.eni_id for a in self.store.allocations()}
+        self.add("eni-attached", not gone,
+                 "every ENI cnivpc uses is attached" if not gone else
+                 "no longer attached: " + ", ".join(
+                     f"{e}{' (pods use it)' if e in held else ''}" for e in gone),
+                 "" if not gone else "someone detached it outside cnivpc: pods on it have "
+                 "lost their network; delete those pods, then run 'cnivpc gc'")
+
+    def allocations_vs_netns(self) -> None:
+        assert self.store is not None
+        allocations = self.store.allocations()
+        dead = [a for a in allocations if a.netns and not os.path.exists(a.netns)]
+        self.add("allocations", not dead,
+                 f"{len(allocations)} allocations, every netns alive" if not dead else
+                 "netns gone for: " + ", ".join(f"{a.ip} ({a.pod or a.container_id[:12]})"
+                                                for a in dead),
+                 "" if not dead else "the runtime lost a DEL: run 'cnivpc gc'")
+
+    def leftover_veths(self) -> None:
+        from ..net import links, netns
+        from ..plugins.ptp import naming
+
+        assert self.store is not None
+        live = {a.container_id for a in self.store.allocations()}
+        with netns.iproute() as ipr:
+            ours = [(link.name, naming.parse_alias(link.alias)) for link in links.list_links(ipr)
+                    if naming.is_host_veth_name(link.name)]
+        leaked = [name for name, owner in ours if owner is None or owner[1] not in live]
+        self.add("veths", not leaked,
+                 f"{len(ours)} pod veths, each with its pod" if not leaked else
+                 "veths without a pod: " + ", ".join(leaked),
+                 "" if not leaked else "the runtime lost a DEL: its CNI GC, or "
+                 "'ip link del <veth>', removes them")
+
+    def iptables(self) -> None:
+        from ..net.iptables import Iptables
+
+        ipt = Iptables()
+        ipt.listing("nat")
+        version = ipt.version()
+        release = ".".join(str(n) for n in version.release)
+        self.add("iptables", True, f"iptables {release} ({version.backend} backend) works")
+
+    def ipvlan(self) -> None:
+        if os.path.isdir("/sys/module/ipvlan"):
+            self.add("ipvlan", True, "the ipvlan module is loaded")
+            return
+        probe = subprocess.run(["modprobe", "--dry-run", "ipvlan"], capture_output=True,
+                               check=False)
+        self.add("ipvlan", probe.returncode == 0,
+                 "ipvlan can be loaded" if probe.returncode == 0 else
+                 "this kernel has no ipvlan module",
+                 "" if probe.returncode == 0 else "cnivpc needs CONFIG_IPVLAN (any distro "
+                 "kernel has it; minimal kernels may not)")
+
+    def run(self) -> list[Check]:
+        self.guard("imds", self.imds, "is the instance metadata enabled (HttpTokens=required "
+                   "works) and reachable from the host network namespace?")
+        self.guard("store", self.store_health, f"is {self.conf.data_dir} writable by root?")
+        if self.store is not None:
+            ok = all(c.ok for c in self.checks)
+            if ok:
+                self.guard("credentials", self.credentials_and_iam,
+                           "check the node's instance role and the EC2 endpoint")
+            if self.node is not None:
+                self.guard("eni", self.enis_vs_kernel, "check EC2 and the node's links")
+            self.guard("allocations", self.allocations_vs_netns, "")
+            self.guard("veths", self.leftover_veths, "")
+        self.guard("iptables", self.iptables, "install iptables (legacy or nft backend)")
+        self.guard("ipvlan", self.ipvlan, "cnivpc needs a kernel with ipvlan")
+        if self.store is not None:
+            self.store.close()
+        return self.checks
+
+
+def main(args: list[str], out: TextIO) -> int:
+    parser = argparse.ArgumentParser(prog="cnivpc doctor", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_conf_arguments(parser)
+    opts = parser.parse_args(args)
+    checks = Doctor(load_ipam_conf(opts)).run()
+    if opts.json:
+        emit_json(out, [c.__dict__ for c in checks])
+    else:
+        for c in checks:
+            mark = "-" if c.ok is None else ("✓" if c.ok else "✗")
+            out.write(f"{mark} {c.name:<13} {c.detail}\n")
+            if c.hint and not c.ok:
+                out.write(f"  {'':<13} hint: {c.hint}\n")
+    return EXIT_OK if all(c.ok is not False for c in checks) else EXIT_CHECK_FAILED

@@ -16,9 +16,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from . import errors
-from .wire import EC2_XMLNS, XML_PROLOGUE, QueryForm
-
-ET.register_namespace("", EC2_XMLNS)
+from .wire import XML_PROLOGUE, QueryForm
 
 
 @dataclass(frozen=True)
@@ -71,12 +69,39 @@ def parse(form: QueryForm, *, id_param: str | None, bounds: tuple[int, int]) -> 
     return Page(offset=offset, size=max_results if max_results is not None else high, query=query)
 
 
+def next_token_after(page: Page, total: int) -> str | None:
+    end = page.offset + page.size
+    return encode_token(end, page.query) if end < total else None
+
+
+def add_next_token(body: bytes, token: str | None, request_id: str) -> bytes:
+    """Append ``<nextToken>`` to an answer moto produced for an already-cut page."""
+    root = ET.fromstring(body)
+    namespace = root.tag[1:].split("}", 1)[0] if root.tag.startswith("{") else ""
+    if token is not None:
+        token_el = ET.SubElement(root, f"{{{namespace}}}nextToken" if namespace else "nextToken")
+        token_el.text = token
+    return _serialise(root, namespace, request_id)
+
+
+def _serialise(root: ET.Element, namespace: str, request_id: str) -> bytes:
+    for child in root:
+        if _local(child.tag) == "requestId":
+            child.text = request_id
+    if namespace:
+        ET.register_namespace("", namespace)  # serialise as a default xmlns, not "ns0:"
+    return (XML_PROLOGUE + ET.tostring(root, encoding="unicode")).encode()
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
 def slice_response(body: bytes, list_tag: str, page: Page, request_id: str) -> bytes:
     root = ET.fromstring(body)
-    ns = {"e": EC2_XMLNS}
-    container = root.find(f"e:{list_tag}", ns)
-    if container is None:
-        container = root.find(list_tag)
+    # Match on local names: moto's namespace lacks AWS's trailing slash.
+    namespace = root.tag[1:].split("}", 1)[0] if root.tag.startswith("{") else ""
+    container = next((c for c in root if _local(c.tag) == list_tag), None)
     if container is None:
         return body
     items = list(container)
@@ -85,12 +110,10 @@ def slice_response(body: bytes, list_tag: str, page: Page, request_id: str) -> b
     chosen = items[page.offset : page.offset + page.size]
     for item in chosen:
         container.append(item)
-    for old in [c for c in root if c.tag.endswith("nextToken")]:
+    for old in [c for c in root if _local(c.tag) == "nextToken"]:
         root.remove(old)
-    if page.offset + page.size < len(items):
-        token_el = ET.SubElement(root, f"{{{EC2_XMLNS}}}nextToken")
-        token_el.text = encode_token(page.offset + page.size, page.query)
-    request_el = root.find("e:requestId", ns)
-    if request_el is not None:
-        request_el.text = request_id
-    return (XML_PROLOGUE + ET.tostring(root, encoding="unicode")).encode()
+    token = next_token_after(page, len(items))
+    if token is not None:
+        token_el = ET.SubElement(root, f"{{{namespace}}}nextToken" if namespace else "nextToken")
+        token_el.text = token
+    return _serialise(root, namespace, request_id)

@@ -353,7 +353,40 @@ def _paginated(action: str, list_tag: str, id_param: str | None, bounds: tuple[i
 # instance types. moto ignores MaxResults and NextToken entirely.
 _paginated("DescribeNetworkInterfaces", "networkInterfaceSet", "NetworkInterfaceId", (5, 1000))
 _paginated("DescribeSubnets", "subnetSet", "SubnetId", (5, 1000))
-_paginated("DescribeInstanceTypes", "instanceTypeSet", "InstanceType", (5, 100))
+
+
+@rule("DescribeInstanceTypes")
+def describe_instance_types(ctx: RuleContext) -> Plan:
+    # Same contract as ``_paginated`` but cut *before* moto serialises: moto renders all ~1400
+    # types (seconds of XML) for every page otherwise. The page's names are chosen in-process and
+    # moto is asked for just those.
+    form = ctx.form
+    page = pagination.parse(form, id_param=None, bounds=(5, 100))
+    if page is None:
+        return Plan()
+    filters = {name: values for name, values in form.filters()}
+    try:
+        matches = ctx.backend.describe_instance_types(
+            form.indexed("InstanceType") or None, filters or None
+        )
+    except Exception:
+        return Plan()  # let moto produce its own error for the same request
+    names = [str(m["InstanceType"]) for m in matches]
+    chosen = names[page.offset : page.offset + page.size]
+    token = pagination.next_token_after(page, len(names))
+    if not chosen:
+        return Plan(
+            reply=success_body("DescribeInstanceTypes", ctx.request_id, "<instanceTypeSet/>")
+        )
+    rewritten = QueryForm(
+        {k: v for k, v in form.params.items() if k.startswith(("Action", "Version", "DryRun"))}
+    )
+    rewritten.set_indexed("InstanceType", chosen)
+
+    def after(body: bytes) -> bytes:
+        return pagination.add_next_token(body, token, ctx.request_id)
+
+    return Plan(form=rewritten, after=after)
 
 
 def parse_xml(body: bytes) -> ET.Element:

@@ -17,6 +17,7 @@ from .exits import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CliError
 # name -> (module, one-line summary), in help order
 COMMANDS: dict[str, tuple[str, str]] = {
     "ipam": ("cnivpc.cli.ipam", "inspect and operate the IPAM: ENIs, IPs, subnets, limits"),
+    "max-pods": ("cnivpc.cli.maxpods", "the kubelet --max-pods value for this node"),
     "doctor": ("cnivpc.cli.doctor", "check everything cnivpc needs on this node, with hints"),
     "gc": ("cnivpc.cli.gc", "release IPs of gone pods and delete leaked ENIs (--dry-run)"),
     "install": ("cnivpc.cli.install", "install the zipapp, symlinks and conflist on this node"),

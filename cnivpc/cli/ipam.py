@@ -31,6 +31,7 @@ from ..plugins.ipam.node import BROKEN_CIDR_FAMILIES, Node
 from ..plugins.ipam.store import Store
 from .context import add_conf_arguments, load_ipam_conf
 from .exits import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, CliError
+from .maxpods import compute
 from .output import emit_json, table
 
 Handler = Callable[[argparse.Namespace, IpamConf, TextIO], int]
@@ -106,14 +107,9 @@ def limits(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
         lim = node.limits()
         row = {"instance_type": node.identity.instance_type, "enis": lim.enis,
                "ipv4_per_eni": lim.ipv4_per_eni, "interface_index": conf.interface_index,
-               "max_pods": max_pods(lim.enis, lim.ipv4_per_eni, conf.interface_index),
+               "max_pods": compute(lim.enis, lim.ipv4_per_eni, conf.interface_index),
                "source": "fallback" if lim.fallback else "DescribeInstanceTypes"}
     return _show(args, out, list(row), [row])
-
-
-def max_pods(enis: int, ipv4_per_eni: int, interface_index: int) -> int:
-    """Pods get every IPv4 (primaries included) of the ENIs at ``interface_index`` and up."""
-    return max(0, enis - interface_index) * ipv4_per_eni
 
 
 def vpc_cidrs(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:

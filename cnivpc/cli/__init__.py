@@ -16,6 +16,7 @@ from .exits import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CliError
 
 # name -> (module, one-line summary), in help order
 COMMANDS: dict[str, tuple[str, str]] = {
+    "status": ("cnivpc.cli.status", "one screen: instance, IP capacity, ENIs, pods, last errors"),
     "ipam": ("cnivpc.cli.ipam", "inspect and operate the IPAM: ENIs, IPs, subnets, limits"),
     "max-pods": ("cnivpc.cli.maxpods", "the kubelet --max-pods value for this node"),
     "doctor": ("cnivpc.cli.doctor", "check everything cnivpc needs on this node, with hints"),

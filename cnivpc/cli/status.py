@@ -1,0 +1,113 @@
+"""``cnivpc status``: one screen on the node: the instance, the IP capacity (used, free, cooling,
+not yet assigned), the ENIs, the pods with their IPs (names from the runtime's CNI_ARGS), and
+the last errors of the plugins' log file. Read-only; works from the store alone when the
+metadata or EC2 cannot be reached (it says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections import deque
+from typing import Any, TextIO
+
+from ..aws.metadata import Metadata
+from ..cni.errors import CniError
+from ..plugins.ipam.node import Node
+from ..plugins.ipam.store import Store
+from .context import add_conf_arguments, load_ipam_conf
+from .exits import EXIT_OK
+from .maxpods import compute
+from .output import emit_json, table
+
+ERRORS_SHOWN = 5
+LOG_TAIL = 2000
+
+
+def last_errors(path: str | None, count: int = ERRORS_SHOWN) -> list[str]:
+    if not path or not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        tail = deque(f, maxlen=LOG_TAIL)
+    return [line.rstrip() for line in tail if " ERROR " in line][-count:]
+
+
+def gather(conf: Any) -> dict[str, Any]:
+    now = time.time()
+    report: dict[str, Any] = {"problems": []}
+    with Store.open(conf.data_dir) as store:
+        node = Node(store, deadline=time.monotonic() + 10, metadata=Metadata(timeout=0.5))
+        try:
+            ident = node.identity
+            report["instance"] = {"id": ident.instance_id, "type": ident.instance_type,
+                                  "az": ident.availability_zone}
+            lim = node.limits()
+            report["capacity"] = {"enis": lim.enis, "ipv4_per_eni": lim.ipv4_per_eni,
+                                  "max_pods": compute(lim.enis, lim.ipv4_per_eni,
+                                                      conf.interface_index)}
+        except CniError as exc:
+            report["problems"].append(f"instance unknown: {exc}")
+        allocations = store.allocations()
+        free = store.free_ips()
+        ready = [f for f in free if f.freed_at <= now - conf.reuse_ip_wait]
+        report["ips"] = {"in_use": len(allocations), "free": len(free), "ready": len(ready),
+                         "cooling": len(free) - len(ready)}
+        if "capacity" in report:
+            report["ips"]["unassigned"] = max(
+                0, report["capacity"]["max_pods"] - len(allocations) - len(free))
+        held: dict[str, int] = {}
+        for a in allocations:
+            held[a.eni_id] = held.get(a.eni_id, 0) + 1
+        counts = store.ip_counts()
+        report["enis"] = [{"device": e.device_index, "eni": e.eni_id, "link": e.link or "-",
+                           "subnet": e.subnet_id, "pods": held.get(e.eni_id, 0),
+                           "free": counts.get(e.eni_id, 0) - held.get(e.eni_id, 0)}
+                          for e in store.enis() if e.device_index >= conf.interface_index]
+        report["pods"] = [{"pod": a.pod or a.container_id[:12], "ip": a.ip, "eni": a.eni_id,
+                           "since": time.strftime("%H:%M:%S", time.localtime(a.allocated_at))}
+                          for a in allocations]
+    report["last_errors"] = last_errors(conf.log_file)
+    return report
+
+
+def main(args: list[str], out: TextIO) -> int:
+    parser = argparse.ArgumentParser(prog="cnivpc status", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_conf_arguments(parser)
+    opts = parser.parse_args(args)
+    conf = load_ipam_conf(opts)
+    report = gather(conf)
+    if opts.json:
+        emit_json(out, report)
+        return EXIT_OK
+    inst = report.get("instance")
+    out.write(f"node:     {inst['id']} ({inst['type']}, {inst['az']})\n" if inst else
+              "node:     unknown (metadata unreachable)\n")
+    ips, cap = report["ips"], report.get("capacity")
+    line = (f"pod IPs:  {ips['in_use']} in use, {ips['free']} free ({ips['ready']} ready, "
+            f"{ips['cooling']} cooling)")
+    if cap:
+        line += (f", {ips['unassigned']} more can be assigned; max {cap['max_pods']} "
+                 f"({cap['enis'] - conf.interface_index} ENIs x {cap['ipv4_per_eni']})")
+    out.write(line + "\n\n")
+    if report["enis"]:
+        table(out, ["device", "eni", "link", "subnet", "pods", "free"],
+              [[e[k] for k in ("device", "eni", "link", "subnet", "pods", "free")]
+               for e in report["enis"]])
+        out.write("\n")
+    if report["pods"]:
+        table(out, ["pod", "ip", "eni", "since"],
+              [[p[k] for k in ("pod", "ip", "eni", "since")] for p in report["pods"]])
+        out.write("\n")
+    for problem in report["problems"]:
+        out.write(f"problem:  {problem}\n")
+    if report["last_errors"]:
+        out.write(f"last errors ({conf.log_file}):\n")
+        for err in report["last_errors"]:
+            out.write(f"  {err}\n")
+    elif conf.log_file:
+        out.write(f"no errors in {conf.log_file}\n")
+    else:
+        out.write("no log file configured (set logFile in the conflist to keep one)\n")
+    return EXIT_OK

@@ -103,7 +103,7 @@ class Iptables:
 
     def version(self) -> Version:
         """The binary's version (the same in every netns, so asked once per process)."""
-        return _version(self)
+        return _version(self.ipv6)
 
     def exists(self, table: str, chain: str, rule: Sequence[str]) -> bool:
         """True if ``rule`` is in ``chain`` (False as well when the chain does not exist)."""
@@ -164,8 +164,8 @@ class Iptables:
 
 
 @functools.cache
-def _version(ipt: Iptables) -> Version:
-    return parse_version(Iptables(ipv6=ipt.ipv6).must("--version"))
+def _version(ipv6: bool) -> Version:
+    return parse_version(Iptables(ipv6=ipv6).must("--version"))
 
 
 def jump_target(rule: Sequence[str]) -> str | None:

@@ -17,6 +17,7 @@ from .errors import LinkExists, LinkNotFound
 
 IFF_UP = 0x1
 IFA_F_SECONDARY = 0x01
+IFA_F_NODAD = 0x02
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 
@@ -102,6 +103,14 @@ def delete(ipr: Any, name: str) -> bool:
     except LinkNotFound:
         return False  # gone in between: someone else (the netns teardown) won
     return True
+
+
+def add_address(ipr: Any, index: int, address: IPInterface, nodad: bool = False) -> None:
+    """Add ``address`` to link ``index``; ``nodad`` skips IPv6 duplicate address detection
+    (the address is usable at once instead of "tentative" for about a second)."""
+    _nl.call(f"add address {address} to link #{index}", ipr.addr, "add", index=index,
+             address=str(address.ip), prefixlen=address.network.prefixlen,
+             flags=IFA_F_NODAD if nodad else 0)
 
 
 def addresses(ipr: Any, index: int) -> list[IPInterface]:

@@ -3,7 +3,7 @@
 and a helper that runs the plugin the way a runtime does: as a subprocess, inside the node
 namespace, with CNI_* variables and the config on stdin.
 
-Topology of ``topo`` (names are ``cnt-<random>-node`` etc.)::
+Topology of ``topo`` (names are ``cnt-<random>-node`` etc.; ``topo6`` adds IPv6)::
 
     vpc netns                     node netns                         pod netns
     eni0 10.0.1.1/24 ----------- eth0 10.0.1.10/24 + 10.0.1.11/24    (the plugin adds eth1)
@@ -37,6 +37,11 @@ POD_IP = "10.0.16.23"
 POD_GW = "10.0.16.1"
 POD_ROUTES = ["10.0.0.0/16", "100.64.0.0/10"]
 VERSIONS = ("0.3.1", "0.4.0", "1.0.0", "1.1.0")
+VPC_GW6 = "fd00:1::1"
+NODE_IP6 = "fd00:1::10"
+INTERNET_IP6 = "2001:db8::1"
+POD_IP6 = "fd00:16::23"
+POD_ROUTE6 = "fd00::/16"
 
 
 def sh(*argv: str, netns: str | None = None, check: bool = True,
@@ -120,6 +125,20 @@ def topo(require_root: None) -> Iterator[Topo]:
     finally:
         for name in (t.pod, *t.extra, t.node, t.vpc):
             subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+@pytest.fixture
+def topo6(topo: Topo) -> Topo:
+    """Name: topo6. Scope: function. Depends: topo.
+
+    ``topo`` made dual-stack: node eth0 fd00:1::10/64 (default via the vpc's fd00:1::1),
+    pod eth0 fd00:16::23/64; addresses without DAD so they are usable at once."""
+    sh("ip", "addr", "add", f"{VPC_GW6}/64", "dev", "eni0", "nodad", netns=topo.vpc)
+    sh("ip", "addr", "add", f"{INTERNET_IP6}/128", "dev", "lo", netns=topo.vpc)
+    sh("ip", "addr", "add", f"{NODE_IP6}/64", "dev", "eth0", "nodad", netns=topo.node)
+    sh("ip", "-6", "route", "add", "default", "via", VPC_GW6, netns=topo.node)
+    sh("ip", "addr", "add", f"{POD_IP6}/64", "dev", "eth0", "nodad", netns=topo.pod)
+    return topo
 
 
 def prev_result(version: str, ip: str = POD_IP, netns: str = "") -> dict[str, Any]:

@@ -143,6 +143,7 @@ def test_lifecycle(topo: Topo, version: str, masq: bool) -> None:
     assert per_pod_state(topo) == {"veth": [], "rules": [], "tables": [], "host_routes": [],
                                    "chains": []}
     assert "eth1" not in links(topo.pod)
+    assert not [line for line in iptables_rules(topo.pod, "nat") if "MASQUERADE" in line]
     # Shared NodePort state stays for the other pods.
     assert sum("NodePort Mark" in line for line in iptables_rules(topo.node, "mangle")) == 3
     ok(cni(topo, "DEL", conf, container_id=CID))
@@ -185,16 +186,16 @@ def test_masquerade_egress_uses_node_ip(topo: Topo) -> None:
     assert source.strip() == NODE_IP
 
 
-def test_netns_given_as_proc_pid_path(topo: Topo) -> None:
+def test_netns_given_as_proc_pid_path_and_explicit_mtu(topo: Topo) -> None:
     import subprocess
 
     holder = subprocess.Popen(["ip", "netns", "exec", topo.pod, "sleep", "60"])
     try:
         path = f"/proc/{holder.pid}/ns/net"
-        conf = config("1.1.0", prev_result("1.1.0"))
+        conf = config("1.1.0", prev_result("1.1.0"), mtu=1400)
         result = ok(cni(topo, "ADD", conf, container_id=CID, netns=path))
         assert result is not None and result["interfaces"][2]["sandbox"] == path
-        assert "eth1" in links(topo.pod)
+        assert links(topo.pod)["eth1"]["mtu"] == links(topo.node)[HOST_VETH]["mtu"] == 1400
         conf["prevResult"] = result
         ok(cni(topo, "CHECK", conf, container_id=CID, netns=path))
         ok(cni(topo, "DEL", conf, container_id=CID, netns=path))

@@ -29,7 +29,7 @@ from ...cni.types import Interface, Result
 from ...net import arp, links, netns, routes, sysctl
 from ...net.errors import ArpError, LinkExists, LinkNotFound, NetError
 from ...net.iptables import Iptables
-from . import lock, naming
+from . import attachment, lock, naming
 from .attachment import Attachment, IPAddress, pod_ips, require_prev, table_routes
 from .cleanup import drop_policy, teardown_masq
 from .config import PtpConf
@@ -50,9 +50,9 @@ def add(req: Request[PtpConf]) -> Result:
     with lock.host_lock(), netns.iproute() as host, netns.open_fd(cmd.netns) as pod_fd, \
             netns.iproute(cmd.netns) as pod, ExitStack() as undo:
         host_if = _host_interface(host, conf.host_interface)
-        host_addrs = [a for a in links.addresses(host, host_if.index)
-                      if a.version in families]
-        gateways = _gateways(conf.host_interface, host_addrs, families)
+        host_addrs = [a.ip for a in links.addresses(host, host_if.index)]
+        pod_routes = attachment.pod_routes(
+            host_addrs, _gateway4(conf.host_interface, host_addrs, families), set(families))
         mtu = conf.mtu or host_if.mtu
 
         if links.find(host, att.host_veth) is not None:
@@ -67,20 +67,21 @@ def add(req: Request[PtpConf]) -> Result:
         undo.callback(links.delete, host, att.host_veth)
         host_veth = links.get(host, att.host_veth)
         links.set_alias(host, host_veth.index, att.alias)
-        links.set_up(host, host_veth.index)
         cont_veth = links.get(pod, conf.container_interface)
+        if 6 in families:
+            links.add_address(host, host_veth.index, naming.HOST_LINK_LOCAL, nodad=True)
+            links.add_address(pod, cont_veth.index, naming.POD_LINK_LOCAL, nodad=True)
+        links.set_up(host, host_veth.index)
         links.set_up(pod, cont_veth.index)
 
-        _setup_pod(pod, cont_veth.index, host_addrs, gateways)
+        _add_routes(pod, cont_veth.index, pod_routes)
         if conf.ip_masq:
             _setup_pod_masq(undo, cmd.netns, cmd.ifname, families)
         _announce(cont_veth, [ip for ip in ips if ip.version == 4], cmd.netns)
 
-        for ip in ips:
-            routes.add(host, routes.Route(dst=routes.host_network(ip), oif=host_veth.index,
-                                          scope=routes.SCOPE_LINK))
+        _add_routes(host, host_veth.index, attachment.host_routes(ips))
         _setup_policy(undo, host, conf, att, host_veth.index, table_routes(prev, ips))
-        _announce(host_veth, [a.ip for a in host_addrs if a.version == 4], None)
+        _announce(host_veth, [a for a in host_addrs if isinstance(a, ipaddress.IPv4Address)], None)
 
         if conf.ip_masq:
             _setup_host_masq(undo, att, ips)
@@ -101,31 +102,24 @@ def _host_interface(host: Any, name: str) -> links.Link:
         raise InvalidConfig(f"hostInterface {name} not found on the host") from exc
 
 
-def _gateways(host_interface: str, host_addrs: list[links.IPInterface],
-              families: list[int]) -> dict[int, IPAddress]:
-    """Per pod family, the host address the pod's default route goes via: the first
-    (primary) address, preferring a global one for IPv6."""
-    gateways: dict[int, IPAddress] = {}
-    for family in families:
-        candidates = [a.ip for a in host_addrs if a.version == family]
-        if not candidates:
-            raise InvalidConfig(f"hostInterface {host_interface} has no IPv{family} address",
-                                f"the pod has IPv{family} addresses and needs a next hop")
-        gateways[family] = next((ip for ip in candidates if not ip.is_link_local),
-                                candidates[0])
-    return gateways
+def _gateway4(host_interface: str, host_addrs: list[IPAddress],
+              families: list[int]) -> IPAddress | None:
+    """The pod's IPv4 default next hop: the host interface's primary (first) IPv4."""
+    if 4 not in families:
+        return None
+    first = next((a for a in host_addrs if a.version == 4), None)
+    if first is None:
+        raise InvalidConfig(f"hostInterface {host_interface} has no IPv4 address",
+                            "the pod has IPv4 addresses and needs the node's as next hop")
+    return first
 
 
-def _setup_pod(pod: Any, oif: int, host_addrs: list[links.IPInterface],
-               gateways: dict[int, IPAddress]) -> None:
-    # The veth has no address ("unnumbered"): host addresses are reached as on-link /32s,
-    # and the default route's next hop is one of them.
-    for addr in host_addrs:
-        routes.add(pod, routes.Route(dst=routes.host_network(addr.ip), oif=oif,
-                                     scope=routes.SCOPE_LINK))
-    for gateway in gateways.values():
-        default = ipaddress.ip_network("0.0.0.0/0" if gateway.version == 4 else "::/0")
-        routes.add(pod, routes.Route(dst=default, oif=oif, gateway=gateway))
+def _add_routes(ipr: Any, oif: int, specs: list[attachment.RouteSpec]) -> None:
+    # IPv4 over the unnumbered veth: the other side's addresses are on-link /32s (scope
+    # link, no next hop), and the pod's default route goes via one of them.
+    for dst, via in specs:
+        scope = routes.SCOPE_LINK if via is None else routes.SCOPE_UNIVERSE
+        routes.add(ipr, routes.Route(dst=dst, oif=oif, gateway=via, scope=scope))
 
 
 def _setup_pod_masq(undo: ExitStack, netns_path: str, ifname: str,

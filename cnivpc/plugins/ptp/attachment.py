@@ -64,15 +64,45 @@ def pod_ips(prev: Result, ifname: str) -> list[IPAddress]:
     return ips
 
 
+# (destination, next hop or None for an on-link route)
+RouteSpec = tuple[IPNetwork, IPAddress | None]
+DEFAULT = {4: ipaddress.ip_network("0.0.0.0/0"), 6: ipaddress.ip_network("::/0")}
+
+
 def table_routes(prev: Result, ips: list[IPAddress]) -> list[tuple[IPNetwork, IPAddress]]:
     """(destination, via) for the per-pod table: every prevResult route, sorted by
-    destination, via the pod's first IP of the same family (routes of a family the pod has no
-    IP in are skipped)."""
-    first = {v: next((ip for ip in ips if ip.version == v), None) for v in (4, 6)}
+    destination, via the pod's first IPv4 (IPv6: via the pod veth's link-local); routes of a
+    family the pod has no IP in are skipped."""
+    via: dict[int, IPAddress | None] = {
+        4: next((ip for ip in ips if ip.version == 4), None),
+        6: naming.POD_LINK_LOCAL.ip if any(ip.version == 6 for ip in ips) else None}
     out: list[tuple[IPNetwork, IPAddress]] = []
     for route in sorted(prev.routes, key=lambda r: r.dst):
         dst = ipaddress.ip_network(route.dst, strict=False)
-        via = first[dst.version]
-        if via is not None and (dst, via) not in out:
-            out.append((dst, via))
+        hop = via[dst.version]
+        if hop is not None and (dst, hop) not in out:
+            out.append((dst, hop))
     return out
+
+
+def pod_routes(host_addrs: list[IPAddress], gateway4: IPAddress | None,
+               families: set[int]) -> list[RouteSpec]:
+    """Routes on the pod's veth: every host address as an on-link /32 and the default via
+    ``gateway4`` (the host's primary IPv4); for IPv6, the host's global addresses and the
+    default via the host veth's link-local (the host's own link-locals belong to its link)."""
+    out: list[RouteSpec] = []
+    if 4 in families and gateway4 is not None:
+        out += [(ipaddress.ip_network(a), None) for a in host_addrs if a.version == 4]
+        out.append((DEFAULT[4], gateway4))
+    if 6 in families:
+        hop = naming.HOST_LINK_LOCAL.ip
+        out += [(ipaddress.ip_network(a), hop) for a in host_addrs
+                if a.version == 6 and not a.is_link_local]
+        out.append((DEFAULT[6], hop))
+    return out
+
+
+def host_routes(ips: list[IPAddress]) -> list[RouteSpec]:
+    """Routes on the host veth to the pod's addresses (IPv6 via the pod's link-local)."""
+    return [(ipaddress.ip_network(ip), None if ip.version == 4 else naming.POD_LINK_LOCAL.ip)
+            for ip in ips]

@@ -8,7 +8,6 @@ listed in one error. STATUS answers 50 unless the host interface exists and ipta
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from ...cni.errors import CniError, ErrorCode, PluginNotAvailable
@@ -16,7 +15,7 @@ from ...cni.plugin import Request
 from ...net import links, netns, routes
 from ...net.errors import NetError
 from ...net.iptables import Iptables
-from . import naming
+from . import attachment, naming
 from .attachment import Attachment, IPAddress, pod_ips, require_prev, table_routes
 from .config import PtpConf
 
@@ -49,10 +48,13 @@ def check(req: Request[PtpConf]) -> None:
             problems.append(f"{conf.container_interface} in the pod is not the peer of "
                             f"host veth {att.host_veth}")
         if host_if and cont:
-            addrs = [a.ip for a in links.addresses(host, host_if.index) if a.version in families]
-            problems += _pod_routes(pod, cont, addrs)
+            addrs = [a.ip for a in links.addresses(host, host_if.index)]
+            gateway4 = next((a for a in addrs if a.version == 4), None)
+            problems += _routes(pod, cont, attachment.pod_routes(addrs, gateway4, families),
+                                "pod")
         if host_veth:
-            problems += _host_routes(host, host_veth, ips, table_routes(prev, ips))
+            problems += _routes(host, host_veth, attachment.host_routes(ips), "host")
+            problems += _policy(host, host_veth, table_routes(prev, ips))
     if conf.ip_masq:
         problems += _masq(att, ips)
     problems += _nodeports(conf, families)
@@ -60,28 +62,19 @@ def check(req: Request[PtpConf]) -> None:
         raise CheckFailed(f"CHECK failed: {problems[0]}", "; ".join(problems))
 
 
-def _pod_routes(pod: Any, cont: links.Link, host_addrs: list[IPAddress]) -> list[str]:
+def _routes(ipr: Any, link: links.Link, wanted: list[attachment.RouteSpec],
+            side: str) -> list[str]:
     have = {(r.dst, r.gateway) for f in routes.FAMILIES
-            for r in routes.list_routes(pod, f, routes.RT_TABLE_MAIN) if r.oif == cont.index}
-    missing = [f"pod route {a}/{a.max_prefixlen} dev {cont.name}"
-               for a in host_addrs if (routes.host_network(a), None) not in have]
-    for version in sorted({a.version for a in host_addrs}):
-        default = ipaddress.ip_network("0.0.0.0/0" if version == 4 else "::/0")
-        if not any(dst == default and gw in host_addrs for dst, gw in have):
-            missing.append(f"pod default route (IPv{version}) via the host dev {cont.name}")
-    return missing
+            for r in routes.list_routes(ipr, f, routes.RT_TABLE_MAIN) if r.oif == link.index}
+    return [f"{side} route {dst}{f' via {via}' if via else ''} dev {link.name}"
+            for dst, via in wanted if (dst, via) not in have]
 
 
-def _host_routes(host: Any, veth: links.Link, ips: list[IPAddress],
-                 wanted: list[tuple[routes.IPNetwork, IPAddress]]) -> list[str]:
-    main = {r.dst for f in routes.FAMILIES
-            for r in routes.list_routes(host, f, routes.RT_TABLE_MAIN) if r.oif == veth.index}
-    missing = [f"host route {ip}/{ip.max_prefixlen} dev {veth.name}"
-               for ip in ips if routes.host_network(ip) not in main]
-    if not wanted:
-        return missing
+def _policy(host: Any, veth: links.Link,
+            wanted: list[tuple[routes.IPNetwork, IPAddress]]) -> list[str]:
     rules = [r for r in routes.list_rules(host)
              if r.iifname == veth.name and r.priority == naming.IIF_RULE_PRIORITY]
+    missing: list[str] = []
     for version in sorted({dst.version for dst, _ in wanted}):
         rule = next((r for r in rules if r.family == routes.af(version)), None)
         if rule is None:

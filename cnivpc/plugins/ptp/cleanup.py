@@ -89,15 +89,18 @@ def delete(req: Request[PtpConf]) -> None:
     with lock.host_lock(), netns.iproute() as host:
         teardown(host, att, errors)
     if conf.ip_masq and cmd.netns:
-        _attempt(errors, _delete_pod_masq, cmd.netns, cmd.ifname)
+        # prevResult (given on DEL from 0.4.0) says which families ADD touched.
+        ips = req.prev_result.ips if req.prev_result else []
+        versions = sorted({ip.ip.version for ip in ips}) or [4, 6]
+        _attempt(errors, _delete_pod_masq, cmd.netns, cmd.ifname, versions)
     _raise(errors, "DEL")
 
 
-def _delete_pod_masq(netns_path: str, ifname: str) -> None:
+def _delete_pod_masq(netns_path: str, ifname: str, versions: list[int]) -> None:
     """The pod-side MASQUERADE, when the pod netns is still there (it usually is: the
     runtime removes the netns after DEL)."""
     try:
-        for version in (4, 6):
+        for version in versions:
             ipt = Iptables(ipv6=version == 6, netns_path=netns_path)
             rule = naming.pod_masq_rule(ifname, ipt.version().random_fully)
             ipt.delete("nat", "POSTROUTING", rule)

@@ -7,6 +7,7 @@ One attachment (container ID + CNI_IFNAME) owns:
   ``cnivpc-ptp:<network>:<containerID>:<ifname>`` (how GC maps a veth back to its attachment);
 - policy rule ``iif <host veth> lookup <T> priority 1024`` and table T, chosen from a
   deterministic probe sequence starting at a hash of the veth name;
+- with IPv6 pod addresses, link-locals fe80::1 (host end) and fe80::2 (pod end);
 - with ipMasq, nat chain ``CNI-`` + 24 hex of sha512(network + containerID) (the name the
   reference plugins use) and POSTROUTING jumps to it, commented ``name: "<n>" id: "<id>"``.
 Shared by every attachment (never deleted): the NodePort CONNMARK rules, rp_filter=2 on the
@@ -30,6 +31,12 @@ RESERVED_TABLES = frozenset({0, 253, 254, 255})
 NODEPORT_COMMENT = "NodePort Mark"
 POD_MASQ_COMMENT = "kube-proxy SNAT"
 MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
+# IPv6 next hops across the veth. IPv4 can be truly unnumbered because a host answers ARP for
+# any of its addresses on any link; IPv6 neighbour discovery only answers for addresses of the
+# receiving link. So each end gets a fixed link-local (no DAD: nothing else is on the link),
+# and IPv6 routes go *via* the other end's link-local, as Calico does.
+HOST_LINK_LOCAL = ipaddress.IPv6Interface("fe80::1/64")
+POD_LINK_LOCAL = ipaddress.IPv6Interface("fe80::2/64")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _COMMENT_RE = re.compile(r'^name: "([^"]*)" id: "([^"]*)"$')

@@ -1,0 +1,72 @@
+"""Dual-stack pods on a real kernel: IPv6 across the veth via fixed link-locals (neighbour
+discovery only answers for addresses of the receiving link, so IPv6 cannot be unnumbered the
+way IPv4 is), the IPv6 rule and table, ip6tables masquerading, and a clean DEL."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+
+from .conftest import (
+    NODE_IP,
+    NODE_IP6,
+    POD_IP,
+    POD_IP6,
+    POD_ROUTE6,
+    Topo,
+    cni,
+    config,
+    ip_json,
+    iptables_rules,
+    ok,
+    prev_result,
+    sh,
+)
+
+pytestmark = pytest.mark.netns
+
+HOST_VETH = "cnp" + hashlib.sha256(b"ctr1/eth0").hexdigest()[:12]
+
+
+def dual_prev() -> dict[str, Any]:
+    prev = prev_result("1.1.0")
+    prev["ips"].append({"address": f"{POD_IP6}/64", "interface": 0})
+    prev["routes"].append({"dst": POD_ROUTE6})
+    return prev
+
+
+def test_dual_stack_lifecycle(topo6: Topo) -> None:
+    topo = topo6
+    conf = config("1.1.0", dual_prev(), ipMasq=True)
+    result = ok(cni(topo, "ADD", conf))
+    assert result is not None
+
+    pod6 = {(r["dst"], r.get("gateway"), r["dev"])
+            for r in ip_json(topo.pod, "-6", "route", "show")}
+    assert {("default", "fe80::1", "eth1"), (NODE_IP6, "fe80::1", "eth1")} <= pod6
+    host6 = ip_json(topo.node, "-6", "route", "show", POD_IP6)
+    assert [(r["gateway"], r["dev"]) for r in host6] == [("fe80::2", HOST_VETH)]
+    rule6 = [r for r in ip_json(topo.node, "-6", "rule", "show") if r.get("iif") == HOST_VETH]
+    assert len(rule6) == 1
+    table6 = ip_json(topo.node, "-6", "route", "show", "table", rule6[0]["table"])
+    assert [(r["dst"], r["gateway"]) for r in table6] == [(POD_ROUTE6, "fe80::2")]
+    assert any(f"-s {POD_IP6}/128" in line for line in iptables_rules(topo.node, "nat", v6=True))
+
+    sh("ping", "-6", "-c1", "-W2", NODE_IP6, netns=topo.pod)
+    sh("ping", "-6", "-c1", "-W2", POD_IP6, netns=topo.node)
+    sh("ping", "-c1", "-W2", NODE_IP, netns=topo.pod)
+    sh("ping", "-c1", "-W2", POD_IP, netns=topo.node)
+
+    conf["prevResult"] = result
+    ok(cni(topo, "CHECK", conf))
+    sh("ip", "-6", "route", "del", POD_IP6, netns=topo.node)
+    broken = cni(topo, "CHECK", conf)
+    assert f"host route {POD_IP6}/128 via fe80::2 dev {HOST_VETH}" in broken.error["details"]
+
+    ok(cni(topo, "DEL", conf))
+    assert not [r for r in ip_json(topo.node, "-6", "rule", "show") if r.get("iif")]
+    assert not [line for line in iptables_rules(topo.node, "nat", v6=True) if "CNI-" in line]
+    assert not [line for line in iptables_rules(topo.pod, "nat", v6=True) if "MASQ" in line]
+    ok(cni(topo, "DEL", conf))

@@ -11,8 +11,6 @@ import pytest
 
 from cnivpc import plugins
 from cnivpc.cni.skel import Dispatcher
-from cnivpc.cni.types import Result
-from cnivpc.plugins.ptp.attachment import pod_ips, table_routes
 from cnivpc.plugins.ptp.config import PtpConf
 
 BASE = {"cniVersion": "1.0.0", "name": "net", "type": "cnivpc-ptp",
@@ -64,23 +62,3 @@ def test_add_without_prev_result_is_a_clear_code_7() -> None:
 def test_add_with_prev_result_without_ips_is_code_7() -> None:
     code, err = run({**BASE, "prevResult": {"cniVersion": "1.0.0", "interfaces": []}})
     assert code == 1 and err["code"] == 7 and "no IP" in err["msg"]
-
-
-def test_pod_ips_keep_ifname_or_unbound_addresses() -> None:
-    prev = Result.model_validate({
-        "interfaces": [{"name": "eth0"}, {"name": "net1"}],
-        "ips": [{"address": "10.0.0.5/24", "interface": 0},
-                {"address": "10.1.0.5/24", "interface": 1},
-                {"address": "10.2.0.5/24"},
-                {"address": "fd00::5/64", "interface": 0},
-                {"address": "10.0.0.5/24", "interface": 0}]})
-    assert [str(ip) for ip in pod_ips(prev, "eth0")] == ["10.0.0.5", "10.2.0.5", "fd00::5"]
-
-
-def test_table_routes_sorted_via_first_ip_of_the_family() -> None:
-    prev = Result.model_validate({
-        "ips": [{"address": "10.0.0.5/24"}, {"address": "10.0.0.6/24"}],
-        "routes": [{"dst": "10.9.0.0/16"}, {"dst": "10.1.0.0/16"}, {"dst": "fd00::/8"}]})
-    got = table_routes(prev, pod_ips(prev, "eth0"))
-    assert [(str(d), str(v)) for d, v in got] == [("10.1.0.0/16", "10.0.0.5"),
-                                                   ("10.9.0.0/16", "10.0.0.5")]

@@ -28,6 +28,8 @@ from .errors import IptablesError, IptablesNotFound
 FALLBACK_PATH = "/usr/sbin:/sbin:/usr/bin:/bin:/usr/local/sbin"
 TIMEOUT_SECONDS = 30.0
 RANDOM_FULLY_SINCE = (1, 6, 2)
+# What iptables-legacy says when the kernel has no such table.
+TABLE_MISSING = "Table does not exist"
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,15 @@ class Iptables:
         """One ``-S`` of ``table``: its chains, and every rule as (chain, rule args)."""
         chains: set[str] = set()
         rules: list[tuple[str, list[str]]] = []
-        for line in self.must("-t", table, "-S").splitlines():
+        done = self.run("-t", table, "-S")
+        if done.returncode != 0 and TABLE_MISSING in done.stderr:
+            # legacy backend without the table's kernel module (e.g. no ip6table_nat): a
+            # table the kernel lacks holds nothing, which is what DEL and GC need to know.
+            return chains, rules
+        if done.returncode != 0:
+            raise IptablesError(f"{self.name} -t {table} -S failed", done.stderr.strip(),
+                                returncode=done.returncode)
+        for line in done.stdout.splitlines():
             words = shlex.split(line)
             if len(words) >= 2 and words[0] in ("-N", "-P"):
                 chains.add(words[1])

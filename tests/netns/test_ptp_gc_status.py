@@ -53,12 +53,14 @@ def test_gc_removes_stale_attachments_only(topo: Topo) -> None:
     assert veth("keep") in [link["ifname"] for link in ip_json(topo.node, "link", "show")]
 
 
-def test_gc_ignores_other_networks(topo: Topo) -> None:
+def test_gc_ignores_other_networks_and_needs_the_list(topo: Topo) -> None:
     ok(cni(topo, "ADD", config("1.1.0", prev_result("1.1.0"), ipMasq=True),
            container_id="ctr1"))
     other = config("1.1.0", **{"cni.dev/valid-attachments": []})
     other["name"] = "another-network"
     ok(cni(topo, "GC", other, netns=""))
+    # No valid-attachments key at all is not "nothing is valid".
+    ok(cni(topo, "GC", config("1.1.0"), netns=""))
     assert veth("ctr1") in [link["ifname"] for link in ip_json(topo.node, "link", "show")]
     assert chain("ctr1") in "\n".join(iptables_rules(topo.node, "nat"))
 

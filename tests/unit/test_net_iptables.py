@@ -110,3 +110,20 @@ def test_missing_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
             Iptables().run("-S")
     finally:
         iptables._binary.cache_clear()
+
+
+def test_listing_a_table_the_kernel_lacks_is_empty(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    script = tmp_path / "ip6tables"
+    script.write_text("#!/bin/sh\necho \"ip6tables v1.8.7 (legacy): can't initialize ip6tables "
+                      "table \\`nat': Table does not exist (do you need to insmod?)\" >&2\n"
+                      "exit 3\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(iptables, "FALLBACK_PATH", str(tmp_path))
+    iptables._binary.cache_clear()
+    try:
+        assert Iptables(ipv6=True).listing("nat") == (set(), [])
+        assert Iptables(ipv6=True).delete_chain("nat", "CNI-x") is False
+    finally:
+        iptables._binary.cache_clear()

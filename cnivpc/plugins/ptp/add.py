@@ -19,6 +19,7 @@ Gratuitous ARPs (best effort) announce the pod IPs to the host and the host IPs 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
@@ -64,7 +65,7 @@ def add(req: Request[PtpConf]) -> Result:
                              f"{cmd.netns}", "containerInterface must be a free name")
         links.create_veth(host, att.host_veth, conf.container_interface, pod_fd, mtu)
         # Deleting the host end deletes its peer and every route through either end.
-        undo.callback(links.delete, host, att.host_veth)
+        _on_failure(undo, links.delete, host, att.host_veth)
         host_veth = links.get(host, att.host_veth)
         links.set_alias(host, host_veth.index, att.alias)
         cont_veth = links.get(pod, conf.container_interface)
@@ -93,6 +94,18 @@ def add(req: Request[PtpConf]) -> Result:
                                            sandbox=cmd.netns))
         undo.pop_all()
     return result
+
+
+def _on_failure(undo: ExitStack, fn: Callable[..., object], *args: Any) -> None:
+    """Register an undo step. A failing undo is logged and the next one still runs, so the
+    error the runtime sees is the one that made ADD fail, not a rollback hiccup."""
+    def run() -> None:
+        try:
+            fn(*args)
+        except Exception as exc:  # rollback is best effort: keep undoing
+            log.error("rollback step %s%r failed: %s", fn.__name__, args[1:], exc)
+
+    undo.callback(run)
 
 
 def _host_interface(host: Any, name: str) -> links.Link:
@@ -129,7 +142,7 @@ def _setup_pod_masq(undo: ExitStack, netns_path: str, ifname: str,
         ipt = Iptables(ipv6=family == 6, netns_path=netns_path)
         rule = naming.pod_masq_rule(ifname, ipt.version().random_fully)
         if ipt.append_unique("nat", "POSTROUTING", rule):
-            undo.callback(ipt.delete, "nat", "POSTROUTING", rule)
+            _on_failure(undo, ipt.delete, "nat", "POSTROUTING", rule)
 
 
 def _setup_policy(undo: ExitStack, host: Any, conf: PtpConf, att: Attachment, oif: int,
@@ -143,7 +156,7 @@ def _setup_policy(undo: ExitStack, host: Any, conf: PtpConf, att: Attachment, oi
                              f"tables {conf.route_table_start}.."
                              f"{conf.route_table_start + naming.TABLE_SPAN - 1} all in use")
     # Registered before the first route, so a half-filled table is flushed too.
-    undo.callback(drop_policy, host, att.host_veth, extra_tables=(table,))
+    _on_failure(undo, drop_policy, host, att.host_veth, (table,))
     for dst, via in table_routes:
         routes.add(host, routes.Route(dst=dst, oif=oif, gateway=via, table=table))
     for family in sorted({dst.version for dst, _ in table_routes}):
@@ -158,7 +171,7 @@ def _setup_host_masq(undo: ExitStack, att: Attachment, ips: list[IPAddress]) -> 
                              any(ip.version == 6 for ip in ips))
     for family in sorted({ip.version for ip in ips}):
         ipt = Iptables(ipv6=family == 6)
-        undo.callback(teardown_masq, ipt, att.chain)
+        _on_failure(undo, teardown_masq, ipt, att.chain)
         ipt.ensure_chain("nat", att.chain)
         for ip in (ip for ip in ips if ip.version == family):
             for rule in naming.masq_chain_rules(ip, att.comment):

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 # program name (the argv[0] basename, the conflist "type") -> module
 PLUGINS: dict[str, str] = {
-    "cnivpc-ipam": "cnivpc.plugins.ipam",
+    "cnivpc-ipam": "cnivpc.plugins.ipam.plugin",
     "cnivpc-ipvlan": "cnivpc.plugins.ipvlan",
     "cnivpc-ptp": "cnivpc.plugins.ptp",
 }
@@ -28,7 +28,7 @@ CONFIG_MODELS: dict[str, str] = {
 
 # Plugins that are registered but not built yet answer every command but VERSION with a
 # clear error rather than a crash.
-NOT_BUILT = frozenset({"cnivpc-ipam", "cnivpc-ipvlan"})
+NOT_BUILT = frozenset({"cnivpc-ipvlan"})
 
 
 def config_model(program: str) -> Any:

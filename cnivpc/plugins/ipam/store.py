@@ -153,6 +153,7 @@ class Store:
     def __init__(self, conn: sqlite3.Connection, clock: Callable[[], float]) -> None:
         self._conn = conn
         self._clock = clock
+        self._depth = 0
 
     @classmethod
     def open(cls, data_dir: str, *, boot_id: str | None = None,
@@ -190,17 +191,29 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """BEGIN IMMEDIATE: take the write lock up front so two ADDs never both read a free IP
-        and then both claim it."""
+        and then both claim it. Re-entrant: an inner ``transaction()`` joins the outer one
+        (the shared token bucket is charged from inside decisions, too)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
         try:
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise TryAgainLater("IPAM state is locked by another process", str(exc)) from exc
+        self._depth = 1
         try:
             yield
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
-        self._conn.execute("COMMIT")
+        else:
+            self._conn.execute("COMMIT")
+        finally:
+            self._depth = 0
 
     # -- boot and schema ---------------------------------------------------------------------
 

@@ -14,7 +14,9 @@ Owns every kernel object the lab creates, all of them inside network namespaces 
 * ``cnl-<id>-<node>``: one per simulated instance. ``eth0`` is the primary ENI (its MAC, primary
   IP and subnet prefix from EC2, default route via the subnet's ``.1``). Hot-plugged ENIs are veth
   ends carrying the ENI's MAC, created straight inside the node netns, the other end a port of
-  ``br0``.
+  ``br0``. ``imds0`` + route ``169.254.169.254 dev imds0 src <primary IP>`` lead to
+* ``cnl-<id>-<node>-md``: where the node's IMDS and EC2 endpoint listen (on 169.254.169.254), one
+  routed hop away like AWS's off-box IMDS, so the PUT response hop limit works as on AWS.
 
 Interface naming in a node: the ENI at device index N appears as ``ethN`` (Amazon Linux 2 style;
 Nitro kernels with predictable names would call it ``ens5+N``). If ``ethN`` is taken, the next free
@@ -261,6 +263,7 @@ class Node:
     ip: str
     prefixlen: int
     gateway: str
+    imds_netns: str  # where 169.254.169.254 lives for this node (see add_node)
     ports: dict[str, Port] = field(default_factory=dict)
 
 
@@ -330,6 +333,7 @@ class Fabric:
         with self._lock:
             for node in list(self.nodes.values()):
                 _delete_netns(node.netns)
+                _delete_netns(node.imds_netns)
             self.nodes.clear()
             for ns in (*self.extra, self.inet_ns, self.vpc_ns):
                 _delete_netns(ns)
@@ -371,22 +375,40 @@ class Fabric:
             gw = self.add_subnet(subnet)
             prefixlen = ipaddress.ip_network(subnet).prefixlen
             netns = f"{PREFIX}{self.lab_id}-{name}"
-            node = Node(name, netns, mac.lower(), ip_addr, prefixlen, gw)
+            md_ns = f"{netns}-md"
+            node = Node(name, netns, mac.lower(), ip_addr, prefixlen, gw, md_ns)
             ip("netns", "add", netns)
+            ip("netns", "add", md_ns)
             self.nodes[name] = node
             port = self._plug_link(node, "eth0", mac, key="primary")
             node.ports["primary"] = port
-            lines = [
-                "link set lo up",
-                f"link set eth0 mtu {VPC_MTU} up",
-                f"addr add {ip_addr}/{prefixlen} dev eth0",
-                f"route add default via {gw} dev eth0",
-                # IMDS and the lab's EC2 endpoint answer on the link-local address; on AWS it is
-                # off-box, here it is a local address so both node and pods (routed via the
-                # node) reach it with production defaults.
-                f"addr add {IMDS_ADDR}/32 dev lo",
-            ]
-            ip_batch(lines, ns=netns)
+            ip_batch(
+                [
+                    "link set lo up",
+                    f"link set eth0 mtu {VPC_MTU} up",
+                    f"addr add {ip_addr}/{prefixlen} dev eth0",
+                    f"route add default via {gw} dev eth0",
+                    f"link add imds0 type veth peer name eth0 netns {md_ns}",
+                    "link set imds0 up",
+                    f"route add {IMDS_ADDR}/32 dev imds0 src {ip_addr}",
+                ],
+                ns=netns,
+            )
+            # IMDS (and the lab's EC2 endpoint) live in their own netns behind `imds0`, one
+            # routed hop from the node as on AWS (where they are off-box): a pod's packets are
+            # *forwarded* by the node, so the token response's TTL (the hop limit) is
+            # decremented on the way to a pod and a hop limit of 1 silences pods, not the node.
+            ip_batch(
+                [
+                    "link set lo up",
+                    f"addr add {IMDS_ADDR}/32 dev eth0",
+                    "link set eth0 up",
+                    "route add default dev eth0",
+                ],
+                ns=md_ns,
+            )
+            # replies to pod IPs: the node answers ARP for what it routes elsewhere
+            write_sysctl(netns, "net.ipv4.conf.imds0.proxy_arp", "1")
             if forwarding:
                 write_sysctl(netns, "net.ipv4.ip_forward", "1")
             if public:
@@ -400,6 +422,7 @@ class Fabric:
                 return
             self.set_public(node.ip, False)
             _delete_netns(node.netns)  # its veth ends die with it, taking the br0 ports along
+            _delete_netns(node.imds_netns)
 
     def add_netns(self, name: str) -> str:
         """An extra namespace ``cnl-<id>-<name>`` (e.g. a pod) that dies with this fabric."""
@@ -469,7 +492,8 @@ class Fabric:
         return self.nodes[name].netns
 
     def namespaces(self) -> list[str]:
-        return [self.vpc_ns, self.inet_ns, *(n.netns for n in self.nodes.values()), *self.extra]
+        nodes = [ns for n in self.nodes.values() for ns in (n.netns, n.imds_netns)]
+        return [self.vpc_ns, self.inet_ns, *nodes, *self.extra]
 
 
 def node_links(netns: str) -> dict[str, str]:

@@ -14,8 +14,10 @@ Owns :class:`Lab` (context manager; ``python -m cnivpc.lab up`` is a thin CLI ov
 
 Endpoints seen from inside a node netns (what plugins get with production defaults):
 
-* IMDS: ``http://169.254.169.254`` (port 80; 169.254.169.254/32 is on the node's ``lo``). It also
-  serves an instance-profile role, so SDK credential chains find credentials as on EC2.
+* IMDS: ``http://169.254.169.254`` (port 80), in the node's ``-md`` netns one routed hop behind
+  ``imds0`` (see :mod:`.fabric`), so ``HttpPutResponseHopLimit`` (default 1) stops pods' token
+  requests exactly as on AWS. It also serves an instance-profile role, so SDK credential chains
+  find credentials as on EC2.
 * EC2 API: ``http://169.254.169.254:8773`` (``AWS_ENDPOINT_URL_EC2``; 8773 is the port of the
   EC2-compatible API in Eucalyptus/OpenStack), the same strict app and backend as ``ec2.url``.
 
@@ -60,6 +62,7 @@ class LabNode:
     instance_type: str
     name: str  # fabric node name
     netns: str
+    imds_netns: str  # where its 169.254.169.254 listens (one routed hop from the node)
     mac: str
     primary_ip: str
     eni_id: str
@@ -196,13 +199,14 @@ class Lab:
         node = self.fabric.add_node(name, mac=info.mac, ip_addr=info.private_ip, subnet=cidr)
         # Listening sockets are made inside the node netns (setns in a short-lived thread) and
         # served by this process, so the node needs no process of its own.
-        self.imds.serve(fab.listen_in_netns(node.netns, fab.IMDS_ADDR, 80), info.instance_id)
-        self._serve_ec2(fab.listen_in_netns(node.netns, fab.IMDS_ADDR, NODE_EC2_PORT))
+        self.imds.serve(fab.listen_in_netns(node.imds_netns, fab.IMDS_ADDR, 80), info.instance_id)
+        self._serve_ec2(fab.listen_in_netns(node.imds_netns, fab.IMDS_ADDR, NODE_EC2_PORT))
         lab_node = LabNode(
             instance_id=info.instance_id,
             instance_type=info.instance_type,
             name=name,
             netns=node.netns,
+            imds_netns=node.imds_netns,
             mac=info.mac,
             primary_ip=info.private_ip,
             eni_id=info.eni_id,

@@ -139,6 +139,51 @@ def test_production_defaults_inside_the_node(lab: Any) -> None:
     assert out["key"].startswith("ASIA")  # from IMDS's instance profile, not the environment
 
 
+HTTP_PROBE = """
+import http.client, sys
+method, path, hdr = sys.argv[1], sys.argv[2], sys.argv[3:]
+c = http.client.HTTPConnection("169.254.169.254", 80, timeout=1.5)
+try:
+    c.request(method, path, headers=dict(h.split(": ", 1) for h in hdr))
+    r = c.getresponse()
+    print(r.status, r.read().decode())
+except OSError as e:
+    print("timeout" if "timed out" in str(e) else f"error {e}")
+"""
+
+
+def test_put_hop_limit_stops_pods_not_the_node(lab: Any, in_ns: Any) -> None:
+    """HttpPutResponseHopLimit=1: the node gets a token, a pod one routed hop further times out
+    (silence, not an HTTP error); with 2 the pod gets one. GETs are not limited."""
+    node = lab.node(0)
+    pod = lab.fabric.add_netns("hop-pod")
+    # a routed pod the way cnivpc-ptp wires one: unnumbered veth, /32 routes, gw 169.254.1.1
+    in_ns(node.netns, "ip", "link", "add", "vhop", "type", "veth", "peer", "name", "eth0",
+          "netns", pod, check=True)
+    in_ns(node.netns, "ip", "link", "set", "vhop", "up", check=True)
+    in_ns(node.netns, "ip", "route", "add", "10.0.200.7/32", "dev", "vhop", check=True)
+    in_ns(node.netns, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/vhop/proxy_arp", check=True)
+    for cmd in (["ip", "addr", "add", "10.0.200.7/32", "dev", "eth0"],
+                ["ip", "link", "set", "eth0", "up"],
+                ["ip", "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"],
+                ["ip", "route", "add", "default", "via", "169.254.1.1", "dev", "eth0"]):
+        in_ns(pod, *cmd, check=True)
+
+    def probe(netns: str, method: str, path: str, *hdr: str) -> str:
+        res = in_ns(netns, sys.executable, "-c", HTTP_PROBE, method, path, *hdr, check=True)
+        return str(res.stdout.strip())
+
+    ttl = "X-aws-ec2-metadata-token-ttl-seconds: 60"
+    assert lab.imds.config.hop_limit == 1
+    node_token = probe(node.netns, "PUT", "/latest/api/token", ttl)
+    assert node_token.startswith("200 AQAAA")
+    assert probe(pod, "PUT", "/latest/api/token", ttl) == "timeout"
+    tok = "X-aws-ec2-metadata-token: " + node_token.split()[1]
+    assert probe(pod, "GET", "/latest/meta-data/instance-id", tok) == f"200 {node.instance_id}"
+    lab.imds.config.hop_limit = 2
+    assert probe(pod, "PUT", "/latest/api/token", ttl).startswith("200 AQAAA")
+
+
 def test_vpc_routing_and_snat_egress(lab: Any, ec2_client: Any) -> None:
     a, b = lab.node(0), lab.node(1)
     assert a.subnet_cidr != b.subnet_cidr  # two AZs: cross-subnet goes through the VPC router
@@ -206,7 +251,8 @@ def test_cli_up_prints_one_json_line_and_sigterm_leaves_nothing() -> None:
         assert len(info["nodes"]) == 2
         names = sorted(_lab_netns(lab_id))
         assert names == sorted([info["vpc"]["netns"], info["internet"]["netns"],
-                                *(n["netns"] for n in info["nodes"])])
+                                *(n["netns"] for n in info["nodes"]),
+                                *(n["imds_netns"] for n in info["nodes"])])
         for n in info["nodes"]:
             assert links(n["netns"])["eth0"] == n["mac"]
             assert n["primary_ip"] in run_in(n["netns"], "ip", "-4", "addr").stdout

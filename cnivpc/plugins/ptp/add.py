@@ -6,8 +6,9 @@ The story, in order (each side effect registers its undo on an ExitStack first; 
 discarded on success):
 1. veth pair: container end ``containerInterface`` created directly in the pod netns, host end
    under its stable name with the attachment alias; both up.
-2. pod: /32 (/128) scope-link routes to the host interface's addresses, a default route via
-   the host's primary address; with ipMasq, forwarding and the "kube-proxy SNAT" MASQUERADE.
+2. pod: /32 scope-link routes to the host interface's IPv4 addresses, a default route via
+   the host's primary IPv4; with ipMasq, forwarding and the "kube-proxy SNAT" MASQUERADE.
+   (IPv6: the veth ends get fixed link-locals and IPv6 routes go via them, see ``naming``.)
 3. host: /32 (/128) routes to the pod IPs over the host veth.
 4. per-pod table with prevResult's routes via the pod IP, and ``iif <veth> lookup T``, so
    service traffic DNATed to a VPC address goes back into the pod and out of its ipvlan.
@@ -36,6 +37,7 @@ from .cleanup import drop_policy, teardown_masq
 from .config import PtpConf
 
 log = logs.get("ptp")
+VETH_MAX_MTU = 65535
 
 
 class TableRangeFull(NetError):
@@ -54,7 +56,8 @@ def add(req: Request[PtpConf]) -> Result:
         host_addrs = [a.ip for a in links.addresses(host, host_if.index)]
         pod_routes = attachment.pod_routes(
             host_addrs, _gateway4(conf.host_interface, host_addrs, families), set(families))
-        mtu = conf.mtu or host_if.mtu
+        # A veth takes at most 65535 (ETH_MAX_MTU); only loopback-like links have more.
+        mtu = conf.mtu or min(host_if.mtu, VETH_MAX_MTU)
 
         if links.find(host, att.host_veth) is not None:
             raise LinkExists(f"host veth {att.host_veth} already exists",
@@ -78,11 +81,11 @@ def add(req: Request[PtpConf]) -> Result:
         _add_routes(pod, cont_veth.index, pod_routes)
         if conf.ip_masq:
             _setup_pod_masq(undo, cmd.netns, cmd.ifname, families)
-        _announce(cont_veth, [ip for ip in ips if ip.version == 4], cmd.netns)
+        _announce(cont_veth, ips, cmd.netns)
 
         _add_routes(host, host_veth.index, attachment.host_routes(ips))
         _setup_policy(undo, host, conf, att, host_veth.index, table_routes(prev, ips))
-        _announce(host_veth, [a for a in host_addrs if isinstance(a, ipaddress.IPv4Address)], None)
+        _announce(host_veth, host_addrs, None)
 
         if conf.ip_masq:
             _setup_host_masq(undo, att, ips)
@@ -198,9 +201,10 @@ def _setup_nodeports(host: Any, conf: PtpConf, families: list[int]) -> None:
             routes.add_rule(host, mark_rule)
 
 
-def _announce(link: links.Link, ips: list[ipaddress.IPv4Address],
-              netns_path: str | None) -> None:
+def _announce(link: links.Link, ips: list[IPAddress], netns_path: str | None) -> None:
+    """Gratuitous ARP for the IPv4 addresses among ``ips``; failures are only logged."""
+    v4 = [ip for ip in ips if isinstance(ip, ipaddress.IPv4Address)]
     try:
-        arp.announce(link.name, link.mac, ips, netns_path)
+        arp.announce(link.name, link.mac, v4, netns_path)
     except ArpError as exc:
         log.warning("gratuitous ARP on %s failed (ignored): %s", link.name, exc)

@@ -61,6 +61,10 @@ def test_dual_stack_lifecycle(topo6: Topo) -> None:
 
     conf["prevResult"] = result
     ok(cni(topo, "CHECK", conf))
+    stale = {**result, "interfaces": [{**i, "mac": "02:00:00:00:00:99"} if i["name"] == "eth1"
+                                      else i for i in result["interfaces"]]}
+    broken = cni(topo, "CHECK", {**conf, "prevResult": stale})
+    assert "eth1 has MAC" in broken.error["msg"]
     sh("ip", "-6", "route", "del", POD_IP6, netns=topo.node)
     broken = cni(topo, "CHECK", conf)
     assert f"host route {POD_IP6}/128 via fe80::2 dev {HOST_VETH}" in broken.error["details"]

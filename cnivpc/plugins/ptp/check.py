@@ -12,6 +12,7 @@ from typing import Any
 
 from ...cni.errors import CniError, ErrorCode, PluginNotAvailable
 from ...cni.plugin import Request
+from ...cni.types import Result
 from ...net import links, netns, routes
 from ...net.errors import NetError
 from ...net.iptables import Iptables
@@ -47,6 +48,7 @@ def check(req: Request[PtpConf]) -> None:
                                    or host_veth.peer_index != cont.index):
             problems.append(f"{conf.container_interface} in the pod is not the peer of "
                             f"host veth {att.host_veth}")
+        problems += _macs(prev, cmd.netns, host_veth, cont)
         if host_if and cont:
             addrs = [a.ip for a in links.addresses(host, host_if.index)]
             gateway4 = next((a for a in addrs if a.version == 4), None)
@@ -60,6 +62,20 @@ def check(req: Request[PtpConf]) -> None:
     problems += _nodeports(conf, families)
     if problems:
         raise CheckFailed(f"CHECK failed: {problems[0]}", "; ".join(problems))
+
+
+def _macs(prev: Result, netns_path: str, host_veth: links.Link | None,
+          cont: links.Link | None) -> list[str]:
+    """The veth ends must still be the ones ADD reported (a re-created link gets a new MAC)."""
+    problems: list[str] = []
+    for link, sandbox in ((host_veth, None), (cont, netns_path)):
+        if link is None:
+            continue
+        recorded = next((i for i in prev.interfaces
+                         if i.name == link.name and i.sandbox == sandbox and i.mac), None)
+        if recorded and recorded.mac and recorded.mac.lower() != link.mac.lower():
+            problems.append(f"{link.name} has MAC {link.mac}, the result says {recorded.mac}")
+    return problems
 
 
 def _routes(ipr: Any, link: links.Link, wanted: list[attachment.RouteSpec],

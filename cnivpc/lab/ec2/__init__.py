@@ -4,7 +4,8 @@ Public names: :class:`Ec2Lab` (run it), :class:`LabControl` (``lab.control``: pr
 faults, IAM deny), :class:`AttachmentEvent` (what ``on_attach``/``on_detach`` callbacks get),
 :class:`Ec2Error`, and the ``topology`` module (the standard VPC used by every test).
 
-Needs the ``lab`` extra (``moto[server]``). Never imported by plugin code, never in the zipapp.
+Needs the ``lab`` extra (``moto[server]``, pinned in pyproject). Never imported by plugin code,
+never in the zipapp.
 """
 
 from __future__ import annotations

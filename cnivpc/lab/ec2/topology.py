@@ -21,10 +21,20 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .server import Ec2Lab
+from .state import LabState
+
+
+class LabLike(Protocol):
+    """What the topology needs of :class:`~.server.Ec2Lab` (kept structural: no import cycle)."""
+
+    @property
+    def region(self) -> str: ...
+
+    @property
+    def state(self) -> LabState: ...
+
 
 POD_TAGS: Mapping[str, str] = {"cnivpc": "pods"}
 NODE_TAGS: Mapping[str, str] = {"cnivpc": "nodes"}
@@ -44,7 +54,7 @@ class InstanceInfo:
 
 @dataclass
 class Topology:
-    lab: Ec2Lab
+    lab: LabLike
     vpc_id: str
     vpc_cidr: str
     secondary_cidr: str | None
@@ -108,7 +118,7 @@ class Topology:
 
 
 def create(
-    lab: Ec2Lab,
+    lab: LabLike,
     *,
     azs: Sequence[str] = ("a", "b"),
     vpc_cidr: str = "10.0.0.0/16",

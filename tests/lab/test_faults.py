@@ -1,0 +1,146 @@
+"""Injected faults and latency: what cnivpc's retry and deadline logic will be tested against."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, ReadTimeoutError
+from werkzeug.serving import make_server
+
+from cnivpc.lab.ec2 import Ec2Lab, topology
+from cnivpc.lab.faults import Faults
+from cnivpc.lab.profiles import ZERO, Latency
+
+from .conftest import make_client
+from .test_strict import error
+
+
+@pytest.fixture
+def client(lab: Ec2Lab) -> Any:
+    return make_client(lab.url, retries=0)
+
+
+def test_fail_next_n_calls(lab: Ec2Lab, client: Any) -> None:
+    lab.control.faults.fail_next("DescribeVpcs", 2)
+    for _ in range(2):
+        with pytest.raises(ClientError) as exc:
+            client.describe_vpcs()
+        assert error(exc) == ("InternalError", "An internal error has occurred.", 500)
+    client.describe_vpcs()
+    client.describe_subnets()  # other actions were never affected
+
+
+def test_fail_with_503_and_botocore_retries(lab: Ec2Lab) -> None:
+    lab.control.faults.fail_next("DescribeSubnets", 1, status=503)
+    out = make_client(lab.url, retries=2).describe_subnets()
+    assert out["ResponseMetadata"]["RetryAttempts"] == 1
+
+
+def test_fail_randomly_is_seeded() -> None:
+    def pattern() -> list[bool]:
+        faults = Faults()
+        faults.fail_randomly("X", 0.5, seed=7)
+        return [faults.take("X") is not None for _ in range(20)]
+
+    first = pattern()
+    assert first == pattern() and any(first) and not all(first)
+    faults = Faults()
+    faults.fail_randomly("X", 0.5)
+    faults.fail_randomly("X", 0.0)  # disarm
+    assert faults.take("X") is None
+
+
+def test_timeout_applied_and_not_applied(lab: Ec2Lab) -> None:
+    topo = topology.create(lab)
+    impatient = make_client(lab.url, retries=0, read_timeout=0.3)
+    patient = make_client(lab.url)
+    lab.control.faults.timeout_next("CreateNetworkInterface", delay=0.8, applied=True)
+    with pytest.raises(ReadTimeoutError):
+        impatient.create_network_interface(SubnetId=topo.pod_subnet())
+    lab.control.faults.timeout_next("CreateNetworkInterface", delay=0.8, applied=False)
+    with pytest.raises(ReadTimeoutError):
+        impatient.create_network_interface(SubnetId=topo.pod_subnet())
+    time.sleep(1.0)  # let both held requests finish server-side
+    enis = patient.describe_network_interfaces(
+        Filters=[{"Name": "subnet-id", "Values": [topo.pod_subnet()]}]
+    )["NetworkInterfaces"]
+    assert len(enis) == 1  # the response got lost once; the request got lost once
+
+
+def test_hidden_attach_flag() -> None:
+    faults = Faults()
+    faults.hide_attach(eni_id="eni-1")
+    faults.hide_attach(instance_id="i-2")
+    assert faults.attach_hidden("i-9", "eni-1")
+    assert faults.attach_hidden("i-2", "eni-7")
+    assert not faults.attach_hidden("i-9", "eni-7")
+    faults.clear()
+    assert not faults.attach_hidden("i-2", "eni-1")
+
+
+def test_latency_per_api_overlaps_across_calls(lab: Ec2Lab) -> None:
+    lab.control.set_profile(
+        ZERO.with_overrides(name="slow-describe", api={"DescribeVpcs": Latency(0.5)})
+    )
+    client = make_client(lab.url)
+    started = time.perf_counter()
+    client.describe_subnets()
+    assert time.perf_counter() - started < 0.4  # other actions use the default (0)
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client.describe_vpcs) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    assert 0.5 <= elapsed < 0.95  # slept outside the lock: the two calls overlapped (else >= 1)
+
+
+def test_concurrent_assigns_never_hand_out_an_address_twice(lab: Ec2Lab) -> None:
+    topo = topology.create(lab)
+    setup = make_client(lab.url)
+    enis = [
+        setup.create_network_interface(SubnetId=topo.pod_subnet())["NetworkInterface"][
+            "NetworkInterfaceId"
+        ]
+        for _ in range(6)
+    ]
+    got: list[str] = []
+    lock = threading.Lock()
+
+    c = make_client(lab.url)
+
+    def work(eni: str) -> None:
+        for _ in range(3):
+            out = c.assign_private_ip_addresses(
+                NetworkInterfaceId=eni, SecondaryPrivateIpAddressCount=2
+            )
+            with lock:
+                got.extend(a["PrivateIpAddress"] for a in out["AssignedPrivateIpAddresses"])
+
+    threads = [threading.Thread(target=work, args=(e,)) for e in enis]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 36 and len(set(got)) == 36
+
+
+def test_app_served_on_a_second_socket_shares_state(lab: Ec2Lab, ec2_client: Any) -> None:
+    # The fabric serves ``lab.app`` inside node namespaces; same backend, same rules.
+    server = make_server("127.0.0.1", 0, lab.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        other = make_client(f"http://127.0.0.1:{server.server_address[1]}")
+        vpc = other.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+        assert any(v["VpcId"] == vpc for v in ec2_client.describe_vpcs()["Vpcs"])
+        with pytest.raises(ClientError) as exc:
+            other.delete_network_interface(NetworkInterfaceId="bogus")
+        assert error(exc)[0] == "InvalidNetworkInterfaceId.Malformed"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -205,7 +205,7 @@ def test_vpc_routing_and_snat_egress(lab: Any, ec2_client: Any) -> None:
     assert ping(b.netns, pod_ip)  # cross-node to the "pod" IP: the fabric routes replies back
 
     # egress from the pod IP: dropped by the VPC (no public mapping) until the node SNATs it
-    assert not ping(a.netns, fab.INET_ADDR, src=pod_ip)
+    assert not ping(a.netns, fab.INET_ADDR, src=pod_ip, attempts=1)
     run_in(a.netns, "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", pod_ip,
            "!", "-d", lab.topology.vpc_cidr, "-j", "SNAT", "--to-source", a.primary_ip,
            check=True)

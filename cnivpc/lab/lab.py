@@ -119,6 +119,9 @@ class Lab:
         try:
             fab.cleanup_stale()  # leftovers of SIGKILLed labs
             self.ec2.start()
+            # moto keeps one backend per account/region for the whole process: start from a
+            # clean one, whatever an earlier lab in this process left there.
+            self.ec2.reset()
             self.topology = create_topology(
                 self.ec2, azs=self._azs, secondary_cidr=self._secondary_cidr
             )

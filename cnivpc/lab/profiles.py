@@ -51,6 +51,12 @@ class LatencyProfile:
     * ``detach_visible_delay``: seconds after a detach before the netdev disappears.
     * ``imds_lag``: seconds before new ENIs / new secondary IPs are visible in IMDS.
     * ``imds_remove_lag``: seconds freed IPs and detached ENIs keep showing in IMDS.
+    * ``detach_duration``: seconds an ENI stays ``detaching`` after DetachNetworkInterface; a
+      DeleteNetworkInterface meanwhile fails with "... is currently in use." (vpc-cni #1399: VPC CNI
+      waits 2 s, retries Delete with backoff and still sees it).
+    * ``create_visibility_delay``: seconds after CreateNetworkInterface during which calls naming
+      the new ENI ID answer ``InvalidNetworkInterfaceID.NotFound`` (EC2 eventual consistency,
+      terraform-provider-aws #35568; aws-reference.md §4).
     * ``throttling``: whether EC2's token buckets are enforced by default under this profile.
     * ``seed``: seed for the jitter RNG (fixed => reproducible runs).
     """
@@ -62,6 +68,8 @@ class LatencyProfile:
     detach_visible_delay: float = 0.0
     imds_lag: float = 0.0
     imds_remove_lag: float = 0.0
+    detach_duration: float = 0.0
+    create_visibility_delay: float = 0.0
     throttling: bool = False
     seed: int | None = 0
 
@@ -107,6 +115,10 @@ AWS_LIKE = LatencyProfile(
     # aws-reference.md §2.4: "some seconds" typical; 18-30 s tails are left to fault injection.
     imds_lag=3.0,
     imds_remove_lag=30.0,
+    # "detaching often takes >2 s" (vpc-cni #1399).
+    detach_duration=3.0,
+    # Rare on AWS; tests that want it set it explicitly.
+    create_visibility_delay=0.0,
     throttling=True,
     seed=0,
 )

@@ -163,3 +163,32 @@ def test_prefix_delegation_is_refused_loudly(endpoint: Endpoint) -> None:
     else:  # moto: accepted, nothing assigned, nothing said
         out = endpoint.client.assign_private_ip_addresses(NetworkInterfaceId=eni, Ipv4PrefixCount=1)
         assert "AssignedIpv4Prefixes" not in out
+
+
+def test_unknown_filter_is_a_loud_lab_gap_not_a_500(lab: Ec2Lab, ec2_client: Any) -> None:
+    from cnivpc.lab.ec2 import topology
+
+    # moto only trips over a filter it lacks when there is an ENI to evaluate it on.
+    ec2_client.create_network_interface(SubnetId=topology.create(lab).pod_subnet())
+    with pytest.raises(ClientError) as exc:
+        ec2_client.describe_network_interfaces(
+            Filters=[{"Name": "ipv6-addresses.ipv6-address", "Values": ["::1"]}]
+        )
+    code, _message, status = error(exc)
+    assert (code, status) == ("LabNotImplemented", 400)  # botocore does not retry it
+
+
+def test_network_card_index_must_exist(lab: Ec2Lab, ec2_client: Any) -> None:
+    from cnivpc.lab.ec2 import topology
+
+    topo = topology.create(lab)
+    node = topo.run_instance("c5.xlarge")  # one network card
+    eni = ec2_client.create_network_interface(SubnetId=topo.pod_subnet())["NetworkInterface"]
+    with pytest.raises(ClientError) as exc:
+        ec2_client.attach_network_interface(
+            NetworkInterfaceId=eni["NetworkInterfaceId"],
+            InstanceId=node.instance_id,
+            DeviceIndex=1,
+            NetworkCardIndex=1,
+        )
+    assert error(exc)[0] == "InvalidParameterValue"

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..faults import HttpFault, TimeoutFault
-from . import errors
+from . import errors, rules
 from .errors import Ec2Error
 from .rules import RULES, Plan, RuleContext
 from .state import LabState
@@ -115,13 +115,24 @@ class StrictEc2App:
         with self.state.lock:
             try:
                 return self._run(environ, form, request_id, dry_run)
-            except BaseException:
+            except Ec2Error:
                 self.state.discard_events()
                 raise
+            except NotImplementedError as exc:
+                # moto's FilterNotImplementedError & co. (moto's Flask app runs in debug mode, so
+                # they reach us as exceptions instead of an HTML 500 page).
+                self.state.discard_events()
+                raise errors.lab_not_implemented(f"this request in moto: {exc}") from None
+            except Exception as exc:
+                self.state.discard_events()
+                log.exception("lab EC2 %s failed", action)
+                raise Ec2Error("InternalError", f"Lab internal error: {exc!r}", 500) from None
 
     def _run(
         self, environ: dict[str, Any], form: QueryForm, request_id: str, dry_run: bool
     ) -> Reply:
+        self.state.settle()
+        rules.check_visibility(self.state, form)
         rule = RULES.get(form.action)
         ctx = RuleContext(self.state, form, request_id, dry_run)
         plan = rule(ctx) if rule is not None else Plan()

@@ -17,6 +17,7 @@ in a later issue.
 from __future__ import annotations
 
 import re
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -114,6 +115,18 @@ def refuse_prefixes(form: QueryForm, *names: str) -> None:
     for name in names:
         if any(k == name or k.startswith(name + ".") for k in form.params):
             raise errors.lab_not_implemented("IPv4 prefix delegation (Ipv4Prefix*, a later issue)")
+
+
+_ID_KEYS = re.compile(r"^(NetworkInterfaceId|ResourceId)(\.\d+)?$")
+
+
+def check_visibility(state: LabState, form: QueryForm) -> None:
+    """EC2 eventual consistency: a just-created ENI is unknown to calls naming it for a while."""
+    if not state.invisible:
+        return
+    for key, value in form.params.items():
+        if value in state.invisible and _ID_KEYS.match(key):
+            raise errors.eni_not_found(value)
 
 
 # -- AssignPrivateIpAddresses ----------------------------------------------------------------------
@@ -248,15 +261,32 @@ def create_network_interface(ctx: RuleContext) -> Plan:
     for n, address in enumerate(addresses, start=1):
         rewritten.params[f"PrivateIpAddresses.{n}.PrivateIpAddress"] = address
         rewritten.params[f"PrivateIpAddresses.{n}.Primary"] = "true" if n == 1 else "false"
-    return Plan(form=rewritten)
+    window = ctx.state.control.profile.create_visibility_delay
+
+    def after(body: bytes) -> None:
+        if window > 0:
+            eni_id = _first_text(body, "networkInterfaceId")
+            if eni_id:
+                ctx.state.invisible[eni_id] = time.monotonic() + window
+        return None
+
+    return Plan(form=rewritten, after=after)
+
+
+def _first_text(body: bytes, local_name: str) -> str | None:
+    for element in ET.fromstring(body).iter():
+        if element.tag.rsplit("}", 1)[-1] == local_name and element.text:
+            return element.text
+    return None
 
 
 # -- DeleteNetworkInterface ------------------------------------------------------------------------
 @rule("DeleteNetworkInterface")
 def delete_network_interface(ctx: RuleContext) -> Plan:
     eni = lookup_eni(ctx, require(ctx.form, "NetworkInterfaceId"))
-    # moto deletes attached ENIs (and leaves them listed on the instance).
-    if eni.instance is not None:
+    # moto deletes attached ENIs (and leaves them listed on the instance). AWS also refuses while
+    # a detach is still in progress (``detaching``).
+    if eni.instance is not None or eni.id in ctx.state.detaching:
         raise errors.eni_currently_in_use(eni.id)
     return Plan()
 
@@ -271,7 +301,7 @@ def attach_network_interface(ctx: RuleContext) -> Plan:
     if device_index is None:
         raise errors.missing_parameter("DeviceIndex")
     card = form.get_int("NetworkCardIndex") or 0
-    if eni.instance is not None:
+    if eni.instance is not None or eni.id in ctx.state.detaching:
         raise errors.interface_in_use_attach(eni.id)
     limits = limits_for(instance.instance_type) if known_type(instance.instance_type) else None
     if limits is not None and not 0 <= card < limits.network_cards:
@@ -303,7 +333,16 @@ def detach_network_interface(ctx: RuleContext) -> Plan:
     # moto only refuses when the instance has a single NIC left (LastEniDetachError, any index).
     if eni.device_index == 0:
         raise errors.detach_primary()
-    return Plan()
+    duration = ctx.state.control.profile.detach_duration
+
+    def after(_body: bytes) -> None:
+        # moto flips straight to "available"; AWS passes through "detaching" for seconds.
+        if duration > 0:
+            eni.status = "detaching"
+            ctx.state.detaching[eni.id] = time.monotonic() + duration
+        return None
+
+    return Plan(after=after)
 
 
 # -- ModifyNetworkInterfaceAttribute ---------------------------------------------------------------
@@ -387,7 +426,3 @@ def describe_instance_types(ctx: RuleContext) -> Plan:
         return pagination.add_next_token(body, token, ctx.request_id)
 
     return Plan(form=rewritten, after=after)
-
-
-def parse_xml(body: bytes) -> ET.Element:
-    return ET.fromstring(body)

@@ -39,7 +39,10 @@ ACCOUNT_ID = DEFAULT_ACCOUNT_ID  # moto's account for any dummy access key
 
 
 class LabRequestHandler(MotoRequestHandler):
-    # EC2 answers ``Server: AmazonEC2``; werkzeug would announce itself instead.
+    """Serve ``Ec2Lab.app`` with this: EC2's ``Server`` header, no per-request log lines."""
+
+    # EC2 answers ``Server: AmazonEC2``; werkzeug would announce itself instead (a WSGI app cannot
+    # override it: http.server writes the header itself).
     def version_string(self) -> str:
         return SERVER
 
@@ -124,6 +127,7 @@ class Ec2Lab:
         state = self.state
         with state.lock:
             state.backend.reset()
+            state.clear_transitions()
             patches.install(state)
             self.control.reset()
 

@@ -9,6 +9,7 @@ Attachment events are queued while the lock is held and delivered after it is re
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from .control import LabControl
@@ -22,6 +23,26 @@ class LabState:
         self.events = events
         self.lock = threading.RLock()
         self._pending = threading.local()
+        # Eventual-consistency windows (monotonic deadlines), see LatencyProfile.
+        self.detaching: dict[str, float] = {}  # eni id -> when it becomes "available"
+        self.invisible: dict[str, float] = {}  # eni id -> when calls naming it stop 404-ing
+
+    def settle(self) -> None:
+        """Finish transitions whose time has come (call under the lock, before reading state)."""
+        now = time.monotonic()
+        for eni_id, deadline in list(self.detaching.items()):
+            if deadline <= now:
+                del self.detaching[eni_id]
+                eni = self.backend.enis.get(eni_id)
+                if eni is not None and eni.instance is None and eni.status == "detaching":
+                    eni.status = "available"
+        for eni_id, deadline in list(self.invisible.items()):
+            if deadline <= now:
+                del self.invisible[eni_id]
+
+    def clear_transitions(self) -> None:
+        self.detaching.clear()
+        self.invisible.clear()
 
     def _queue(self) -> tuple[list[AttachmentEvent], list[AttachmentEvent]]:
         queue: tuple[list[AttachmentEvent], list[AttachmentEvent]] | None = getattr(

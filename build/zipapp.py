@@ -42,6 +42,18 @@ SOURCE_FILES = ("pyproject.toml", "README.md", "LICENSE")
 EXCLUDED_PACKAGES = ("lab",)
 
 
+# shiv adds its own _bootstrap/*.py in directory order (on ext4 a per-filesystem hash order),
+# so one commit built on two machines could differ in entry order. Run shiv with that one
+# listing sorted by name; everything else shiv already sorts.
+SHIV_SORTED_BOOTSTRAP = """\
+import shiv.builder
+from shiv.cli import main
+unsorted = shiv.builder.iter_package_files
+shiv.builder.iter_package_files = lambda package: sorted(unsorted(package), key=lambda f: f[1])
+main(prog_name="shiv")
+"""
+
+
 def log(msg: str) -> None:
     print(f"zipapp: {msg}", file=sys.stderr, flush=True)
 
@@ -170,9 +182,12 @@ def build(out: Path, work: Path, python: str, root: str, project: Path = REPO) -
     tmp = out / ".cnivpc.tmp"
     env = clean_env()
     env["SOURCE_DATE_EPOCH"] = source_epoch()
-    run([sys.executable, "-m", "shiv", "--site-packages", str(site), "-e", ENTRY_POINT,
-         "-p", f"{python} {INTERPRETER_FLAGS}", "--root", root, "--compile-pyc",
-         "--reproducible", "-o", str(tmp)], env=env)
+    shiv_args = ["--site-packages", str(site), "-e", ENTRY_POINT,
+                 "-p", f"{python} {INTERPRETER_FLAGS}", "--root", root, "--compile-pyc",
+                 "--reproducible", "-o", str(tmp)]
+    log(f"SOURCE_DATE_EPOCH={env['SOURCE_DATE_EPOCH']} shiv {' '.join(shiv_args)}")
+    subprocess.run([sys.executable, "-c", SHIV_SORTED_BOOTSTRAP, *shiv_args], check=True,
+                   env=env)
     target = out / "cnivpc"
     os.replace(tmp, target)  # rename: a running copy keeps its old inode
     bindir = out / "bin"

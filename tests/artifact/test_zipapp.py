@@ -112,6 +112,9 @@ def test_archive_contents(zipapp: Zipapp) -> None:
     assert {i.external_attr >> 16 for i in infos} <= {0o100644, 0o100755, 0o600}
     site = [n for n in names if n.startswith("site-packages/")]
     assert site == sorted(site)
+    boot = [n for n in names if n.startswith("_bootstrap/")]
+    assert boot == sorted(boot) and "_bootstrap/__init__.py" in boot
+    assert names[-2:] == ["environment.json", "__main__.py"]
     data = sorted(n.removeprefix("site-packages/botocore/data/") for n in names
                   if n.startswith("site-packages/botocore/data/"))
     assert data == ["_retry.json", "ec2/2016-11-15/endpoint-rule-set-1.json.gz",

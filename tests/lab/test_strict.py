@@ -489,3 +489,14 @@ def test_describe_subnets_and_instance_types_paginate(endpoint: Endpoint) -> Non
     else:
         assert len(subnets["Subnets"]) > 5 and "NextToken" not in subnets
         assert len(types["InstanceTypes"]) > 5 and "NextToken" not in types
+
+
+def test_attach_across_availability_zones(endpoint: Endpoint) -> None:
+    node = endpoint.topo.run_instance("c5.xlarge")  # us-east-1a
+    other_az = new_eni(endpoint, endpoint.topo.pod_subnet("us-east-1b"))["NetworkInterfaceId"]
+    if endpoint.lab:
+        with pytest.raises(ClientError) as exc:
+            attach(endpoint, other_az, node.instance_id, 1)
+        assert error(exc)[0] == "InvalidParameterCombination"
+    else:
+        attach(endpoint, other_az, node.instance_id, 1)

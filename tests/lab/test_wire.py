@@ -30,15 +30,11 @@ AWS_ERROR = re.compile(
 )
 
 
-def raw_post(url: str, body: str) -> tuple[int, dict[str, str], str]:
-    request = urllib.request.Request(
-        url + "/",
-        data=body.encode(),
-        headers={
-            "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
-            "Authorization": SIGV4,
-        },
-    )
+def raw_post(url: str, body: str, *, signed: bool = True) -> tuple[int, dict[str, str], str]:
+    headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+    if signed:
+        headers["Authorization"] = SIGV4
+    request = urllib.request.Request(url + "/", data=body.encode(), headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, dict(response.headers), response.read().decode()
@@ -192,3 +188,11 @@ def test_network_card_index_must_exist(lab: Ec2Lab, ec2_client: Any) -> None:
             NetworkCardIndex=1,
         )
     assert error(exc)[0] == "InvalidParameterValue"
+
+
+def test_unsigned_query_still_reaches_ec2(lab: Ec2Lab) -> None:
+    # moto alone would route an unsigned request to S3; the lab is an EC2 endpoint only.
+    status, _headers, body = raw_post(
+        lab.url, "Action=DescribeVpcs&Version=2016-11-15", signed=False
+    )
+    assert status == 200 and "<DescribeVpcsResponse" in body

@@ -104,6 +104,15 @@ def attachment_id_malformed(attachment_id: str) -> Ec2Error:
     )
 
 
+def availability_zone_mismatch() -> Ec2Error:
+    # [inf] code and text (not in the spec's catalogue); EC2 refuses cross-AZ attachments.
+    return Ec2Error(
+        "InvalidParameterCombination",
+        "You may not attach a network interface to an instance if they are not in the same "
+        "availability zone",
+    )
+
+
 def instance_not_found(instance_id: str) -> Ec2Error:
     return Ec2Error("InvalidInstanceID.NotFound", f"The instance ID '{instance_id}' does not exist")
 

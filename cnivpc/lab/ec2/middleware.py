@@ -36,6 +36,15 @@ from .wire import QueryForm, error_response, new_request_id, response_headers
 
 log = logging.getLogger(__name__)
 
+_FILTERING = (
+    "Filter.",
+    "MaxResults",
+    "NextToken",
+    "NetworkInterfaceId.",
+    "InstanceId.",
+    "GroupId.",
+    "GroupName.",
+)
 _REQUEST_ID = re.compile(rb"<requestId>[^<]*</requestId>")
 
 StartResponse = Callable[..., Any]
@@ -156,6 +165,13 @@ class StrictEc2App:
     def _forward(self, environ: dict[str, Any], form: QueryForm) -> Reply:
         encoded = form.encode().encode()
         env = dict(environ)
+        if "/ec2/aws4_request" not in str(env.get("HTTP_AUTHORIZATION", "")):
+            # moto routes by the SigV4 credential scope and sends unsigned requests to S3.
+            region = self.state.backend.region_name
+            env["HTTP_AUTHORIZATION"] = (
+                f"AWS4-HMAC-SHA256 Credential=AKIDLAB/20260101/{region}/ec2/aws4_request, "
+                "SignedHeaders=host, Signature=0"
+            )
         env["wsgi.input"] = io.BytesIO(encoded)
         env["CONTENT_LENGTH"] = str(len(encoded))
         env["CONTENT_TYPE"] = "application/x-www-form-urlencoded; charset=utf-8"
@@ -226,4 +242,6 @@ class StrictEc2App:
 
     @staticmethod
     def _unfiltered(form: QueryForm) -> bool:
-        return not any(k.startswith(("Filter.", "MaxResults", "NextToken")) for k in form.params)
+        # "Without a filter and without pagination" (anchors.md §6.3). An explicit ID list names
+        # the resources, so it counts as filtered (VPC CNI's ENI-by-ID calls are cheap on AWS).
+        return not any(k.startswith(_FILTERING) for k in form.params)

@@ -19,6 +19,9 @@ Gaps closed here:
   ``attachment.status`` / ``attachment.delete-on-termination`` / ``attachment.network-card-index``
   are missing -> evaluated here, the rest is left to moto;
 * attach/detach emit :class:`~.events.AttachmentEvent` for the fabric (moto has no hooks).
+
+Imports moto's ``Subnet`` model (for the one class-level patch) and the lab's own modules; nothing
+of werkzeug or the middleware.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ Each rule cites the moto gap it closes (harness.md §3) and the AWS behaviour it
 (aws-reference.md §3). Prefix delegation and IPv6 are refused loudly (``LabNotImplemented``) instead
 of being silently ignored the way moto does; they get their own rules (and ``addressing`` classes)
 in a later issue.
+
+Imports the lab's own modules only; moto is reached through ``ctx.backend`` (duck-typed), never
+imported, and no werkzeug/WSGI here (that is the middleware's job).
 """
 
 from __future__ import annotations
@@ -303,6 +306,9 @@ def attach_network_interface(ctx: RuleContext) -> Plan:
     card = form.get_int("NetworkCardIndex") or 0
     if eni.instance is not None or eni.id in ctx.state.detaching:
         raise errors.interface_in_use_attach(eni.id)
+    # moto attaches across AZs; an ENI lives in its subnet's AZ, so AWS cannot.
+    if eni.subnet.availability_zone != instance.placement.zone:
+        raise errors.availability_zone_mismatch()
     limits = limits_for(instance.instance_type) if known_type(instance.instance_type) else None
     if limits is not None and not 0 <= card < limits.network_cards:
         raise errors.invalid_network_card(card, instance.instance_type)

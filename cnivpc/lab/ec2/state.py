@@ -3,7 +3,9 @@
 Owns :class:`LabState`. The middleware, the moto patches, the rules and the topology helper all get
 the same instance. One ``RLock`` serialises every EC2 action (moto's backend is not thread-safe,
 and "check the limit, then let moto act" must be atomic); latency sleeps happen outside it.
-Attachment events are queued while the lock is held and delivered after it is released.
+Attachment events are queued while the lock is held and delivered after it is released; code that
+mutates ``backend`` in-process (like :mod:`.topology`) must call :meth:`LabState.flush_events`
+after releasing the lock. Imports only the stdlib and the lab's leaf modules (no moto, no WSGI).
 """
 
 from __future__ import annotations

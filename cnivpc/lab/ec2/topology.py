@@ -14,6 +14,7 @@ Owns :func:`create`, :class:`Topology` and :class:`InstanceInfo`. Layout (defaul
 Built through moto's backend methods under the lab lock (no HTTP, no throttling, no latency):
 setup is instant and never competes with the code under test for token buckets. Launches still go
 through the lab's backend patches (address allocation, DeleteOnTermination default).
+Imports no moto module and no server code (the lab is reached through a structural type).
 """
 
 from __future__ import annotations

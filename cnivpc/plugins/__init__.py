@@ -26,10 +26,6 @@ CONFIG_MODELS: dict[str, str] = {
     "cnivpc-ptp": "cnivpc.plugins.ptp.config:PtpConf",
 }
 
-# Plugins that are registered but not built yet answer every command but VERSION with a
-# clear error rather than a crash.
-NOT_BUILT: frozenset[str] = frozenset()
-
 
 def config_model(program: str) -> Any:
     module, _, name = CONFIG_MODELS[program].partition(":")
@@ -37,10 +33,6 @@ def config_model(program: str) -> Any:
 
 
 def load(program: str) -> Plugin[Any]:
-    if program in NOT_BUILT:
-        from .unbuilt import unbuilt_plugin
-
-        return unbuilt_plugin(program)
     module = importlib.import_module(PLUGINS[program])
     plugin: Plugin[Any] = module.PLUGIN
     return plugin

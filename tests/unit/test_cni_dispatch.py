@@ -1,6 +1,6 @@
 """The dispatcher (cnivpc.cni.skel) in-process, with injected env/stdin/stdout/stderr and a tiny
 fake plugin: command handling, version gating, error JSON, prevResult, GC attachments, logging
-and the multi-call entry's unbuilt plugins."""
+and the multi-call entry's registry."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from cnivpc.cni.errors import TryAgainLater
 from cnivpc.cni.plugin import Plugin, Request
 from cnivpc.cni.skel import Dispatcher
 from cnivpc.cni.types import IPConfig, NetConf, Result
-from cnivpc.plugins.unbuilt import unbuilt_plugin
 
 ENV = {
     "CNI_COMMAND": "ADD",
@@ -363,25 +362,7 @@ def test_unwritable_log_file_does_not_fail_the_plugin(tmp_path: Path) -> None:
     assert "cannot open log file" in out.stderr
 
 
-# -- the registry's unbuilt plugins ------------------------------------------------------------
-
-def test_unbuilt_plugin_answers_code_50() -> None:
-    for command in ("ADD", "DEL", "CHECK"):
-        doc = assert_error(invoke(lambda: unbuilt_plugin("cnivpc-x"), conf(),
-                                  CNI_COMMAND=command), 50)
-        assert "cnivpc-x" in doc["msg"]
-
-
-def test_unbuilt_plugin_still_answers_version() -> None:
-    out = invoke(lambda: unbuilt_plugin("cnivpc-x"), CNI_COMMAND="VERSION")
-    assert out.code == 0 and "1.1.0" in out.doc["supportedVersions"]
-
-
-@pytest.mark.parametrize("program", sorted(plugins.NOT_BUILT))
-def test_registry_marks_unbuilt_plugins(program: str) -> None:
-    doc = assert_error(invoke(lambda: plugins.load(program), conf(), name=program), 50)
-    assert program in doc["msg"]
-
+# -- the registry ----------------------------------------------------------------------------
 
 def test_every_registered_plugin_answers_version() -> None:
     for program in plugins.PLUGINS:

@@ -221,13 +221,17 @@ def check(req: Request[IpvlanConf]) -> None:
     kind = _delegated(conf)
     if kind:
         invoke.delegate("CHECK", kind, _ipam_config(req))
-    ours = [i for i in req.prev_result.interfaces if i.sandbox == cmd.netns]
+    # Ours are the slaves named for CNI_IFNAME in this netns; later plugins (ptp's veth end)
+    # put interfaces in the same sandbox. ``index`` is the position ips[].interface refers to.
+    names = set(slave_names(cmd.ifname, len(req.prev_result.interfaces)))
+    ours = [(index, iface) for index, iface in enumerate(req.prev_result.interfaces)
+            if iface.sandbox == cmd.netns and iface.name in names]
     if not ours:
-        raise CniError(f"prevResult has no interface in {cmd.netns}", code=7)
+        raise CniError(f"prevResult has no {cmd.ifname} in {cmd.netns}", code=7)
     with netns.iproute() as host:
         host_links = {link.index: link.name for link in links.list_links(host)}
     with netns.iproute(cmd.netns) as ipr:
-        for n, iface in enumerate(ours):
+        for n, iface in ours:
             slave = slaves.slave_info(ipr, iface.name)
             if slave is None:
                 raise CniError(f"{iface.name} is missing or not an ipvlan in {cmd.netns}",

@@ -157,7 +157,10 @@ class Allocator:
                                     eni_ids=enis)
         if not ready:
             return None
-        alloc = self.store.allocate(ready[0].ip, container_id, ifname, pod, netns)
+        # Longest-free first (spreads reuse); among equals the lowest device index, so pods pack
+        # onto few ENIs and a surplus ENI can be given back.
+        best = min(ready, key=lambda f: (f.freed_at, enis[f.eni_id].device_index, f.ip))
+        alloc = self.store.allocate(best.ip, container_id, ifname, pod, netns)
         return alloc, enis[alloc.eni_id]
 
     def _ready_count(self) -> int:
@@ -165,8 +168,10 @@ class Allocator:
                                        eni_ids=[e.eni_id for e in self._eligible()]))
 
     def _plan_refill(self) -> tuple[int, Plan] | None:
-        """Keep ``warmIPTarget`` IPs ready: one batched call when the pool runs low (and no
-        other work is in flight)."""
+        """Keep ``warmIPTarget`` IPs ready: one batched Assign when the pool runs low (and no
+        other work is in flight). Never a new ENI: the pod already has its IP and is waiting
+        for this process to exit, and an Assign costs ~0.5 s where an ENI costs seconds; the
+        next ADD that finds no IP creates the ENI (with all its IPs, for the waiters)."""
         if self.conf.warm_ip_target <= 0 or self.store.ops():
             return None
         free = len(self.store.free_ips(eni_ids=[e.eni_id for e in self._eligible()]))
@@ -175,6 +180,8 @@ class Allocator:
         try:
             plan = self._plan(needed=self.conf.warm_ip_target - free)
         except NoCapacity:
+            return None
+        if plan.kind != "assign":
             return None
         op_id = self.store.start_op(plan.kind, plan.count, eni_id=plan.eni_id,
                                     device_index=plan.device_index)

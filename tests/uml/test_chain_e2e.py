@@ -1,0 +1,305 @@
+"""The full chain on a real kernel (UML here: the host has no ipvlan), in the lab: 2 nodes on the
+strict EC2 + IMDSv2, pods added through the built zipapp's ``cnivpc-*`` symlinks exactly as a
+runtime execs them (tests/uml/runtime.py), with examples/cnivpc.conflist as the config.
+
+Proven with real packets (ping, and TCP where the source address matters): pod<->pod on one
+ENI, across ENIs, across nodes; pod->its node and node->pod over the unnumbered veth; a VPC
+host sees the pod's own IP; the internet host sees the node's primary IP (SNAT, ipMasq);
+a routeToCidrs destination is reached over the ipvlan leg. Then every pod is deleted (reverse
+chain order) and each node is back to its initial state.
+
+The tests share one module-scoped cluster and run in file order: the last one deletes the pods.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..fabric.conftest import ping, run_in
+from .runtime import Runtime
+
+pytestmark = pytest.mark.uml
+
+REPO = Path(__file__).resolve().parents[2]
+ZIPAPP = Path(os.environ.get("CNIVPC_ZIPAPP", REPO / "build/out/cnivpc"))
+ON_PREM = "198.18.0.1"  # a routeToCidrs destination, behind the VPC router
+WHOAMI = ("import socket,sys\n"
+          "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+          "s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(8)\n"
+          "while True:\n"
+          "    c, a = s.accept(); c.sendall(a[0].encode()); c.close()\n")
+ASK = ("import socket,sys\n"
+       "c=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)\n"
+       "print(c.recv(64).decode())\n")
+
+
+@dataclass
+class Pod:
+    name: str
+    node: int
+    netns: str
+    ip: str = ""
+
+
+@dataclass
+class Cluster:
+    lab: Any
+    runtimes: list[Runtime]
+    pods: dict[str, Pod] = field(default_factory=dict)
+    initial: list[dict[str, Any]] = field(default_factory=list)
+    servers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def node_ns(self, i: int) -> str:
+        return str(self.lab.node(i).netns)
+
+
+def conflist_for(workdir: Path, node: int) -> dict[str, Any]:
+    """examples/cnivpc.conflist with what differs between the lab and a real node: each
+    simulated node needs its own state and lock (they share one filesystem), the lab's subnet
+    tags and security group, and a routeToCidrs destination to prove that path."""
+    doc = json.loads((REPO / "examples/cnivpc.conflist").read_text())
+    ipam = doc["plugins"][0]
+    assert ipam["type"] == "cnivpc-ipam"
+    ipam.pop("secGroupIds", None)  # default: the boot ENI's groups
+    ipam.update(subnetTags={"cnivpc": "pods"}, routeToCidrs=["198.18.0.0/15"],
+                dataDir=str(workdir / f"state{node}"), lockPath=str(workdir / f"lock{node}"))
+    for plugin in doc["plugins"]:
+        plugin["logFile"] = str(workdir / f"cnivpc{node}.log")
+    return doc
+
+
+def node_state(netns: str, eni_links: set[str]) -> dict[str, Any]:
+    """What a pod may leave behind on a node, minus what stays by design: the pod ENIs' links
+    (and the kernel's routes on them), the shared NodePort marks and fwmark rule."""
+    def out(*cmd: str) -> str:
+        return run_in(netns, *cmd, check=True).stdout
+
+    links = sorted(link["ifname"] for link in json.loads(out("ip", "-j", "link", "show"))
+                   if link["ifname"] not in eni_links)
+    rules = [line for line in (out("ip", "rule") + out("ip", "-6", "rule")).splitlines()
+             if "fwmark" not in line]
+    routes = [line for line in (out("ip", "route", "show", "table", "all")
+                                + out("ip", "-6", "route", "show", "table", "all")).splitlines()
+              if not any(f"dev {e} " in line + " " for e in eni_links)]
+    rules_nat = [line for line in out("iptables-save", "-t", "nat").splitlines()
+                 if not line.startswith(("#", ":"))]
+    mangle = [line for line in out("iptables-save", "-t", "mangle").splitlines()
+              if not line.startswith(("#", ":")) and "NodePort Mark" not in line]
+    return {"links": links, "rules": sorted(rules), "routes": sorted(routes),
+            "nat": rules_nat, "mangle": mangle}
+
+
+def eni_links(cluster: Cluster, i: int) -> set[str]:
+    names = json.loads(run_in(cluster.node_ns(i), "ip", "-j", "link", "show",
+                              check=True).stdout)
+    return {n["ifname"] for n in names if re.fullmatch(r"eth[1-9][0-9]*", n["ifname"])}
+
+
+def serve(cluster: Cluster, netns: str, port: int) -> None:
+    proc = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-c", WHOAMI,
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cluster.servers.append(proc)
+
+
+def whoami(netns: str, ip: str, port: int) -> str:
+    """Connect from ``netns`` to ip:port; the address the server saw us come from."""
+    deadline = time.monotonic() + 20
+    while True:
+        res = run_in(netns, sys.executable, "-c", ASK, ip, str(port), timeout=30)
+        if res.returncode == 0:
+            return res.stdout.strip()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no TCP answer from {ip}:{port}: {res.stderr[-500:]}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    if not ZIPAPP.exists():
+        pytest.fail(f"{ZIPAPP} is missing: ./build/dev zipapp builds it (./build/dev test does)")
+    pytest.importorskip("moto")
+    from cnivpc.lab.lab import Lab
+
+    work = tmp_path_factory.mktemp("e2e")
+    bin_dir = work / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "cnivpc").symlink_to(ZIPAPP.resolve())
+    for name in ("cnivpc-ipam", "cnivpc-ipvlan", "cnivpc-ptp"):
+        (bin_dir / name).symlink_to("cnivpc")
+    env = {"SHIV_ROOT": str(work / "shiv"), "AWS_ENDPOINT_URL_EC2": "http://169.254.169.254:8773"}
+    # t3.small: 3 ENIs x 4 IPv4, so a node's fifth pod IP is on a second pod ENI.
+    lab = Lab(nodes=2, instance_type="t3.small").start()
+    servers: list[subprocess.Popen[bytes]] = []
+    try:
+        runtimes = [Runtime(bin_dir, conflist_for(work, i), lab.node(i).netns, env)
+                    for i in range(2)]
+        cl = Cluster(lab, runtimes)
+        servers = cl.servers
+        for i in range(2):
+            cl.initial.append(node_state(cl.node_ns(i), set()))
+        fabric = lab.fabric
+        # node 0: a1, a2 and two IPAM-only fillers take the first pod ENI's 4 IPs; a3 lands on
+        # the second pod ENI. node 1: b1.
+        for name, node in (("a1", 0), ("a2", 0), ("f1", 0), ("f2", 0), ("a3", 0), ("b1", 1)):
+            netns = fabric.add_netns(f"pod-{name}")
+            pod = Pod(name, node, netns)
+            path = f"/var/run/netns/{netns}"
+            if name.startswith("f"):
+                ipam_only = Runtime(bin_dir, {**runtimes[node].conflist, "plugins":
+                                              runtimes[node].conflist["plugins"][:1]},
+                                    runtimes[node].node_ns, env)
+                result = ipam_only.add(name, path)
+            else:
+                result = runtimes[node].add(name, path)
+                names = [i["name"] for i in result["interfaces"]]
+                assert names[0] == "eth0" and "eth1" in names  # ipvlan slave, ptp's pod end
+            pod.ip = result["ips"][0]["address"].split("/")[0]
+            cl.pods[name] = pod
+        print("\nplugin execs in UML (s):", ", ".join(
+            f"{p.removeprefix('cnivpc-')} {c} {t:.1f}"
+            for rt in runtimes for p, c, t in rt.timings))
+        yield cl
+    finally:
+        for proc in servers:
+            proc.kill()
+        lab.stop()
+
+
+def eni_of(cluster: Cluster, name: str) -> str:
+    """The ENI link a pod's eth0 is an ipvlan slave of, from the node's view."""
+    pod = cluster.pods[name]
+    link = json.loads(run_in(pod.netns, "ip", "-d", "-j", "link", "show", "eth0",
+                             check=True).stdout)[0]
+    assert link["linkinfo"]["info_kind"] == "ipvlan"
+    return str(link["address"])
+
+
+def test_pods_on_one_eni_and_across_enis(cluster: Cluster) -> None:
+    a1, a2, a3 = (cluster.pods[n] for n in ("a1", "a2", "a3"))
+    assert eni_of(cluster, "a1") == eni_of(cluster, "a2")  # same ENI: same MAC
+    assert eni_of(cluster, "a3") != eni_of(cluster, "a1")  # the second pod ENI
+    assert ping(a1.netns, a2.ip)
+    assert ping(a1.netns, a3.ip)
+
+
+def test_pods_across_nodes(cluster: Cluster) -> None:
+    assert ping(cluster.pods["a1"].netns, cluster.pods["b1"].ip)
+    assert ping(cluster.pods["b1"].netns, cluster.pods["a3"].ip)
+
+
+def test_pod_and_node_over_the_unnumbered_veth(cluster: Cluster) -> None:
+    node = cluster.lab.node(0)
+    a1 = cluster.pods["a1"]
+    assert ping(a1.netns, node.primary_ip)
+    assert ping(node.netns, a1.ip)
+    route = run_in(node.netns, "ip", "route", "get", a1.ip, check=True).stdout
+    assert " dev cnp" in route  # the node reaches the pod over the veth, not the ENI
+    pod_route = run_in(a1.netns, "ip", "route", "get", node.primary_ip, check=True).stdout
+    assert "dev eth1" in pod_route
+    # unnumbered: neither veth end has an IPv4 address
+    assert "inet " not in run_in(a1.netns, "ip", "addr", "show", "eth1", check=True).stdout
+
+
+def test_vpc_host_sees_the_pod_ip(cluster: Cluster) -> None:
+    other = cluster.lab.node(1)
+    serve(cluster, other.netns, 7001)
+    assert whoami(cluster.pods["a2"].netns, other.primary_ip, 7001) == cluster.pods["a2"].ip
+
+
+def test_internet_sees_the_node_ip(cluster: Cluster) -> None:
+    inet = cluster.lab.fabric.inet_ns
+    serve(cluster, inet, 7002)
+    seen = whoami(cluster.pods["a1"].netns, "198.51.100.10", 7002)
+    assert seen == cluster.lab.node(0).primary_ip  # SNAT to the node's primary IP (ipMasq)
+
+
+def test_route_to_cidrs_uses_the_ipvlan_leg(cluster: Cluster) -> None:
+    vpc = cluster.lab.fabric.vpc_ns
+    run_in(vpc, "ip", "addr", "add", f"{ON_PREM}/32", "dev", "lo", check=True)
+    serve(cluster, vpc, 7003)
+    a3 = cluster.pods["a3"]
+    assert "dev eth0" in run_in(a3.netns, "ip", "route", "get", ON_PREM, check=True).stdout
+    assert whoami(a3.netns, ON_PREM, 7003) == a3.ip  # not SNATed: it left over the ENI
+
+
+def test_check_passes_on_the_running_chain(cluster: Cluster) -> None:
+    pod = cluster.pods["b1"]
+    cluster.runtimes[1].check("b1", f"/var/run/netns/{pod.netns}")
+
+
+def test_warm_add_timing_vs_reference_plugins(cluster: Cluster, tmp_path: Path) -> None:
+    """One warm-path ADD of the full chain (IP free on an attached ENI, no EC2 call) against
+    Debian's containernetworking-plugins chain host-local -> ipvlan -> ptp, in this run.
+    Recorded, not asserted: machines are noisy."""
+    rt = cluster.runtimes[1]
+    netns = cluster.lab.fabric.add_netns("pod-warm")
+    rt.timings.clear()
+    started = time.monotonic()
+    rt.add("warm", f"/var/run/netns/{netns}")
+    ours = time.monotonic() - started
+    rt.delete("warm", f"/var/run/netns/{netns}")
+    ref_bin = Path("/usr/lib/cni")
+    if not (ref_bin / "ipvlan").exists():
+        pytest.fail("Debian's containernetworking-plugins are missing (build/dev installs them)")
+    node = cluster.lab.node(1)
+    master = sorted(eni_links(cluster, 1))[0]
+    ref_conf = {"cniVersion": "1.0.0", "name": "ref", "plugins": [
+        {"type": "ipvlan", "master": master, "mode": "l2",
+         "ipam": {"type": "host-local", "dataDir": str(tmp_path / "hl"),
+                  "ranges": [[{"subnet": "10.0.240.0/24"}]]}},
+        {"type": "ptp", "ipMasq": False,
+         "ipam": {"type": "host-local", "dataDir": str(tmp_path / "hl2"),
+                  "ranges": [[{"subnet": "10.0.241.0/24"}]]}}]}
+    ref = Runtime(ref_bin, ref_conf, node.netns)
+    ref_path = f"/var/run/netns/{cluster.lab.fabric.add_netns('pod-ref')}"
+    ipvlan, ptp = ref_conf["plugins"]
+    # Each reference plugin runs its own host-local IPAM; ptp makes the pod's eth1, as ours.
+    started = time.monotonic()
+    ref._exec(ipvlan, "ADD", "ref", ref_path, None)
+    ref._exec(ptp, "ADD", "ref", ref_path, None, ifname="eth1")
+    theirs = time.monotonic() - started
+    ref._exec(ptp, "DEL", "ref", ref_path, None, ifname="eth1")
+    ref._exec(ipvlan, "DEL", "ref", ref_path, None)
+    print(f"\nwarm-path chain ADD in UML: cnivpc {ours * 1000:.0f} ms "
+          f"({', '.join(f'{p} {t * 1000:.0f}' for p, _, t in rt.timings if _ == 'ADD')}) vs "
+          f"containernetworking-plugins ipvlan+ptp (host-local) {theirs * 1000:.0f} ms; "
+          f"ratio {ours / theirs:.2f}")
+    assert ours > 0 and theirs > 0
+
+
+def test_del_restores_the_nodes(cluster: Cluster) -> None:
+    for proc in cluster.servers:
+        proc.kill()
+    for name in ("a1", "a2", "a3", "b1"):
+        pod = cluster.pods[name]
+        rt = cluster.runtimes[pod.node]
+        path = f"/var/run/netns/{pod.netns}"
+        rt.delete(name, path)
+        rt.delete(name, path)  # DEL is repeatable
+    filler = Runtime(cluster.runtimes[0].bin_dir,
+                     {**cluster.runtimes[0].conflist,
+                      "plugins": cluster.runtimes[0].conflist["plugins"][:1]},
+                     cluster.runtimes[0].node_ns, cluster.runtimes[0].env)
+    for name in ("f1", "f2"):
+        filler.delete(name, "")
+    for i in range(2):
+        state = node_state(cluster.node_ns(i), eni_links(cluster, i))
+        assert state == cluster.initial[i], f"node {i} differs after DEL"
+        db = Path(cluster.runtimes[i].conflist["plugins"][0]["dataDir"]) / "ipam.db"
+        with sqlite3.connect(db) as conn:
+            held = conn.execute("SELECT COUNT(*) FROM ips WHERE container_id IS NOT NULL")
+            assert held.fetchone()[0] == 0, f"node {i} still holds IPs"

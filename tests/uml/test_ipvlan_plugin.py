@@ -54,7 +54,9 @@ def node(fabric: Fabric) -> tuple[Fabric, str, str]:
     return fabric, node_ns, eni_if
 
 
-@pytest.mark.parametrize("version", ["0.4.0", "1.0.0", "1.1.0"])
+# Every plugin exec costs seconds inside UML: two versions here (the oldest with CHECK, and
+# 1.0.0); the e2e chain runs 1.1.0, and the conversions are unit-tested on the host.
+@pytest.mark.parametrize("version", ["0.4.0", "1.0.0"])
 def test_ipvlan_add_check_del(node: tuple[Fabric, str, str], in_ns: Any, version: str) -> None:
     fabric, node_ns, eni_if = node
     pod = fabric.add_netns("pod1")

@@ -4,8 +4,10 @@ Owns every kernel object the lab creates, all of them inside network namespaces 
 ``cnl-<lab id>-<role>`` so that teardown (and the next lab after a SIGKILL) can find them by name:
 
 * ``cnl-<id>-vpc``: the VPC router. Bridge ``br0`` is the fabric every ENI is plugged into; the
-  ``.1`` of every subnet sits on it (AWS's VPC router answers at subnet base + 1). Forwarding is
-  on, so pod↔pod, pod↔node and cross-node traffic between subnets is routed here for real.
+  ``.1`` of every subnet sits on it (AWS's VPC router answers at subnet base + 1). ENI ports are
+  isolated from each other and the router proxy-ARPs for everything, so all traffic, even
+  within a subnet, is routed here (the VPC is L3), and ``set_addresses`` makes the router
+  deliver each IP to the ENI EC2 assigned it to.
 * ``cnl-<id>-inet``: an "internet" host (``198.51.100.10``, TEST-NET-2) outside the VPC, linked to
   the VPC router by ``igw0``. Only sources registered as public (a node's primary private IP,
   which on AWS has a public IP / NAT mapping) are routed to it (policy routing, table 100), so
@@ -57,6 +59,7 @@ INET_ADDR = "198.51.100.10"
 INET_GW = "198.51.100.1"
 INET_NET = "198.51.100.0/24"
 PUBLIC_TABLE = 100
+ROUTER_MAC = "02:00:5e:00:00:01"
 IMDS_ADDR = "169.254.169.254"
 CLONE_NEWNET = 0x40000000
 
@@ -76,11 +79,12 @@ def ip(*args: str, ns: str | None = None, check: bool = True) -> str:
     return res.stdout
 
 
-def ip_batch(lines: list[str], ns: str | None = None) -> None:
-    """Several ``ip`` commands in one exec (each exec costs 50-90 ms inside UML)."""
-    cmd = ["ip", *(["-n", ns] if ns else []), "-batch", "-"]
+def ip_batch(lines: list[str], ns: str | None = None, force: bool = False) -> None:
+    """Several ``ip`` commands in one exec (each exec costs 50-90 ms inside UML); ``force``
+    goes on past failing lines and does not raise (for idempotent syncs)."""
+    cmd = ["ip", *(["-n", ns] if ns else []), *(["-force"] if force else []), "-batch", "-"]
     res = subprocess.run(cmd, input="\n".join(lines) + "\n", capture_output=True, text=True)
-    if res.returncode != 0:
+    if res.returncode != 0 and not force:
         raise FabricError(f"ip -batch in {ns or 'root'}: {res.stderr.strip()}\n" + "\n".join(lines))
 
 
@@ -277,6 +281,7 @@ class Fabric:
         self.subnets: dict[str, str] = {}  # cidr -> gateway
         self.nodes: dict[str, Node] = {}
         self.extra: list[str] = []  # add_netns()
+        self._owners: dict[str, str] = {}  # set_addresses(): ip -> mac
         self._lock = threading.RLock()
         self._port_seq = 0
         self._created = False
@@ -294,7 +299,10 @@ class Fabric:
             ip_batch(
                 [
                     "link set lo up",
-                    "link add br0 type bridge",
+                    # A fixed MAC: a bridge otherwise takes its lowest port MAC, so a hot-plug
+                    # could change the router's MAC, which flushes its neighbour table
+                    # (permanent entries included) and leaves stale router MACs in every node.
+                    f"link add br0 address {ROUTER_MAC} type bridge",
                     f"link set br0 mtu {VPC_MTU} up",
                     f"link add igw0 type veth peer name eth0 netns {self.inet_ns}",
                     "link set igw0 up",
@@ -321,6 +329,15 @@ class Fabric:
                 ("net.ipv4.conf.all.rp_filter", "0"),
                 ("net.ipv4.conf.default.rp_filter", "0"),
                 ("net.ipv4.conf.br0.rp_filter", "0"),
+                # L3 like a VPC: ENI ports are isolated from each other, so every frame goes
+                # through the router, which answers all ARP on br0 (proxy ARP back out of the
+                # same interface = "private VLAN" proxy ARP), at once (proxy_delay defaults to
+                # up to 0.8 s), and never tells nodes to talk directly (no redirects).
+                ("net.ipv4.conf.br0.proxy_arp", "1"),
+                ("net.ipv4.conf.br0.proxy_arp_pvlan", "1"),
+                ("net.ipv4.neigh.br0.proxy_delay", "0"),
+                ("net.ipv4.conf.all.send_redirects", "0"),
+                ("net.ipv4.conf.br0.send_redirects", "0"),
             ):
                 write_sysctl(self.vpc_ns, key, value)
         except BaseException:
@@ -481,10 +498,33 @@ class Fabric:
                 f"link add {port} mtu {VPC_MTU} type veth peer name {ifname} "
                 f"address {mac.lower()} mtu {VPC_MTU} netns {node.netns}",
                 f"link set {port} master br0 up",
+                f"link set {port} type bridge_slave isolated on",
             ],
             ns=self.vpc_ns,
         )
         return Port(key, port, ifname, mac.lower())
+
+    # -- delivery by EC2's address map ----------------------------------------------------------
+
+    def set_addresses(self, owners: dict[str, str]) -> None:
+        """Deliver each VPC IP to the ENI (MAC) that EC2 says owns it: ``{ip: mac}``.
+
+        AWS's VPC never ARPs: it knows which ENI holds which private IP. With permanent
+        neighbour entries the router does the same, so an IP configured on the wrong ENI (or
+        answered for by another interface of the node, Linux's "ARP flux") gets no traffic, as
+        on AWS. IPs not in the map fall back to ordinary ARP (the fabric-only tests use that).
+        Only the difference to the previous call is applied.
+        """
+        with self._lock:
+            lines: list[str] = []
+            for addr in set(self._owners) - set(owners):
+                lines.append(f"neigh del {addr} dev br0")
+            for addr, mac in owners.items():
+                if self._owners.get(addr) != mac.lower():
+                    lines.append(f"neigh replace {addr} lladdr {mac.lower()} dev br0 nud permanent")
+            if lines:
+                ip_batch(lines, ns=self.vpc_ns, force=True)
+            self._owners = {a: m.lower() for a, m in owners.items()}
 
     # -- introspection ------------------------------------------------------------------------
 

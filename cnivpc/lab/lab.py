@@ -37,11 +37,10 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any
 
-from moto.moto_server.werkzeug_app import MotoRequestHandler
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from . import fabric as fab
-from .ec2 import AttachmentEvent, Ec2Lab
+from .ec2 import AttachmentEvent, Ec2Lab, LabRequestHandler
 from .ec2.topology import Topology
 from .ec2.topology import create as create_topology
 from .imds import ImdsConfig, ImdsServer, moto_source
@@ -104,6 +103,9 @@ class Lab:
         self._lock = threading.Lock()
         self._gen: dict[tuple[str, str], int] = {}  # (instance, eni) -> event generation
         self._timers: set[threading.Timer] = set()
+        self._sync_stop = threading.Event()
+        self._sync_lock = threading.Lock()
+        self._sync_thread: threading.Thread | None = None
         self._started = False
 
     @property
@@ -145,6 +147,10 @@ class Lab:
             zones = self.topology.azs
             for i in range(self._want_nodes):
                 self.add_node(self._instance_type, az=zones[i % len(zones)])
+            self._sync_thread = threading.Thread(
+                target=self._sync_loop, name="lab-address-sync", daemon=True
+            )
+            self._sync_thread.start()
         except BaseException:
             self.stop()
             raise
@@ -162,6 +168,10 @@ class Lab:
             timers, self._timers = self._timers, set()
         for t in timers:
             t.cancel()
+        self._sync_stop.set()
+        if self._sync_thread is not None:
+            self._sync_thread.join(timeout=5)
+            self._sync_thread = None
         if self.imds is not None:
             self.imds.close()
         for server, thread in self._wsgi:
@@ -219,6 +229,7 @@ class Lab:
             imds_url=self.imds.listen_tcp(info.instance_id),
         )
         self.nodes[info.instance_id] = lab_node
+        self.sync_addresses()
         return lab_node
 
     def terminate_node(self, instance_id: str) -> None:
@@ -237,7 +248,7 @@ class Lab:
         # werkzeug dups the fd (socket.fromfd); the original can go.
         server = make_server(
             fab.IMDS_ADDR, NODE_EC2_PORT, self.ec2.app, threaded=True,
-            request_handler=MotoRequestHandler, fd=sock.fileno(),
+            request_handler=LabRequestHandler, fd=sock.fileno(),
         )
         sock.close()
         thread = threading.Thread(
@@ -293,6 +304,7 @@ class Lab:
         if self.ec2.faults.attach_hidden(ev.instance_id, ev.eni_id):
             log.info("fault: attach of %s to %s never shows up", ev.eni_id, ev.instance_id)
             return
+        self.sync_addresses()
         delay = self.ec2.control.profile.attach_visible_delay
         self._later(
             delay, key, gen,
@@ -309,6 +321,30 @@ class Lab:
             return  # instance terminated: its netns goes with it (see terminate_node)
         delay = self.ec2.control.profile.detach_visible_delay
         self._later(delay, key, gen, lambda: self.fabric.unplug(node.name, ev.eni_id))
+
+    def sync_addresses(self) -> None:
+        """Tell the VPC router which ENI (MAC) owns each private IP, from EC2's current state.
+
+        Runs every 100 ms (assignments have no event) and on every attach; see
+        :meth:`Fabric.set_addresses` for why the router must not learn this from ARP.
+        """
+        source = moto_source(self.ec2.backend, self.ec2.lock)
+        # read and apply as one step: a slower sync must not apply an older snapshot last
+        with self._sync_lock:
+            owners: dict[str, str] = {}
+            for iid in list(self.nodes):
+                view = source(iid)
+                for eni in view.enis if view else ():
+                    for addr in eni.ipv4s:
+                        owners[addr] = eni.mac
+            self.fabric.set_addresses(owners)
+
+    def _sync_loop(self) -> None:
+        while not self._sync_stop.wait(0.1):
+            try:
+                self.sync_addresses()
+            except Exception:
+                log.exception("lab address sync failed")
 
     def wait_for_link(self, instance_id: str, mac: str, timeout: float = 10.0) -> str:
         """Block until a netdev with ``mac`` exists in the node; return its name."""

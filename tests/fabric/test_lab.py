@@ -45,10 +45,11 @@ def wait_until(cond: Any, timeout: float = 10.0, step: float = 0.05) -> float:
     return time.monotonic() - t0
 
 
-def create_eni(client: Any, lab: Any, secondaries: int = 2) -> dict[str, Any]:
+def create_eni(client: Any, lab: Any, secondaries: int = 2, node: Any = None) -> dict[str, Any]:
+    """An ENI in the pod subnet of ``node``'s AZ (default: the first AZ)."""
     assert lab.topology is not None
     eni: dict[str, Any] = client.create_network_interface(
-        SubnetId=lab.topology.pod_subnet(),
+        SubnetId=lab.topology.pod_subnet(node.availability_zone if node else None),
         Groups=[lab.topology.security_group_id],
         SecondaryPrivateIpAddressCount=secondaries,
     )["NetworkInterface"]
@@ -92,7 +93,7 @@ def test_attach_hotplugs_the_eni_after_the_delay_and_imds_lists_it(lab_factory: 
 
 def test_zero_delay_netdev_exists_when_attach_returns(lab: Any, ec2_client: Any) -> None:
     node = lab.node(1)
-    eni = create_eni(ec2_client, lab, secondaries=0)
+    eni = create_eni(ec2_client, lab, secondaries=0, node=node)
     ec2_client.attach_network_interface(
         NetworkInterfaceId=eni["NetworkInterfaceId"], InstanceId=node.instance_id, DeviceIndex=2)
     assert links(node.netns).get("eth2") == eni["MacAddress"]
@@ -284,3 +285,22 @@ def test_cli_sigkilled_lab_is_cleaned_by_next_up_and_down() -> None:
         assert down.returncode == 0, down.stderr
         assert second.wait(timeout=15) == 0  # down stopped it with SIGTERM
     assert _lab_netns(new) == []
+
+
+def test_vpc_delivers_each_ip_to_the_eni_ec2_assigned_it_to(lab: Any, ec2_client: Any) -> None:
+    """Like AWS (and unlike a learning bridge): an IP configured on the wrong interface gets no
+    traffic, however willingly that interface answers ARP."""
+    a, b = lab.node(0), lab.node(1)
+    eni = create_eni(ec2_client, lab, secondaries=1)
+    pod_ip = eni["PrivateIpAddresses"][1]["PrivateIpAddress"]
+    ec2_client.attach_network_interface(
+        NetworkInterfaceId=eni["NetworkInterfaceId"], InstanceId=a.instance_id, DeviceIndex=1)
+    lab.sync_addresses()
+    # wrong: EC2 put the IP on a's new ENI, but node b claims it
+    run_in(b.netns, "ip", "addr", "add", f"{pod_ip}/32", "dev", "eth0", check=True)
+    assert not ping(a.netns, pod_ip, attempts=1)
+    run_in(b.netns, "ip", "addr", "del", f"{pod_ip}/32", "dev", "eth0", check=True)
+    # right: on the ENI EC2 assigned it to
+    run_in(a.netns, "ip", "link", "set", "eth1", "up", check=True)
+    run_in(a.netns, "ip", "addr", "add", f"{pod_ip}/32", "dev", "eth1", check=True)
+    assert ping(b.netns, pod_ip)

@@ -10,7 +10,11 @@ Owns :class:`Lab` (context manager; ``python -m cnivpc.lab up`` is a thin CLI ov
   test may change the profile at run time). With a delay of 0 the netdev exists before the
   AttachNetworkInterface response is sent. ``Faults.attach_hidden`` makes it never appear.
 * IMDS (:mod:`cnivpc.lab.imds`) reads moto's backend in-process under the EC2 lock and lags by
-  the profile's ``imds_lag`` / ``imds_remove_lag``.
+  the profile's ``imds_lag`` / ``imds_remove_lag`` (taken at start; change them at run time on
+  ``lab.imds.propagation.lag`` / ``.remove_lag``; IMDS knobs such as ``http_tokens`` or
+  ``hop_limit`` are on ``lab.imds.config``).
+* The VPC router delivers each private IP to the ENI EC2 assigned it to (``sync_addresses``,
+  every 100 ms and on each attach), as AWS does, instead of trusting ARP.
 
 Endpoints seen from inside a node netns (what plugins get with production defaults):
 

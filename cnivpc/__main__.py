@@ -31,13 +31,15 @@ def _runs_plugin(args: list[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .plugins import PLUGINS
+    from .plugins import FUSED, PLUGINS
 
     argv = sys.argv if argv is None else argv
     program = os.path.basename(argv[0]) if argv else "cnivpc"
     if program in PLUGINS:
         return run_plugin(program)
     args = argv[1:]
+    if program == FUSED and not args and os.environ.get("CNI_COMMAND"):
+        return run_plugin(FUSED)  # a runtime exec'ing the fused plugin (type "cnivpc")
     if args and f"cnivpc-{args[0]}" in PLUGINS and _runs_plugin(args):
         return run_plugin(f"cnivpc-{args[0]}")
     from .cli import main as cli_main

@@ -13,6 +13,7 @@ import json
 import os
 from typing import Any
 
+from ..plugins import FUSED
 from ..plugins.ipam.config import IpamConf
 from .exits import EXIT_USAGE, CliError
 
@@ -29,11 +30,16 @@ def add_conf_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _ipam_entry(doc: dict[str, Any]) -> dict[str, Any] | None:
-    if doc.get("type") == IPAM_TYPE:
-        return doc
-    for plugin in doc.get("plugins") or []:
-        if isinstance(plugin, dict) and plugin.get("type") == IPAM_TYPE:
+    """The IPAM's settings: a cnivpc-ipam entry, or the ``ipam`` section of a fused one."""
+    entries = [doc] if doc.get("type") else [p for p in doc.get("plugins") or []
+                                             if isinstance(p, dict)]
+    for plugin in entries:
+        if plugin.get("type") == IPAM_TYPE:
             return {"cniVersion": doc.get("cniVersion"), "name": doc.get("name"), **plugin}
+        if plugin.get("type") == FUSED and isinstance(plugin.get("ipam"), dict):
+            inherited = {k: plugin[k] for k in ("logFile", "logLevel") if k in plugin}
+            return {"cniVersion": doc.get("cniVersion"), "name": doc.get("name"),
+                    **inherited, **plugin["ipam"], "type": IPAM_TYPE}
     return None
 
 

@@ -58,7 +58,8 @@ def conflist(host_interface: str = "eth0", container_interface: str = "eth1",
 
 def validate_conflist(doc: Any) -> list[str]:
     """Problems with a conflist (empty when it is usable)."""
-    from ..plugins import PLUGINS, config_model
+    from ..cni.skel import validation_details
+    from ..plugins import CONFIG_MODELS, config_model
 
     problems: list[str] = []
     if not isinstance(doc, dict) or not isinstance(doc.get("plugins"), list):
@@ -67,18 +68,17 @@ def validate_conflist(doc: Any) -> list[str]:
         if not isinstance(doc.get(key), str) or not doc.get(key):
             problems.append(f"missing '{key}'")
     types = [p.get("type") for p in doc["plugins"] if isinstance(p, dict)]
-    if "cnivpc-ipam" not in types:
-        problems.append("no cnivpc-ipam plugin in the chain")
+    if "cnivpc-ipam" not in types and "cnivpc" not in types:
+        problems.append("no cnivpc-ipam plugin in the chain (nor the fused cnivpc)")
     for plugin in doc["plugins"]:
         kind = plugin.get("type") if isinstance(plugin, dict) else None
-        if kind not in PLUGINS:
+        if kind not in CONFIG_MODELS:
             continue  # another vendor's plugin (bandwidth, portmap...): not ours to judge
         entry = {"cniVersion": doc.get("cniVersion"), "name": doc.get("name"), **plugin}
         try:
             config_model(kind).model_validate(entry)
         except ValueError as exc:
-            problems.append(f"{kind}: {exc}".splitlines()[0] + " " + " ".join(
-                str(exc).splitlines()[1:3]))
+            problems.append(f"{kind}: {validation_details(exc)}")
     return problems
 
 

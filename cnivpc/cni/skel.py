@@ -119,7 +119,7 @@ class Dispatcher:
             try:
                 prev = Result.from_version(conf.prev_result, version)
             except ValueError as exc:  # pydantic's ValidationError is a ValueError
-                raise InvalidConfig("invalid prevResult", _short(exc)) from exc
+                raise InvalidConfig("invalid prevResult", validation_details(exc)) from exc
         attachments = None
         if cmd.command == "GC":
             attachments = _attachments(config, Attachment)
@@ -176,7 +176,7 @@ def _config_version(config: dict[str, Any]) -> str:
     return version
 
 
-def _short(exc: Exception) -> str:
+def validation_details(exc: Exception) -> str:
     """pydantic's messages, one line per problem, without its documentation URLs."""
     errors = getattr(exc, "errors", None)
     if callable(errors):
@@ -195,7 +195,8 @@ def _load_conf(plugin: Plugin[Any], config: dict[str, Any]) -> Any:
     try:
         return plugin.conf_model.model_validate(config)
     except ValueError as exc:
-        raise InvalidConfig(f"invalid {plugin.name} configuration", _short(exc)) from exc
+        raise InvalidConfig(f"invalid {plugin.name} configuration",
+                            validation_details(exc)) from exc
 
 
 def _attachments(config: dict[str, Any], model: Any) -> list[Any]:
@@ -207,5 +208,5 @@ def _attachments(config: dict[str, Any], model: Any) -> list[Any]:
             try:
                 return [model.model_validate(item) for item in raw]
             except ValueError as exc:
-                raise InvalidConfig(f"invalid {key}", _short(exc)) from exc
+                raise InvalidConfig(f"invalid {key}", validation_details(exc)) from exc
     return []

@@ -19,11 +19,18 @@ PLUGINS: dict[str, str] = {
     "cnivpc-ptp": "cnivpc.plugins.ptp",
 }
 
+# The fused mode: one conflist entry of type "cnivpc" runs the three plugins in one process.
+# Not in PLUGINS: "cnivpc" is also the CLI's name; __main__ picks the plugin only when it is
+# exec'd bare with CNI_COMMAND set, as a runtime does.
+FUSED = "cnivpc"
+FUSED_MODULE = "cnivpc.plugins.fused"
+
 # Each plugin's config model, for validating a conflist without running the plugin.
 CONFIG_MODELS: dict[str, str] = {
     "cnivpc-ipam": "cnivpc.plugins.ipam.config:IpamConf",
     "cnivpc-ipvlan": "cnivpc.plugins.ipvlan:IpvlanConf",
     "cnivpc-ptp": "cnivpc.plugins.ptp.config:PtpConf",
+    FUSED: "cnivpc.plugins.fused:FusedConf",
 }
 
 
@@ -33,6 +40,6 @@ def config_model(program: str) -> Any:
 
 
 def load(program: str) -> Plugin[Any]:
-    module = importlib.import_module(PLUGINS[program])
+    module = importlib.import_module(FUSED_MODULE if program == FUSED else PLUGINS[program])
     plugin: Plugin[Any] = module.PLUGIN
     return plugin

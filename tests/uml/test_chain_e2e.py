@@ -5,8 +5,10 @@ runtime execs them (tests/uml/runtime.py), with examples/cnivpc.conflist as the 
 Proven with real packets (ping, and TCP where the source address matters): pod<->pod on one
 ENI, across ENIs, across nodes; pod->its node and node->pod over the unnumbered veth; a VPC
 host sees the pod's own IP; the internet host sees the node's primary IP (SNAT, ipMasq);
-a routeToCidrs destination is reached over the ipvlan leg. Then every pod is deleted (reverse
-chain order) and each node is back to its initial state.
+a routeToCidrs destination is reached over the ipvlan leg. The fused mode (one entry of type
+``cnivpc`` running the three plugins in one process) gets pods on the same nodes, the same
+assertions and the same results. Then every pod is deleted (reverse chain order) and each node
+is back to its initial state.
 
 The tests share one module-scoped cluster and run in file order: the last one deletes the pods.
 """
@@ -51,12 +53,14 @@ class Pod:
     node: int
     netns: str
     ip: str = ""
+    result: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class Cluster:
     lab: Any
     runtimes: list[Runtime]
+    fused: list[Runtime] = field(default_factory=list)
     pods: dict[str, Pod] = field(default_factory=dict)
     initial: list[dict[str, Any]] = field(default_factory=list)
     servers: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -78,6 +82,14 @@ def conflist_for(workdir: Path, node: int) -> dict[str, Any]:
     for plugin in doc["plugins"]:
         plugin["logFile"] = str(workdir / f"cnivpc{node}.log")
     return doc
+
+
+def fused_conflist(chained: dict[str, Any]) -> dict[str, Any]:
+    """The same configuration as one fused entry: each plugin's keys become its section."""
+    sections = {p["type"].removeprefix("cnivpc-"): {k: v for k, v in p.items() if k != "type"}
+                for p in chained["plugins"]}
+    return {"cniVersion": chained["cniVersion"], "name": chained["name"],
+            "plugins": [{"type": "cnivpc", **sections}]}
 
 
 def node_state(netns: str, eni_links: set[str]) -> dict[str, Any]:
@@ -147,36 +159,52 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     try:
         runtimes = [Runtime(bin_dir, conflist_for(work, i), lab.node(i).netns, env)
                     for i in range(2)]
-        cl = Cluster(lab, runtimes)
+        cl = Cluster(lab, runtimes, [Runtime(bin_dir, fused_conflist(rt.conflist), rt.node_ns,
+                                             env) for rt in runtimes])
         servers = cl.servers
         for i in range(2):
             cl.initial.append(node_state(cl.node_ns(i), set()))
         fabric = lab.fabric
         # node 0: a1, a2 and two IPAM-only fillers take the first pod ENI's 4 IPs; a3 lands on
-        # the second pod ENI. node 1: b1.
-        for name, node in (("a1", 0), ("a2", 0), ("f1", 0), ("f2", 0), ("a3", 0), ("b1", 1)):
+        # the second pod ENI. node 1: b1. Fused-mode pods: fa on node 0, fb on node 1.
+        for name, node in (("a1", 0), ("a2", 0), ("f1", 0), ("f2", 0), ("a3", 0), ("b1", 1),
+                           ("fa", 0), ("fb", 1)):
             netns = fabric.add_netns(f"pod-{name}")
             pod = Pod(name, node, netns)
             path = f"/var/run/netns/{netns}"
-            if name.startswith("f"):
-                ipam_only = Runtime(bin_dir, {**runtimes[node].conflist, "plugins":
-                                              runtimes[node].conflist["plugins"][:1]},
-                                    runtimes[node].node_ns, env)
-                result = ipam_only.add(name, path)
+            if name in ("f1", "f2"):
+                result = ipam_only(cl, node).add(name, path)
             else:
-                result = runtimes[node].add(name, path)
+                result = (cl.fused if name in FUSED_PODS else runtimes)[node].add(name, path)
                 names = [i["name"] for i in result["interfaces"]]
                 assert names[0] == "eth0" and "eth1" in names  # ipvlan slave, ptp's pod end
             pod.ip = result["ips"][0]["address"].split("/")[0]
+            pod.result = result
             cl.pods[name] = pod
         print("\nplugin execs in UML (s):", ", ".join(
-            f"{p.removeprefix('cnivpc-')} {c} {t:.1f}"
-            for rt in runtimes for p, c, t in rt.timings))
+            f"{p.removeprefix('cnivpc-') or 'fused'} {c} {t:.1f}"
+            for rt in [*runtimes, *cl.fused] for p, c, t in rt.timings))
         yield cl
     finally:
         for proc in servers:
             proc.kill()
         lab.stop()
+
+
+FUSED_PODS = ("fa", "fb")
+# Pods per mode for the path tests: (a pod on node 0, a pod on node 1).
+MODES = {"chained": ("a1", "b1"), "fused": ("fa", "fb")}
+
+
+def ipam_only(cluster: Cluster, node: int) -> Runtime:
+    rt = cluster.runtimes[node]
+    return Runtime(rt.bin_dir, {**rt.conflist, "plugins": rt.conflist["plugins"][:1]},
+                   rt.node_ns, rt.env)
+
+
+def runtime_of(cluster: Cluster, name: str) -> Runtime:
+    pod = cluster.pods[name]
+    return (cluster.fused if name in FUSED_PODS else cluster.runtimes)[pod.node]
 
 
 def eni_of(cluster: Cluster, name: str) -> str:
@@ -196,14 +224,28 @@ def test_pods_on_one_eni_and_across_enis(cluster: Cluster) -> None:
     assert ping(a1.netns, a3.ip)
 
 
-def test_pods_across_nodes(cluster: Cluster) -> None:
-    assert ping(cluster.pods["a1"].netns, cluster.pods["b1"].ip)
-    assert ping(cluster.pods["b1"].netns, cluster.pods["a3"].ip)
+@pytest.mark.parametrize("mode", MODES)
+def test_pods_across_nodes(cluster: Cluster, mode: str) -> None:
+    here, there = (cluster.pods[n] for n in MODES[mode])
+    assert ping(here.netns, there.ip)
+    assert ping(there.netns, cluster.pods["a3"].ip)
 
 
-def test_pod_and_node_over_the_unnumbered_veth(cluster: Cluster) -> None:
+def test_fused_results_match_the_chain(cluster: Cluster) -> None:
+    """Same shape as the chain's: eth0 (ipvlan), host veth, eth1 in the pod; same routes/DNS."""
+    for chained, fused in (("a3", "fa"), ("b1", "fb")):
+        a, b = cluster.pods[chained].result, cluster.pods[fused].result
+        assert [i["name"] for i in b["interfaces"]][::2] == ["eth0", "eth1"]
+        assert len(a["interfaces"]) == len(b["interfaces"]) == 3
+        assert a["routes"] == b["routes"] and a["dns"] == b["dns"]
+        assert a["ips"][0]["gateway"] == b["ips"][0]["gateway"]
+        assert a["cniVersion"] == b["cniVersion"] == "1.1.0"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_pod_and_node_over_the_unnumbered_veth(cluster: Cluster, mode: str) -> None:
     node = cluster.lab.node(0)
-    a1 = cluster.pods["a1"]
+    a1 = cluster.pods[MODES[mode][0]]
     assert ping(a1.netns, node.primary_ip)
     assert ping(node.netns, a1.ip)
     route = run_in(node.netns, "ip", "route", "get", a1.ip, check=True).stdout
@@ -214,31 +256,39 @@ def test_pod_and_node_over_the_unnumbered_veth(cluster: Cluster) -> None:
     assert "inet " not in run_in(a1.netns, "ip", "addr", "show", "eth1", check=True).stdout
 
 
-def test_vpc_host_sees_the_pod_ip(cluster: Cluster) -> None:
-    other = cluster.lab.node(1)
-    serve(cluster, other.netns, 7001)
-    assert whoami(cluster.pods["a2"].netns, other.primary_ip, 7001) == cluster.pods["a2"].ip
+@pytest.mark.parametrize("mode", MODES)
+def test_vpc_host_sees_the_pod_ip(cluster: Cluster, mode: str) -> None:
+    other, port = cluster.lab.node(1), 7001 if mode == "chained" else 7011
+    serve(cluster, other.netns, port)
+    pod = cluster.pods[MODES[mode][0]]
+    assert whoami(pod.netns, other.primary_ip, port) == pod.ip
 
 
-def test_internet_sees_the_node_ip(cluster: Cluster) -> None:
-    inet = cluster.lab.fabric.inet_ns
-    serve(cluster, inet, 7002)
-    seen = whoami(cluster.pods["a1"].netns, "198.51.100.10", 7002)
-    assert seen == cluster.lab.node(0).primary_ip  # SNAT to the node's primary IP (ipMasq)
+@pytest.mark.parametrize("mode", MODES)
+def test_internet_sees_the_node_ip(cluster: Cluster, mode: str) -> None:
+    port = 7002 if mode == "chained" else 7012
+    serve(cluster, cluster.lab.fabric.inet_ns, port)
+    pod = cluster.pods[MODES[mode][1]]
+    seen = whoami(pod.netns, "198.51.100.10", port)
+    assert seen == cluster.lab.node(pod.node).primary_ip  # SNAT to the node's IP (ipMasq)
 
 
-def test_route_to_cidrs_uses_the_ipvlan_leg(cluster: Cluster) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_route_to_cidrs_uses_the_ipvlan_leg(cluster: Cluster, mode: str) -> None:
     vpc = cluster.lab.fabric.vpc_ns
-    run_in(vpc, "ip", "addr", "add", f"{ON_PREM}/32", "dev", "lo", check=True)
-    serve(cluster, vpc, 7003)
-    a3 = cluster.pods["a3"]
-    assert "dev eth0" in run_in(a3.netns, "ip", "route", "get", ON_PREM, check=True).stdout
-    assert whoami(a3.netns, ON_PREM, 7003) == a3.ip  # not SNATed: it left over the ENI
+    if mode == "chained":
+        run_in(vpc, "ip", "addr", "add", f"{ON_PREM}/32", "dev", "lo", check=True)
+    port = 7003 if mode == "chained" else 7013
+    serve(cluster, vpc, port)
+    pod = cluster.pods["a3" if mode == "chained" else "fa"]
+    assert "dev eth0" in run_in(pod.netns, "ip", "route", "get", ON_PREM, check=True).stdout
+    assert whoami(pod.netns, ON_PREM, port) == pod.ip  # not SNATed: it left over the ENI
 
 
-def test_check_passes_on_the_running_chain(cluster: Cluster) -> None:
-    pod = cluster.pods["b1"]
-    cluster.runtimes[1].check("b1", f"/var/run/netns/{pod.netns}")
+@pytest.mark.parametrize("name", ["b1", "fb"])
+def test_check_passes_on_the_running_pods(cluster: Cluster, name: str) -> None:
+    pod = cluster.pods[name]
+    runtime_of(cluster, name).check(name, f"/var/run/netns/{pod.netns}")
 
 
 def test_warm_add_timing_vs_reference_plugins(cluster: Cluster, tmp_path: Path) -> None:
@@ -284,16 +334,16 @@ def test_warm_add_timing_vs_reference_plugins(cluster: Cluster, tmp_path: Path) 
 def test_del_restores_the_nodes(cluster: Cluster) -> None:
     for proc in cluster.servers:
         proc.kill()
-    for name in ("a1", "a2", "a3", "b1"):
+    for name in ("a1", "a2", "a3", "b1", "fa", "fb"):
         pod = cluster.pods[name]
-        rt = cluster.runtimes[pod.node]
+        rt = runtime_of(cluster, name)
         path = f"/var/run/netns/{pod.netns}"
+        rt.results.setdefault(name, pod.result)
         rt.delete(name, path)
-        rt.delete(name, path)  # DEL is repeatable
-    filler = Runtime(cluster.runtimes[0].bin_dir,
-                     {**cluster.runtimes[0].conflist,
-                      "plugins": cluster.runtimes[0].conflist["plugins"][:1]},
-                     cluster.runtimes[0].node_ns, cluster.runtimes[0].env)
+        if name in ("a1", "fa"):
+            rt.results[name] = pod.result
+            rt.delete(name, path)  # DEL is repeatable
+    filler = ipam_only(cluster, 0)
     for name in ("f1", "f2"):
         filler.delete(name, "")
     for i in range(2):

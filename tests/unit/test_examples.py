@@ -80,6 +80,18 @@ def test_conflist_is_a_valid_chain() -> None:
     assert [p["type"] for p in doc["plugins"]] == ["cnivpc-ipam", "cnivpc-ipvlan", "cnivpc-ptp"]
 
 
+def test_fused_conflist_is_the_same_configuration() -> None:
+    chained = json.loads((EXAMPLES / "cnivpc.conflist").read_text())
+    fused = json.loads((EXAMPLES / "cnivpc-fused.conflist").read_text())
+    assert validate_conflist(fused) == []
+    entry = fused["plugins"][0]
+    assert entry["type"] == "cnivpc"
+    for plugin in chained["plugins"]:
+        section = entry[plugin["type"].removeprefix("cnivpc-")]
+        expected = {k: v for k, v in plugin.items() if k not in ("type", "logFile")}
+        assert section == expected
+
+
 def test_bake_script_parses() -> None:
     subprocess.run(["bash", "-n", str(EXAMPLES / "ami-bake.sh")], check=True)
 

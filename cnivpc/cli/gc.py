@@ -15,6 +15,7 @@ import os
 import time
 from typing import TextIO
 
+from ..aws.ec2 import Ec2Error
 from ..aws.metadata import Metadata
 from ..cni.errors import CniError
 from ..plugins.ipam.allocator import Allocator
@@ -45,7 +46,7 @@ def main(args: list[str], out: TextIO) -> int:
         if not opts.no_ec2:
             try:
                 report["leaked_enis"] = allocator.leaked_enis(delete=not opts.dry_run)
-            except CniError as exc:
+            except (CniError, Ec2Error) as exc:
                 report["errors"].append(f"leaked-ENI sweep: {exc}")
     if opts.json:
         emit_json(out, report)

@@ -489,6 +489,21 @@ class Allocator:
     def _primaries(self) -> set[str]:
         return {e.primary_ip for e in self.store.enis()}
 
+    def trim_idle(self, max_age: float) -> list[FreeIP]:
+        """GC: unassign free IPs idle longer than ``max_age`` seconds, keeping ``warmIPTarget``
+        of them and every ENI's primary. Returns what was unassigned (or put back)."""
+        if self.conf.skip_deallocation or max_age <= 0:
+            return []
+        with self.decide():
+            primaries = self._primaries()
+            free = [f for f in self.store.free_ips() if f.ip not in primaries]
+            idle = [f for f in free if f.freed_at <= self._clock() - max_age]
+            keep = max(0, self.conf.warm_ip_target - (len(free) - len(idle)))
+            taken = self.store.take_free([f.ip for f in idle[keep:]])
+        if taken:
+            self._unassign(taken)
+        return taken
+
     def _unassign(self, surplus: list[FreeIP]) -> None:
         by_eni: dict[str, list[FreeIP]] = {}
         for f in surplus:

@@ -7,7 +7,8 @@ hand out the boot ENI's IPs), ``skipDeallocation``, ``routeToVpcPeers``, ``route
 ``reuseIPWait`` (60 s), ``ipBatchSize`` (0: size batches from the warm target; 1 reproduces the
 original). Ours: ``warmIPTarget`` (keep this many free IPs ready; ADD refills in one batched
 call when the pool drops below it), ``maxFreeIPs`` (DEL unassigns free IPs above this many,
-never an ENI's primary; -1, the default, keeps them all), ``dataDir``, ``lockPath``,
+never an ENI's primary; -1, the default, keeps them all), ``freeIPMaxAge`` (GC unassigns free
+IPs idle longer than this many seconds beyond the warm target; 0 never), ``dataDir``, ``lockPath``,
 ``lockTimeout``, ``timeout`` (the whole ADD's deadline), ``reconcileInterval``,
 ``clusterName`` (tagged on ENIs we create, for GC), ``mtu``.
 
@@ -37,6 +38,7 @@ class IpamConf(NetConf):
     ip_batch_size: int = Field(default=0, alias="ipBatchSize", ge=0, le=100)
     warm_ip_target: int = Field(default=8, alias="warmIPTarget", ge=0, le=1000)
     max_free_ips: int = Field(default=-1, alias="maxFreeIPs", ge=-1)
+    free_ip_max_age: float = Field(default=0.0, alias="freeIPMaxAge", ge=0)
     data_dir: str = DEFAULT_DATA_DIR
     lock_path: str = DEFAULT_LOCK_PATH
     lock_timeout: float = Field(default=20.0, gt=0, le=110)

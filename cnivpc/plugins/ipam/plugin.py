@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
+from ...aws.ec2 import Ec2Error
 from ...aws.errors import MetadataUnavailable
 from ...aws.metadata import Metadata
 from ...cni.args import PodRef
@@ -37,6 +38,12 @@ def _open(conf: IpamConf) -> tuple[Store, Node]:
     return store, Node(store, deadline=deadline, metadata=Metadata(), limiter=limiter)
 
 
+def _log_calls(node: Node) -> None:
+    """One line per invocation that used EC2: what `cnivpc status` and the tests count."""
+    if node.ec2_calls:
+        log.info("EC2 calls: %s", node.ec2_calls)
+
+
 def _extra_cidrs(conf: IpamConf, node: Node, vpc_id: str) -> list[str]:
     extra = list(conf.route_to_cidrs)
     if conf.route_to_vpc_peers:
@@ -53,8 +60,7 @@ def add(req: Request[IpamConf]) -> Result:
                                                           cmd.netns)
         log.info("ADD %s %s -> %s on %s (%s)", cmd.container_id[:12], pod or "-", alloc.ip,
                  eni.eni_id, eni.link)
-        if node.ec2_calls:
-            log.info("EC2 calls: %s", node.ec2_calls)
+        _log_calls(node)
         return results.build(alloc, eni, _extra_cidrs(conf, node, eni.vpc_id))
 
 
@@ -63,6 +69,7 @@ def delete(req: Request[IpamConf]) -> None:
     store, node = _open(conf)
     with store:
         released = Allocator(conf, store, node).release(cmd.container_id, cmd.ifname)
+    _log_calls(node)
     for alloc in released:
         log.info("DEL %s released %s from %s", cmd.container_id[:12], alloc.ip, alloc.eni_id)
     if not released:
@@ -140,16 +147,29 @@ def status(req: Request[IpamConf]) -> None:
 
 
 def gc(req: Request[IpamConf]) -> None:
-    """Release allocations of attachments the runtime no longer knows."""
+    """Release allocations of attachments the runtime no longer knows, unassign IPs idle
+    longer than ``freeIPMaxAge``, and delete leaked ENIs (ours, detached, confirmed twice).
+    Every part is attempted; the first failure is reported at the end, as the spec asks."""
     conf = req.conf
     valid = {(a.container_id, a.ifname) for a in req.valid_attachments or []}
     store, node = _open(conf)
+    errors: list[CniError] = []
     with store:
         allocator = Allocator(conf, store, node)
         stale = {(a.container_id, a.ifname) for a in store.allocations()} - valid
         for container_id, ifname in sorted(stale):
             for alloc in allocator.release(container_id, ifname):
                 log.info("GC released %s of gone container %s", alloc.ip, container_id[:12])
+        for part in (lambda: allocator.trim_idle(conf.free_ip_max_age),
+                     lambda: allocator.leaked_enis(delete=True)):
+            try:
+                part()
+            except (CniError, Ec2Error) as exc:
+                log.error("GC: %s", exc)
+                errors.append(exc.as_cni() if isinstance(exc, Ec2Error) else exc)
+        _log_calls(node)
+    if errors:
+        raise errors[0]
 
 
 PLUGIN = Plugin(name="cnivpc-ipam", conf_model=IpamConf, add=add, delete=delete, check=check,

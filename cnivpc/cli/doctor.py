@@ -152,7 +152,7 @@ class Doctor:
     def allocations_vs_netns(self) -> None:
         assert self.store is not None
         allocations = self.store.allocations()
-        dead = [a for a in allocations if a.netns and not os.path.exists(a.netns)]
+        dead = [a for a in allocations if a.netns and not os.path.lexists(a.netns)]  # see gc.py
         self.add("allocations", not dead,
                  f"{len(allocations)} allocations, every netns alive" if not dead else
                  "netns gone for: " + ", ".join(f"{a.ip} ({a.pod or a.container_id[:12]})"

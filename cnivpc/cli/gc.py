@@ -38,7 +38,10 @@ def main(args: list[str], out: TextIO) -> int:
     with Store.open(conf.data_dir) as store:
         node = Node(store, deadline=time.monotonic() + conf.timeout, metadata=Metadata())
         allocator = Allocator(conf, store, node)
-        gone = [a for a in store.allocations() if a.netns and not os.path.exists(a.netns)]
+        # lexists, not exists: /proc/<pid>/ns/net is a magic link that stat() may refuse to
+        # follow (EACCES without ptrace rights over that pid); the link itself is there for
+        # exactly as long as the process lives.
+        gone = [a for a in store.allocations() if a.netns and not os.path.lexists(a.netns)]
         for alloc in gone:
             report["released"].append(f"{alloc.ip} ({alloc.pod or alloc.container_id[:12]})")
             if not opts.dry_run:

@@ -6,6 +6,8 @@ SIGKILLed labs left behind, starts EC2 + topology + N nodes + IMDS + fabric, pri
 gateways, and per node: instance id, netns, MAC, primary IP, ENI, host-side IMDS URL), then runs
 until SIGINT or SIGTERM and tears everything down (exit 0).
 
+``demo [--pods N]`` runs cnivpc end to end in a lab (:mod:`cnivpc.lab.demo`).
+
 ``down [--lab-id ID]`` stops the live lab(s) (SIGTERM, then SIGKILL after 10 s) and removes every
 namespace any lab left; with ``--lab-id`` only that lab. Prints one JSON line of what it removed.
 
@@ -52,6 +54,11 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"]:  # its own parser: see cnivpc.lab.demo
+        from .demo import main as demo
+
+        return demo(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m cnivpc.lab", description="VPC-in-a-box lab")
     parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--latency", default="zero", choices=["zero", "aws-like"])
     up.add_argument("--region", default="us-east-1")
     down = sub.add_parser("down", help="stop running labs and remove their leftovers")
+    sub.add_parser("demo", help="cnivpc end to end in the lab (see python -m cnivpc.lab demo -h)")
     down.add_argument("--lab-id", default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)

@@ -29,8 +29,9 @@ from typing import Any
 
 import pytest
 
+from cnivpc.lab.runtime import Runtime, lab_conflist
+
 from ..fabric.conftest import ping, run_in
-from .runtime import Runtime
 
 pytestmark = pytest.mark.uml
 
@@ -67,21 +68,6 @@ class Cluster:
 
     def node_ns(self, i: int) -> str:
         return str(self.lab.node(i).netns)
-
-
-def conflist_for(workdir: Path, node: int) -> dict[str, Any]:
-    """examples/cnivpc.conflist with what differs between the lab and a real node: each
-    simulated node needs its own state and lock (they share one filesystem), the lab's subnet
-    tags and security group, and a routeToCidrs destination to prove that path."""
-    doc = json.loads((REPO / "examples/cnivpc.conflist").read_text())
-    ipam = doc["plugins"][0]
-    assert ipam["type"] == "cnivpc-ipam"
-    ipam.pop("secGroupIds", None)  # default: the boot ENI's groups
-    ipam.update(subnetTags={"cnivpc": "pods"}, routeToCidrs=["198.18.0.0/15"],
-                dataDir=str(workdir / f"state{node}"), lockPath=str(workdir / f"lock{node}"))
-    for plugin in doc["plugins"]:
-        plugin["logFile"] = str(workdir / f"cnivpc{node}.log")
-    return doc
 
 
 def fused_conflist(chained: dict[str, Any]) -> dict[str, Any]:
@@ -157,7 +143,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     lab = Lab(nodes=2, instance_type="t3.small").start()
     servers: list[subprocess.Popen[bytes]] = []
     try:
-        runtimes = [Runtime(bin_dir, conflist_for(work, i), lab.node(i).netns, env)
+        runtimes = [Runtime(bin_dir, lab_conflist(work, i), lab.node(i).netns, env)
                     for i in range(2)]
         cl = Cluster(lab, runtimes, [Runtime(bin_dir, fused_conflist(rt.conflist), rt.node_ns,
                                              env) for rt in runtimes])

@@ -1,8 +1,10 @@
-"""A minimal CNI runtime for the end-to-end tests: what containerd does with a conflist, no
-more. For each plugin of the chain it builds the plugin's stdin (the conflist entry with
-``cniVersion``, ``name`` and ``prevResult`` injected), execs ``<bin>/<type>`` inside the node's
-network namespace with the CNI_* environment, and keeps the final ADD result for DEL and CHECK
-(libcni's result cache). DEL runs the chain in reverse.
+"""A minimal CNI runtime for the end-to-end tests and the demo: what containerd does with a
+conflist, no more. For each plugin of the chain it builds the plugin's stdin (the conflist
+entry with ``cniVersion``, ``name`` and ``prevResult`` injected), execs ``<bin>/<type>`` inside
+the node's network namespace with the CNI_* environment, and keeps the final ADD result for
+DEL and CHECK (libcni's result cache). DEL runs the chain in reverse.
+
+Part of the lab: never imported by plugin code, never in the zipapp.
 """
 
 from __future__ import annotations
@@ -13,6 +15,24 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+EXAMPLE_CONFLIST = Path(__file__).resolve().parents[2] / "examples" / "cnivpc.conflist"
+
+
+def lab_conflist(workdir: Path, node: int, example: Path = EXAMPLE_CONFLIST) -> dict[str, Any]:
+    """examples/cnivpc.conflist with what differs between the lab and a real node: each
+    simulated node needs its own state and lock (they share one filesystem), the lab's subnet
+    tags and security group, a routeToCidrs destination (198.18.0.0/15, behind the VPC
+    router) to prove that path, and a log file in ``workdir``."""
+    doc: dict[str, Any] = json.loads(example.read_text())
+    ipam = doc["plugins"][0]
+    assert ipam["type"] == "cnivpc-ipam"
+    ipam.pop("secGroupIds", None)  # default: the boot ENI's groups
+    ipam.update(subnetTags={"cnivpc": "pods"}, routeToCidrs=["198.18.0.0/15"],
+                dataDir=str(workdir / f"state{node}"), lockPath=str(workdir / f"lock{node}"))
+    for plugin in doc["plugins"]:
+        plugin["logFile"] = str(workdir / f"cnivpc{node}.log")
+    return doc
 
 
 class PluginFailed(AssertionError):

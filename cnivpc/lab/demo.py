@@ -1,0 +1,189 @@
+"""``python -m cnivpc.lab demo``: cnivpc end to end in the lab, in under two minutes.
+
+Starts the lab (simulated EC2 + IMDSv2 + 2 node namespaces), installs the built zipapp's
+``cnivpc-*`` symlinks in a throw-away bin directory, brings pods up through the real chain
+(examples/cnivpc.conflist, run the way a runtime runs it), prints a table of the pods (IP, ENI,
+subnet, device) and connectivity checks with ✓/✗, deletes the pods and checks the nodes are
+clean, then tears the lab down. Needs a kernel with ipvlan: ``./build/dev demo`` runs it inside
+user-mode-linux when the host has none. Never imported by plugin code.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .runtime import Runtime, lab_conflist
+
+WHOAMI = ("import socket,sys\n"
+          "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+          "s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(8)\n"
+          "while True:\n"
+          "    c, a = s.accept(); c.sendall(a[0].encode()); c.close()\n")
+ASK = ("import socket,sys\n"
+       "c=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)\n"
+       "print(c.recv(64).decode())\n")
+
+
+class Demo:
+    def __init__(self, zipapp: Path, pods: int) -> None:
+        self.zipapp = zipapp
+        self.pods = pods
+        self.started = time.monotonic()
+        self.failures = 0
+
+    def say(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.started:5.1f}s] {text}", flush=True)
+
+    def check(self, label: str, fn: Callable[[], bool]) -> None:
+        try:
+            ok = fn()
+        except Exception as exc:  # a check that crashes is a failed check, shown as such
+            ok = False
+            label += f" ({exc})"
+        self.failures += not ok
+        print(f"    {'✓' if ok else '✗'} {label}", flush=True)
+
+    def run(self) -> int:
+        from .lab import Lab
+
+        work = Path(tempfile.mkdtemp(prefix="cnivpc-demo-"))
+        bin_dir = work / "bin"
+        bin_dir.mkdir()
+        (bin_dir / "cnivpc").symlink_to(self.zipapp.resolve())
+        for name in ("cnivpc-ipam", "cnivpc-ipvlan", "cnivpc-ptp"):
+            (bin_dir / name).symlink_to("cnivpc")
+        env = {"SHIV_ROOT": str(work / "shiv"),
+               "AWS_ENDPOINT_URL_EC2": "http://169.254.169.254:8773"}
+        self.say("starting the lab: simulated EC2 (moto + AWS's rules), IMDSv2, 2 nodes ...")
+        with Lab(nodes=2, instance_type="c5.xlarge") as lab:
+            nodes = [lab.node(0), lab.node(1)]
+            for n in nodes:
+                self.say(f"node {n.instance_id} ({n.instance_type}, {n.availability_zone}) "
+                         f"netns {n.netns}, eth0 {n.primary_ip}")
+            runtimes = [Runtime(bin_dir, lab_conflist(work, i), n.netns, env)
+                        for i, n in enumerate(nodes)]
+            placement = [0] * self.pods + [1]
+            pods: list[dict[str, Any]] = []
+            for i, node in enumerate(placement):
+                name = f"pod{i + 1}" if node == 0 else "other"
+                netns = lab.fabric.add_netns(f"demo-{name}")
+                t = time.monotonic()
+                result = runtimes[node].add(name, f"/var/run/netns/{netns}")
+                ip = result["ips"][0]["address"]
+                pods.append({"name": name, "node": node, "netns": netns, "cidr": ip,
+                             "ip": ip.split("/")[0], "result": result})
+                self.say(f"ADD {name} on node {node}: {ip} "
+                         f"(ipam -> ipvlan -> ptp, {time.monotonic() - t:.1f}s)")
+            self.table(lab, pods)
+            self.checks(lab, nodes, pods)
+            for pod in pods:
+                runtimes[pod["node"]].delete(pod["name"], f"/var/run/netns/{pod['netns']}")
+            self.say(f"DEL of {len(pods)} pods done (ptp -> ipvlan -> ipam)")
+            self.check("nodes clean: no pod veth, no per-pod rule, no masq chain left",
+                       lambda: all(self.clean(n.netns) for n in nodes))
+            self.say("tearing the lab down")
+        total = time.monotonic() - self.started
+        print(f"\ndemo {'ok' if not self.failures else 'FAILED'}: {self.failures} failed "
+              f"check(s), {total:.0f}s", flush=True)
+        return 1 if self.failures else 0
+
+    def table(self, lab: Any, pods: list[dict[str, Any]]) -> None:
+        import botocore.session
+
+        client = botocore.session.get_session().create_client(
+            "ec2", region_name=lab.region, endpoint_url=lab.ec2.url,
+            aws_access_key_id="lab", aws_secret_access_key="lab")
+        enis: dict[str, tuple[str, str, str]] = {}
+        for eni in client.describe_network_interfaces()["NetworkInterfaces"]:
+            for addr in eni["PrivateIpAddresses"]:
+                enis[addr["PrivateIpAddress"]] = (
+                    eni["NetworkInterfaceId"], eni["SubnetId"],
+                    str(eni.get("Attachment", {}).get("DeviceIndex", "-")))
+        rows = [("pod", "node", "IP", "ENI", "subnet", "device", "MAC (= the ENI's)")]
+        for pod in pods:
+            eni_id, subnet, device = enis.get(pod["ip"], ("?", "?", "?"))
+            mac = pod["result"]["interfaces"][0]["mac"]
+            rows.append((pod["name"], str(pod["node"]), pod["cidr"], eni_id, subnet, device, mac))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        print()
+        for row in rows:
+            print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+        print(flush=True)
+
+    def ns(self, netns: str, *cmd: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", "netns", "exec", netns, *cmd], capture_output=True,
+                              text=True, timeout=60)
+
+    def ping(self, netns: str, ip: str) -> bool:
+        return self.ns(netns, "ping", "-n", "-c", "1", "-W", "2", ip).returncode == 0
+
+    def whoami(self, server_ns: str, client_ns: str, ip: str, port: int) -> str:
+        server = subprocess.Popen(["ip", "netns", "exec", server_ns, sys.executable, "-c",
+                                   WHOAMI, str(port)], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                res = self.ns(client_ns, sys.executable, "-c", ASK, ip, str(port))
+                if res.returncode == 0:
+                    return res.stdout.strip()
+                time.sleep(0.3)
+            return "no answer"
+        finally:
+            server.kill()
+
+    def checks(self, lab: Any, nodes: list[Any], pods: list[dict[str, Any]]) -> None:
+        mine = [p for p in pods if p["node"] == 0]
+        other = next(p for p in pods if p["node"] == 1)
+        a = mine[0]
+        gateway = a["result"]["ips"][0]["gateway"]
+        print("connectivity (real packets):")
+        self.check(f"{a['name']} -> subnet router {gateway} (ipvlan on its ENI)",
+                   lambda: self.ping(a["netns"], gateway))
+        if len(mine) > 1:
+            b = mine[1]
+            self.check(f"{a['name']} -> {b['name']} {b['ip']} (same node)",
+                       lambda: self.ping(a["netns"], b["ip"]))
+        self.check(f"{a['name']} -> {other['name']} {other['ip']} (other node)",
+                   lambda: self.ping(a["netns"], other["ip"]))
+        self.check(f"{a['name']} -> its node {nodes[0].primary_ip} (unnumbered veth)",
+                   lambda: self.ping(a["netns"], nodes[0].primary_ip))
+        self.check(f"node -> {a['name']} {a['ip']} (unnumbered veth)",
+                   lambda: self.ping(nodes[0].netns, a["ip"]))
+        seen = self.whoami(nodes[1].netns, a["netns"], nodes[1].primary_ip, 7101)
+        self.check(f"a VPC host sees {a['name']} as {seen} (its own IP: no NAT in the VPC)",
+                   lambda: seen == a["ip"])
+        seen = self.whoami(lab.fabric.inet_ns, a["netns"], "198.51.100.10", 7102)
+        self.check(f"the internet sees {a['name']} as {seen} (the node's IP: SNAT, ipMasq)",
+                   lambda: seen == nodes[0].primary_ip)
+
+    def clean(self, netns: str) -> bool:
+        links = json.loads(self.ns(netns, "ip", "-j", "link", "show").stdout or "[]")
+        rules = self.ns(netns, "ip", "rule").stdout
+        nat = self.ns(netns, "iptables-save", "-t", "nat").stdout
+        return (not any(link["ifname"].startswith("cnp") for link in links)
+                and "lookup" not in rules.replace("lookup local", "").replace(
+                    "lookup main", "").replace("lookup default", "")
+                and "CNI-" not in nat)
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m cnivpc.lab demo", description=__doc__)
+    parser.add_argument("--zipapp", default=str(Path(__file__).resolve().parents[2]
+                                                / "build/out/cnivpc"))
+    parser.add_argument("--pods", type=int, default=2, help="pods on the first node")
+    args = parser.parse_args(argv)
+    zipapp = Path(args.zipapp)
+    if not zipapp.exists():
+        print(f"error: {zipapp} is missing: ./build/dev zipapp builds it", file=sys.stderr)
+        return 2
+    return Demo(zipapp, max(1, args.pods)).run()

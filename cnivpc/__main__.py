@@ -15,6 +15,9 @@ import sys
 
 
 def run_plugin(program: str) -> int:
+    # pydantic looks for plugins of its own through importlib.metadata, which scans every
+    # installed distribution: tens of ms per exec (seconds under UML) for nothing we use.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     from . import __version__, plugins
     from .cni.skel import Dispatcher
 

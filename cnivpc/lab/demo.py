@@ -19,16 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .probes import serve_whoami, whoami
 from .runtime import Runtime, lab_conflist
-
-WHOAMI = ("import socket,sys\n"
-          "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-          "s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(8)\n"
-          "while True:\n"
-          "    c, a = s.accept(); c.sendall(a[0].encode()); c.close()\n")
-ASK = ("import socket,sys\n"
-       "c=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)\n"
-       "print(c.recv(64).decode())\n")
 
 
 class Demo:
@@ -125,17 +117,9 @@ class Demo:
         return self.ns(netns, "ping", "-n", "-c", "1", "-W", "2", ip).returncode == 0
 
     def whoami(self, server_ns: str, client_ns: str, ip: str, port: int) -> str:
-        server = subprocess.Popen(["ip", "netns", "exec", server_ns, sys.executable, "-c",
-                                   WHOAMI, str(port)], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+        server = serve_whoami(server_ns, port)
         try:
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                res = self.ns(client_ns, sys.executable, "-c", ASK, ip, str(port))
-                if res.returncode == 0:
-                    return res.stdout.strip()
-                time.sleep(0.3)
-            return "no answer"
+            return whoami(client_ns, ip, port) or "no answer"
         finally:
             server.kill()
 

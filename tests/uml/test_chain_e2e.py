@@ -20,7 +20,6 @@ import os
 import re
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from cnivpc.lab.probes import serve_whoami, whoami
 from cnivpc.lab.runtime import Runtime, lab_conflist
 
 from ..fabric.conftest import ping, run_in
@@ -38,14 +38,7 @@ pytestmark = pytest.mark.uml
 REPO = Path(__file__).resolve().parents[2]
 ZIPAPP = Path(os.environ.get("CNIVPC_ZIPAPP", REPO / "build/out/cnivpc"))
 ON_PREM = "198.18.0.1"  # a routeToCidrs destination, behind the VPC router
-WHOAMI = ("import socket,sys\n"
-          "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-          "s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen(8)\n"
-          "while True:\n"
-          "    c, a = s.accept(); c.sendall(a[0].encode()); c.close()\n")
-ASK = ("import socket,sys\n"
-       "c=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)\n"
-       "print(c.recv(64).decode())\n")
+
 
 
 @dataclass
@@ -106,21 +99,13 @@ def eni_links(cluster: Cluster, i: int) -> set[str]:
 
 
 def serve(cluster: Cluster, netns: str, port: int) -> None:
-    proc = subprocess.Popen(["ip", "netns", "exec", netns, sys.executable, "-c", WHOAMI,
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    cluster.servers.append(proc)
+    cluster.servers.append(serve_whoami(netns, port))
 
 
-def whoami(netns: str, ip: str, port: int) -> str:
-    """Connect from ``netns`` to ip:port; the address the server saw us come from."""
-    deadline = time.monotonic() + 20
-    while True:
-        res = run_in(netns, sys.executable, "-c", ASK, ip, str(port), timeout=30)
-        if res.returncode == 0:
-            return res.stdout.strip()
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no TCP answer from {ip}:{port}: {res.stderr[-500:]}")
-        time.sleep(0.5)
+def ask(netns: str, ip: str, port: int) -> str:
+    seen = whoami(netns, ip, port)
+    assert seen, f"no TCP answer from {ip}:{port}"
+    return seen
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +232,7 @@ def test_vpc_host_sees_the_pod_ip(cluster: Cluster, mode: str) -> None:
     other, port = cluster.lab.node(1), 7001 if mode == "chained" else 7011
     serve(cluster, other.netns, port)
     pod = cluster.pods[MODES[mode][0]]
-    assert whoami(pod.netns, other.primary_ip, port) == pod.ip
+    assert ask(pod.netns, other.primary_ip, port) == pod.ip
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -255,7 +240,7 @@ def test_internet_sees_the_node_ip(cluster: Cluster, mode: str) -> None:
     port = 7002 if mode == "chained" else 7012
     serve(cluster, cluster.lab.fabric.inet_ns, port)
     pod = cluster.pods[MODES[mode][1]]
-    seen = whoami(pod.netns, "198.51.100.10", port)
+    seen = ask(pod.netns, "198.51.100.10", port)
     assert seen == cluster.lab.node(pod.node).primary_ip  # SNAT to the node's IP (ipMasq)
 
 
@@ -268,7 +253,7 @@ def test_route_to_cidrs_uses_the_ipvlan_leg(cluster: Cluster, mode: str) -> None
     serve(cluster, vpc, port)
     pod = cluster.pods["a3" if mode == "chained" else "fa"]
     assert "dev eth0" in run_in(pod.netns, "ip", "route", "get", ON_PREM, check=True).stdout
-    assert whoami(pod.netns, ON_PREM, port) == pod.ip  # not SNATed: it left over the ENI
+    assert ask(pod.netns, ON_PREM, port) == pod.ip  # not SNATed: it left over the ENI
 
 
 @pytest.mark.parametrize("name", ["b1", "fb"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cnivpc.cni.errors import TryAgainLater
-from cnivpc.plugins.ipam.lock import host_lock
+from cnivpc.plugins.hostlock import host_lock
 from cnivpc.plugins.ipam.store import Store
 
 

@@ -3,5 +3,6 @@ ENIs, through the EC2 API and the instance metadata, with a local container-keye
 
 Modules: ``plugin`` (the five handlers, what the registry loads), ``allocator`` (decisions and
 the EC2 work behind them), ``node`` (the instance as AWS sees it, cached), ``store`` (SQLite
-state), ``lock`` (the host lock), ``config``, ``result``. Importing this package imports nothing.
+state), ``config``, ``result``; the host lock is ``plugins.hostlock``. Importing this package
+imports nothing.
 """

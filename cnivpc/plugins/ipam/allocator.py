@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from ...aws.ec2 import Ec2Error
 from ...aws.errors import AwsError
 from ...cni.errors import CniError, TryAgainLater
+from ..hostlock import host_lock
 from .config import IpamConf
-from .lock import host_lock
 from .node import Node, Subnet
 from .store import Allocation, EniRecord, FreeIP, Store
 
@@ -85,7 +85,8 @@ class Allocator:
     def decide(self) -> Iterator[None]:
         """The host lock plus a store transaction: one decision, atomically."""
         remaining = max(0.05, min(self.conf.lock_timeout, self.node.deadline - self._monotonic()))
-        with host_lock(self.conf.lock_path, remaining), self.store.transaction():
+        with host_lock(self.conf.lock_path, remaining, holder="another cnivpc-ipam process"), \
+                self.store.transaction():
             yield
 
     def _check_deadline(self, what: str) -> None:

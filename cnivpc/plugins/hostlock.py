@@ -1,10 +1,11 @@
-"""The host-wide IPAM lock: ``fcntl.flock`` on a file, polled until a deadline.
+"""Host-wide locks for the plugins: ``fcntl.flock`` on a file, polled until a deadline.
 
-Held only while deciding (which IP, which ENI, which batch), never across slow EC2 waits such as
-an ENI attach, so concurrent ADDs on a node don't queue behind one attach. A timeout raises
-``TryAgainLater`` (CNI code 11): the original swallowed its lock timeout and exited 0 with no
-output. flock is released by the kernel when the process dies, so there is no stale-lock
-cleanup (the original's PID lockfile needed it, and PID reuse could fool it).
+The IPAM holds its lock only while deciding (which IP, which ENI, which batch), never across
+slow EC2 waits; the ptp plugin holds its own around the route-table probe and the shared
+iptables rules. A timeout raises ``TryAgainLater`` (CNI code 11): the original swallowed its
+lock timeout and exited 0 with no output. flock is released by the kernel when the process
+dies, so there is no stale-lock cleanup (the original's PID lockfile needed it, and PID reuse
+could fool it).
 
 Stdlib only; imports nothing of cnivpc but ``cni.errors``.
 """
@@ -18,13 +19,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from ...cni.errors import TryAgainLater
+from ..cni.errors import TryAgainLater
 
 POLL_INTERVAL = 0.01
 
 
 @contextmanager
-def host_lock(path: str, timeout: float, *,
+def host_lock(path: str, timeout: float, *, holder: str = "another cnivpc process",
               clock: Callable[[], float] = time.monotonic,
               sleep: Callable[[float], None] = time.sleep) -> Iterator[None]:
     """Hold an exclusive flock on ``path`` (created 0600, directory 0700) for the block."""
@@ -40,8 +41,8 @@ def host_lock(path: str, timeout: float, *,
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
             if clock() >= deadline:
-                raise TryAgainLater(f"timed out after {timeout:.1f}s waiting for the IPAM lock "
-                                    f"{path}", "another cnivpc IPAM process holds it; retry")
+                raise TryAgainLater(f"timed out after {timeout:.1f}s waiting for the lock {path}",
+                                    f"{holder} holds it; retry")
             sleep(POLL_INTERVAL)
         yield
     finally:

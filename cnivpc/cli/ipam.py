@@ -11,6 +11,8 @@ Read-only (never take the IPAM lock, never change anything):
   bugs          known instance metadata bugs and whether this instance has them
 Operations (take the lock):
   grow [--count N]          assign N more IPs to the pool (an ENI with room, or a new ENI)
+  new-eni [--count N]       attach a new ENI with N IPs (default: as many as it can hold)
+  remove-eni <eni> [--force]  detach and delete a pod ENI (refused while pods use it)
   release <ip> [--force]    free an IP held by a pod (only when that pod is gone)
   trim [--keep N]           unassign free IPs beyond N (past their cooldown) in EC2
 
@@ -25,6 +27,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from ..aws.metadata import Metadata
+from ..cni.errors import CniError
 from ..plugins.ipam.allocator import Allocator
 from ..plugins.ipam.config import IpamConf
 from ..plugins.ipam.node import BROKEN_CIDR_FAMILIES, Node
@@ -151,6 +154,35 @@ def grow(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
     return EXIT_OK
 
 
+def new_eni(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
+    if args.count is not None and args.count < 1:
+        raise CliError("--count must be at least 1", exit_code=EXIT_USAGE)
+    conf = conf.model_copy(update={"warm_ip_target": 0, "ip_batch_size": args.count or 0})
+    store, node = _open(conf, timeout=conf.timeout)
+    with store:
+        before = {e.eni_id for e in store.enis()}
+        Allocator(conf, store, node).grow(args.count or 1, new_eni=True)
+        added = [e for e in store.enis() if e.eni_id not in before]
+        free = {e.eni_id: len(store.free_ips(eni_ids=[e.eni_id])) for e in added}
+    for eni in added:
+        out.write(f"attached {eni.eni_id} at device {eni.device_index} ({eni.link}) in "
+                  f"{eni.subnet_id} with {free[eni.eni_id]} IPs\n")
+    return EXIT_OK
+
+
+def remove_eni(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
+    store, node = _open(conf, timeout=conf.timeout)
+    with store:
+        try:
+            held = Allocator(conf, store, node).remove_eni(args.eni, force=args.force)
+        except CniError as exc:
+            hint = "add --force to cut those pods off" if "use" in exc.msg else ""
+            raise CliError(exc.msg, hint, EXIT_USAGE) from exc
+    lost = f"; {len(held)} pod(s) lost their IP" if held else ""
+    out.write(f"detached and deleted {args.eni}{lost}\n")
+    return EXIT_OK
+
+
 def release(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
     store, node = _open(conf)
     with store:
@@ -177,6 +209,8 @@ COMMANDS: dict[str, tuple[Handler, str]] = {
     "peer-cidrs": (peer_cidrs, "peered VPC CIDRs"),
     "bugs": (bugs, "known instance bugs"),
     "grow": (grow, "assign more IPs to the pool"),
+    "new-eni": (new_eni, "attach a new ENI"),
+    "remove-eni": (remove_eni, "detach and delete a pod ENI"),
     "release": (release, "free an IP held by a gone pod"),
 }
 
@@ -190,6 +224,11 @@ def parser() -> argparse.ArgumentParser:
         add_conf_arguments(p)
         if name == "grow":
             p.add_argument("--count", type=int, default=1, help="IPs to add (default 1)")
+        if name == "new-eni":
+            p.add_argument("--count", type=int, help="IPs on it (default: all it can hold)")
+        if name == "remove-eni":
+            p.add_argument("eni", help="the ENI id (eni-...)")
+            p.add_argument("--force", action="store_true", help="even if pods use it")
         if name == "release":
             p.add_argument("ip", help="the IP to free")
             p.add_argument("--force", action="store_true", help="free it even if held")

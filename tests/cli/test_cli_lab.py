@@ -124,3 +124,24 @@ def test_errors_and_help(cli: Any) -> None:
     for command in ("status", "doctor", "gc", "max-pods", "install"):
         helped = c(command, "--help")
         assert helped.code == 0 and "usage:" in helped.stdout
+
+
+def test_new_eni_and_safe_remove(cli: Any) -> None:
+    c: Cli = cli("c5.xlarge", warmIPTarget=0)
+    made = c("ipam", "new-eni", "--count", "4")
+    assert made.code == 0, made.stderr
+    assert "at device 1" in made.stdout and "with 4 IPs" in made.stdout
+    eni = next(e for e in c.ipam.enis() if e["Attachment"]["DeviceIndex"] == 1)
+    assert len(eni["PrivateIpAddresses"]) == 4
+    assert c.ipam.add("web").code == 0
+    refused = c("ipam", "remove-eni", eni["NetworkInterfaceId"])
+    assert refused.code == 2 and "default/pod-web" in refused.stderr
+    assert "--force" in refused.stderr
+    boot = next(e for e in c.ipam.enis() if e["Attachment"]["DeviceIndex"] == 0)
+    assert c("ipam", "remove-eni", boot["NetworkInterfaceId"], "--force").code == 2
+    forced = c("ipam", "remove-eni", eni["NetworkInterfaceId"], "--force")
+    assert forced.code == 0 and "1 pod(s) lost their IP" in forced.stdout
+    left = make_client(c.ipam.lab).describe_network_interfaces(Filters=[
+        {"Name": "tag:cnivpc.io/instance-id", "Values": [c.ipam.node.instance_id]}])
+    assert left["NetworkInterfaces"] == []  # detached and deleted in EC2
+    assert c.ipam.allocations() == {}

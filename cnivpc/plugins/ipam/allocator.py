@@ -134,11 +134,11 @@ class Allocator:
             elif own is not None:
                 self._run_op(*own, best_effort=False)
 
-    def grow(self, count: int) -> Plan:
-        """Add ``count`` IPs to the pool now (the operator's ``cnivpc ipam grow``)."""
+    def grow(self, count: int, *, new_eni: bool = False) -> Plan:
+        """Add ``count`` IPs to the pool now (the operator's ``cnivpc ipam grow``/``new-eni``)."""
         with self.decide():
             self.reconcile()
-            plan = self._plan(needed=count)
+            plan = self._plan(needed=count, new_eni=new_eni)
             if plan.kind == "assign":
                 plan = Plan("assign", min(count, plan.count), eni_id=plan.eni_id)
             op_id = self.store.start_op(plan.kind, plan.count, eni_id=plan.eni_id,
@@ -190,14 +190,15 @@ class Allocator:
         self.store.claim_op_reset(op_id)
         return op_id, plan
 
-    def _plan(self, needed: int) -> Plan:
-        """Where more IPs come from: an ENI with room, else a new ENI, else NoCapacity."""
+    def _plan(self, needed: int, *, new_eni: bool = False) -> Plan:
+        """Where more IPs come from: an ENI with room, else (or with ``new_eni``) a new ENI,
+        else NoCapacity."""
         limits = self.node.limits()
         counts = self.store.ip_counts()
         ops = self.store.ops()
         pending = {op.eni_id: op.expected for op in ops if op.kind == "assign"}
         candidates = []
-        for eni in self._eligible():
+        for eni in [] if new_eni else self._eligible():
             room = limits.ipv4_per_eni - counts.get(eni.eni_id, 0) - pending.get(eni.eni_id, 0)
             if room > 0:
                 candidates.append((room, -eni.device_index, eni))
@@ -435,6 +436,33 @@ class Allocator:
                 self.store.drop_eni(record.eni_id)
         self.store.cache_put("reconciled-at", self._clock(),
                              max(1.0, self.conf.reconcile_interval))
+
+    def remove_eni(self, eni_id: str, *, force: bool) -> list[Allocation]:
+        """Detach and delete one of the node's pod ENIs (the operator's ``ipam remove-eni``).
+        Refuses the boot ENI always, and an ENI whose IPs pods hold unless ``force`` (then those
+        allocations are released: the pods lose their network). Returns what was released."""
+        with self.decide():
+            self.reconcile()
+            record = self.store.eni(eni_id)
+            if record is None:
+                raise CniError(f"{eni_id} is not an ENI of this node", code=7)
+            if record.device_index == 0:
+                raise CniError(f"{eni_id} is the boot ENI: cnivpc never removes it", code=7)
+            held = [a for a in self.store.allocations() if a.eni_id == eni_id]
+            if held and not force:
+                raise CniError(f"{len(held)} pod(s) use {eni_id}: "
+                               + ", ".join(a.pod or a.container_id[:12] for a in held), code=7)
+            for alloc in held:
+                self.store.release(alloc.container_id, alloc.ifname)
+            self.store.take_free([f.ip for f in self.store.free_ips(eni_ids=[eni_id])])
+            self.store.drop_eni(eni_id)
+        answer = self.node.ec2.call("DescribeNetworkInterfaces", NetworkInterfaceIds=[eni_id])
+        attachment = answer["NetworkInterfaces"][0].get("Attachment", {}).get("AttachmentId")
+        if attachment:
+            self._detach_and_delete(eni_id, attachment)
+        else:
+            self._delete_quietly(eni_id)
+        return held
 
     # -- GC ------------------------------------------------------------------------------------
 

@@ -136,26 +136,24 @@ def list_rules(ipr: Any, families: Iterable[int] = FAMILIES) -> list[Rule]:
             for m in _nl.dump("list rules", ipr.rule, "dump", family=f)]
 
 
-def add_rule(ipr: Any, rule: Rule) -> None:
+def _rule_spec(rule: Rule) -> dict[str, Any]:
     spec: dict[str, Any] = {"family": rule.family, "table": rule.table,
                             "priority": rule.priority}
     if rule.iifname:
         spec["iifname"] = rule.iifname
     if rule.fwmark is not None:
         spec["fwmark"] = rule.fwmark
-    _nl.call(f"add rule {rule}", ipr.rule, "add", **spec)
+    return spec
+
+
+def add_rule(ipr: Any, rule: Rule) -> None:
+    _nl.call(f"add rule {rule}", ipr.rule, "add", **_rule_spec(rule))
 
 
 def delete_rule(ipr: Any, rule: Rule) -> bool:
     """Delete one rule equal to ``rule``; False if there was none."""
-    spec: dict[str, Any] = {"family": rule.family, "table": rule.table,
-                            "priority": rule.priority}
-    if rule.iifname:
-        spec["iifname"] = rule.iifname
-    if rule.fwmark is not None:
-        spec["fwmark"] = rule.fwmark
     try:
-        _nl.call(f"delete rule {rule}", ipr.rule, "del", **spec)
+        _nl.call(f"delete rule {rule}", ipr.rule, "del", **_rule_spec(rule))
     except NetlinkFailure as exc:
         if exc.errno in (_ESRCH, 2):  # ENOENT: no such rule
             return False

@@ -24,9 +24,10 @@ from .runtime import Runtime, lab_conflist
 
 
 class Demo:
-    def __init__(self, zipapp: Path, pods: int) -> None:
+    def __init__(self, zipapp: Path, pods: int, shiv_root: Path | None = None) -> None:
         self.zipapp = zipapp
         self.pods = pods
+        self.shiv_root = shiv_root
         self.started = time.monotonic()
         self.failures = 0
 
@@ -51,7 +52,7 @@ class Demo:
         (bin_dir / "cnivpc").symlink_to(self.zipapp.resolve())
         for name in ("cnivpc-ipam", "cnivpc-ipvlan", "cnivpc-ptp"):
             (bin_dir / name).symlink_to("cnivpc")
-        env = {"SHIV_ROOT": str(work / "shiv"),
+        env = {"SHIV_ROOT": str(self.shiv_root or work / "shiv"),
                "AWS_ENDPOINT_URL_EC2": "http://169.254.169.254:8773"}
         self.say("starting the lab: simulated EC2 (moto + AWS's rules), IMDSv2, 2 nodes ...")
         with Lab(nodes=2, instance_type="c5.xlarge") as lab:
@@ -165,9 +166,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--zipapp", default=str(Path(__file__).resolve().parents[2]
                                                 / "build/out/cnivpc"))
     parser.add_argument("--pods", type=int, default=2, help="pods on the first node")
+    parser.add_argument("--shiv-root", help="where the zipapp is (or gets) extracted: an "
+                        "extraction made beforehand saves the first pod that work")
     args = parser.parse_args(argv)
     zipapp = Path(args.zipapp)
     if not zipapp.exists():
         print(f"error: {zipapp} is missing: ./build/dev zipapp builds it", file=sys.stderr)
         return 2
-    return Demo(zipapp, max(1, args.pods)).run()
+    shiv_root = Path(args.shiv_root) if args.shiv_root else None
+    return Demo(zipapp, max(1, args.pods), shiv_root).run()

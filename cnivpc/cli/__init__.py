@@ -12,6 +12,7 @@ import sys
 from typing import TextIO
 
 from .. import __version__
+from ..cni.errors import CniError
 from .exits import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CliError
 
 # name -> (module, one-line summary), in help order
@@ -69,12 +70,8 @@ def main(args: list[str], out: TextIO | None = None, err: TextIO | None = None) 
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # the CLI's boundary: a message, not a traceback, by default
-        from ..cni.errors import CniError
-
-        if isinstance(exc, CniError):
-            err.write(f"error: {exc.msg}\n")
-            if exc.details:
-                err.write(f"detail: {exc.details}\n")
-            return EXIT_ERROR
-        raise
+    except CniError as exc:  # what the plugins' layers raise: a message, not a traceback
+        err.write(f"error: {exc.msg}\n")
+        if exc.details:
+            err.write(f"detail: {exc.details}\n")
+        return EXIT_ERROR

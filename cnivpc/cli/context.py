@@ -15,10 +15,19 @@ from typing import Any
 
 from ..plugins import FUSED
 from ..plugins.ipam.config import IpamConf
+from ..plugins.ipam.store import Allocation
 from .exits import EXIT_USAGE, CliError
 
 CONF_DIR = "/etc/cni/net.d"
 IPAM_TYPE = "cnivpc-ipam"
+
+
+def netns_gone(allocation: Allocation) -> bool:
+    """The allocation's netns no longer exists (the runtime lost a DEL). lexists, not exists:
+    /proc/<pid>/ns/net is a magic link that stat() may refuse to follow (EACCES without ptrace
+    rights over that pid); the link itself is there for exactly as long as the process lives.
+    An allocation without a recorded netns is never judged gone."""
+    return bool(allocation.netns) and not os.path.lexists(allocation.netns)
 
 
 def add_conf_arguments(parser: argparse.ArgumentParser) -> None:

@@ -27,7 +27,7 @@ from ..cni.errors import CniError
 from ..plugins.ipam.config import IpamConf
 from ..plugins.ipam.node import Node
 from ..plugins.ipam.store import Store
-from .context import add_conf_arguments, load_ipam_conf
+from .context import add_conf_arguments, load_ipam_conf, netns_gone
 from .exits import EXIT_CHECK_FAILED, EXIT_OK
 from .output import emit_json
 
@@ -152,7 +152,7 @@ class Doctor:
     def allocations_vs_netns(self) -> None:
         assert self.store is not None
         allocations = self.store.allocations()
-        dead = [a for a in allocations if a.netns and not os.path.lexists(a.netns)]  # see gc.py
+        dead = [a for a in allocations if netns_gone(a)]
         self.add("allocations", not dead,
                  f"{len(allocations)} allocations, every netns alive" if not dead else
                  "netns gone for: " + ", ".join(f"{a.ip} ({a.pod or a.container_id[:12]})"

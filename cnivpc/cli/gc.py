@@ -11,7 +11,6 @@ first part with better knowledge; this one needs no runtime. ``--dry-run`` repor
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from typing import TextIO
 
@@ -21,7 +20,7 @@ from ..cni.errors import CniError
 from ..plugins.ipam.allocator import Allocator
 from ..plugins.ipam.node import Node
 from ..plugins.ipam.store import Store
-from .context import add_conf_arguments, load_ipam_conf
+from .context import add_conf_arguments, load_ipam_conf, netns_gone
 from .exits import EXIT_OK
 from .output import emit_json
 
@@ -38,10 +37,7 @@ def main(args: list[str], out: TextIO) -> int:
     with Store.open(conf.data_dir) as store:
         node = Node(store, deadline=time.monotonic() + conf.timeout, metadata=Metadata())
         allocator = Allocator(conf, store, node)
-        # lexists, not exists: /proc/<pid>/ns/net is a magic link that stat() may refuse to
-        # follow (EACCES without ptrace rights over that pid); the link itself is there for
-        # exactly as long as the process lives.
-        gone = [a for a in store.allocations() if a.netns and not os.path.lexists(a.netns)]
+        gone = [a for a in store.allocations() if netns_gone(a)]
         for alloc in gone:
             report["released"].append(f"{alloc.ip} ({alloc.pod or alloc.container_id[:12]})")
             if not opts.dry_run:

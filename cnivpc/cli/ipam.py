@@ -67,7 +67,7 @@ def free(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
     with Store.open(conf.data_dir) as store:
         now = time.time()
         rows = [{"ip": f.ip, "eni": f.eni_id,
-                 "ready_in": _age(max(0.0, f.freed_at + conf.reuse_ip_wait - now)) if
+                 "ready_in": _age(f.freed_at + conf.reuse_ip_wait - now) if
                  f.freed_at + conf.reuse_ip_wait > now else "ready"}
                 for f in store.free_ips()]
     return _show(args, out, ["ip", "eni", "ready_in"], rows)

@@ -340,12 +340,13 @@ class Allocator(Ec2Work):
         """Free IPs above ``maxFreeIPs``, newest-freed first, never an ENI's primary IP."""
         if self.conf.skip_deallocation or self.conf.max_free_ips < 0:
             return []
-        primaries = self._primaries()
-        free = [f for f in reversed(self.store.free_ips()) if f.ip not in primaries]
-        extra = len(self.store.free_ips()) - self.conf.max_free_ips
+        free = self.store.free_ips()
+        extra = len(free) - self.conf.max_free_ips
         if extra <= 0:
             return []
-        return self.store.take_free([f.ip for f in free[:extra]])
+        primaries = self._primaries()
+        newest_first = [f for f in reversed(free) if f.ip not in primaries]
+        return self.store.take_free([f.ip for f in newest_first[:extra]])
 
     def _primaries(self) -> set[str]:
         return {e.primary_ip for e in self.store.enis()}

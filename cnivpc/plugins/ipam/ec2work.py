@@ -79,9 +79,7 @@ class Ec2Work:
             self.store.add_free(new, plan.eni_id)
 
     def _refresh_eni_ips(self, eni_id: str) -> None:
-        answer = self.node.ec2.call("DescribeNetworkInterfaces", NetworkInterfaceIds=[eni_id])
-        ips = [a["PrivateIpAddress"] for i in answer.get("NetworkInterfaces", [])
-               for a in i.get("PrivateIpAddresses", [])]
+        ips = self.node.eni_ips(eni_id)
         with self.decide():
             # Unknown IPs on our ENI were put there by someone else: give them a cooldown.
             self.store.add_free(ips, eni_id, freed_at=self._clock())

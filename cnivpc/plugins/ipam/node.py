@@ -124,6 +124,12 @@ class Node:
         subnets = [Subnet(**s) for s in raw]
         return sorted(subnets, key=lambda s: (-s.available, s.subnet_id))
 
+    def eni_ips(self, eni_id: str) -> list[str]:
+        """The ENI's private IPs as EC2 has them now (the truth when the metadata lags)."""
+        answer = self.ec2.call("DescribeNetworkInterfaces", NetworkInterfaceIds=[eni_id])
+        return [a["PrivateIpAddress"] for i in answer.get("NetworkInterfaces", [])
+                for a in i.get("PrivateIpAddresses", [])]
+
     def forget_subnets(self, vpc_id: str) -> None:
         """Drop the cached subnet list (its free counts are stale after a subnet-full error)."""
         self.store.cache_drop(f"subnets:{vpc_id}:{self.identity.availability_zone}")

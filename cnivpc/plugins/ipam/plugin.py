@@ -92,9 +92,7 @@ def check(req: Request[IpamConf]) -> None:
         on_eni = _ips_on_eni(node, eni.mac)
         if held[0].ip not in on_eni:
             # The metadata may lag a fresh assign: ask EC2, the truth, before failing.
-            answer = node.ec2.call("DescribeNetworkInterfaces", NetworkInterfaceIds=[eni.eni_id])
-            on_eni = {a["PrivateIpAddress"] for i in answer.get("NetworkInterfaces", [])
-                      for a in i.get("PrivateIpAddresses", [])}
+            on_eni = set(node.eni_ips(eni.eni_id))
         if held[0].ip not in on_eni:
             raise CniError(f"{held[0].ip} is no longer assigned to {eni.eni_id}",
                            "it was removed outside cnivpc; delete the pod", code=7)

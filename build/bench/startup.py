@@ -1,12 +1,14 @@
-"""Start-up measurements of the built zipapp (``./build/dev bench``): size, first-run extraction,
-warm ``cnivpc-ptp`` VERSION under ``env -i`` against a bare ``/usr/bin/python3``, and the
-``-X importtime`` top 10 of that path.
+"""Section 1 and 5 of ``./build/dev bench``: the zipapp itself. Its size, its first run
+(extraction + bytecode compilation), and the warm start-up of every entry point
+(``cnivpc-ptp``/``-ipvlan``/``-ipam`` VERSION through the symlinks under ``env -i``, and the
+fused ``cnivpc`` VERSION) against a bare ``/usr/bin/python3 -c pass``, with the
+``-X importtime`` top offenders of one plugin's VERSION so a regression shows its culprit.
 
-Runs are interleaved (bare, zipapp, bare, ...) so load from other processes hits both alike,
-and each child's CPU time comes from wait4(2): on a busy machine CPU time is steadier than
-wall time. Stdlib only; must not import cnivpc (it measures the artifact from outside).
+Runs are interleaved (bare, ptp, ipvlan, ..., bare, ...) so load from other processes hits all
+alike; each child's CPU time comes from wait4(2), steadier than wall time on a busy machine.
+Stdlib only; never imports cnivpc (it measures the artifact from outside).
 
-    /usr/bin/python3 build/bench.py [--runs N] [--zipapp build/out/cnivpc]
+    /usr/bin/python3 build/bench/startup.py --out F [--runs N] [--zipapp build/out/cnivpc]
 """
 
 from __future__ import annotations
@@ -14,97 +16,119 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import Row, fmt, row, summarize, write_section
+
 PYTHON = "/usr/bin/python3"
 PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
+GOAL_GAP_MS = 40.0
+GOAL_SIZE_MB = 8.0
 
 
-def timed(cmd: list[str]) -> tuple[float, float]:
+def timed(cmd: list[str], env: dict[str, str] | None = None,
+          stdin: bytes | None = None) -> tuple[float, float]:
     """(wall ms, user+sys CPU ms) of one run of ``cmd``, output discarded."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin is not None else
+                            subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    if stdin is not None:
+        assert proc.stdin is not None
+        proc.stdin.write(stdin)
+        proc.stdin.close()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = (time.perf_counter() - started) * 1000
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"bench: {' '.join(cmd)} exited {proc.returncode}")
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"bench: {' '.join(cmd)} exited {code}")
     return wall, (usage.ru_utime + usage.ru_stime) * 1000
 
 
-def importtime(cmd: list[str], top: int) -> list[str]:
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
+def importtime(cmd: list[str], env: dict[str, str] | None = None, top: int = 10,
+               stdin: str = "") -> tuple[int, list[dict[str, object]]]:
+    """(modules imported, the ``top`` imports by cumulative time) of one run of ``cmd``,
+    which must hold ``-X importtime``."""
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, input=stdin).stderr
     rows = []
     for line in out.splitlines():
         if not line.startswith("import time:") or "self [us]" in line:
             continue
         self_us, cumulative, name = line.removeprefix("import time:").split("|")
-        rows.append((int(self_us), int(cumulative), name.rstrip()))
-    rows.sort(key=lambda r: r[1], reverse=True)
-    return [f"{c / 1000:7.1f} ms cumulative {s / 1000:6.1f} ms self  {n}" for s, c, n in rows[:top]]
+        rows.append({"module": name.strip(), "depth": (len(name) - len(name.lstrip())) // 2,
+                     "self_ms": int(self_us) / 1000, "cumulative_ms": int(cumulative) / 1000})
+    ranked = sorted(rows, key=lambda r: float(str(r["cumulative_ms"])), reverse=True)
+    return len(rows), ranked[:top]
+
+
+def print_importtime(title: str, count: int, top: list[dict[str, object]]) -> None:
+    print(f"{title}: {count} modules imported; top by cumulative time:", file=sys.stderr)
+    for r in top:
+        print(f"  {r['cumulative_ms']:7.1f} ms cumulative {r['self_ms']:6.1f} ms self  "
+              f"{'  ' * int(str(r['depth']))}{r['module']}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="start-up timings of the cnivpc zipapp")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", "30")))
     parser.add_argument("--zipapp", type=Path, default=Path("build/out/cnivpc"))
     args = parser.parse_args(argv)
-    plugin = args.zipapp.parent / "bin" / "cnivpc-ptp"
-    print(f"zipapp: {args.zipapp} {args.zipapp.stat().st_size / 1e6:.2f} MB "
-          f"({args.zipapp.stat().st_size} bytes)")
-    print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    zipapp = args.zipapp.resolve()
+    bindir = zipapp.parent / "bin"
+    size = zipapp.stat().st_size
+    rows: list[Row] = [row("zipapp size", f"{size / 1e6:.2f} MB", goal=f"<= {GOAL_SIZE_MB:g} MB",
+                           met=size <= GOAL_SIZE_MB * 1e6)]
+    data: dict[str, object] = {"zipapp_bytes": size, "runs": args.runs}
 
     with tempfile.TemporaryDirectory(prefix="cnivpc-bench.") as tmp:
         firsts = []
         for i in range(3):
             root = Path(tmp, f"first{i}")
             firsts.append(timed(["env", "-i", PATH, f"SHIV_ROOT={root}", "CNI_COMMAND=VERSION",
-                                 str(plugin)])[0])
+                                 str(bindir / "cnivpc-ptp")])[0])
             shutil.rmtree(root)
-        print(f"first run (extract + compile pyc), median of 3: {statistics.median(firsts):.0f} ms")
+        first = summarize(firsts)
+        data["first_run_ms"] = first
+        rows.append(row("first run (extract + compile pyc)", fmt(first, digits=0)))
 
         root = Path(tmp, "warm")
-        ptp = ["env", "-i", PATH, f"SHIV_ROOT={root}", "CNI_COMMAND=VERSION", str(plugin)]
-        commands = {
-            "python3 -c pass": [PYTHON, "-c", "pass"],
-            "python3 -sE -c pass": [PYTHON, "-sE", "-c", "pass"],
-            "env -i cnivpc-ptp VERSION": ptp,
-        }
-        timed(ptp)  # extract
+        env = ["env", "-i", PATH, f"SHIV_ROOT={root}", "CNI_COMMAND=VERSION"]
+        commands = {"python3 -c pass": [PYTHON, "-c", "pass"]}
+        for name in ("cnivpc-ptp", "cnivpc-ipvlan", "cnivpc-ipam"):
+            commands[f"{name} VERSION"] = [*env, str(bindir / name)]
+        # The fused plugin is the bare binary exec'd with CNI_COMMAND set.
+        commands["cnivpc (fused) VERSION"] = [*env, str(zipapp)]
+        timed(commands["cnivpc-ptp VERSION"])  # extracts
         samples: dict[str, list[tuple[float, float]]] = {k: [] for k in commands}
-        for _ in range(3):  # warm-up
+        for _ in range(3):  # warm-up: page cache, pyc
             for cmd in commands.values():
                 timed(cmd)
         for _ in range(args.runs):
             for name, cmd in commands.items():
                 samples[name].append(timed(cmd))
-        print(f"warm, median of {args.runs} interleaved runs (wall / user+sys CPU):")
-        med = {}
-        for name, values in samples.items():
-            wall = statistics.median(v[0] for v in values)
-            cpu = statistics.median(v[1] for v in values)
-            med[name] = (wall, cpu)
-            print(f"  {name:28} {wall:6.1f} ms / {cpu:6.1f} ms")
-        base = med["python3 -c pass"]
-        zipapp = med["env -i cnivpc-ptp VERSION"]
-        print(f"  gap vs python3 -c pass: {zipapp[0] - base[0]:+.1f} ms wall, "
-              f"{zipapp[1] - base[1]:+.1f} ms CPU (goal: <= +40 ms)")
-
-        print("-X importtime, cnivpc-ptp VERSION, top 10 by cumulative time:")
-        for row in importtime(["env", "-i", f"SHIV_ROOT={root}", "CNI_COMMAND=VERSION", PYTHON,
-                               "-sE", "-X", "importtime", str(plugin)], 10):
-            print("  " + row)
-
-        if shutil.which("hyperfine"):
-            print("hyperfine:")
-            subprocess.run(["hyperfine", "-N", "-w", "3", "-r", str(args.runs),
-                            f"{PYTHON} -c pass", " ".join(ptp)], check=False)
+        wall = {k: summarize([w for w, _ in v]) for k, v in samples.items()}
+        cpu = {k: summarize([c for _, c in v]) for k, v in samples.items()}
+        data["wall_ms"] = wall
+        data["cpu_ms"] = cpu
+        base = wall["python3 -c pass"]
+        for name in commands:
+            if name == "python3 -c pass":
+                continue
+            gap = wall[name]["median"] - base["median"]
+            rows.append(row(f"exec start-up: {name}", fmt(wall[name]), peer=fmt(base) +
+                            " (python3 -c pass)", ratio=f"{gap:+.1f} ms",
+                            goal=f"<= +{GOAL_GAP_MS:g} ms", met=gap <= GOAL_GAP_MS))
+        count, top = importtime(["env", "-i", f"SHIV_ROOT={root}", "CNI_COMMAND=VERSION",
+                                 PYTHON, "-sE", "-X", "importtime",
+                                 str(bindir / "cnivpc-ptp")])
+        data["importtime_version"] = {"modules": count, "top": top}
+        print_importtime("-X importtime, cnivpc-ptp VERSION", count, top)
+    write_section(args.out, "startup", "Exec start-up and the artifact", rows, data)
     return 0
 
 

@@ -14,10 +14,26 @@ import os
 import sys
 
 
-def run_plugin(program: str) -> int:
-    # pydantic looks for plugins of its own through importlib.metadata, which scans every
-    # installed distribution: tens of ms per exec (seconds under UML) for nothing we use.
+def _without_pydantic_plugins() -> None:
+    """pydantic looks for plugins of its own through importlib.metadata, which scans every
+    installed distribution: tens of ms per exec (seconds under UML) for nothing we use. The
+    environment switch stops the scan, but pydantic's loader module still imports
+    importlib.metadata (email, zipfile, csv...: ~30 ms and ~50 modules per exec, measured),
+    so a plugin process gets a loader with the same answer and none of those imports.
+    The zipapp ships no pydantic plugin, so the answer is exact; tests/unit/test_main.py
+    checks that pydantic asks the loader for nothing else."""
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    name = "pydantic.plugin._loader"
+    if name not in sys.modules:
+        import types
+
+        loader = types.ModuleType(name, "cnivpc: no pydantic plugins in a plugin process")
+        loader.get_plugins = tuple  # type: ignore[attr-defined]  # () : no plugins
+        sys.modules[name] = loader
+
+
+def run_plugin(program: str) -> int:
+    _without_pydantic_plugins()
     from . import __version__, plugins
     from .cni.skel import Dispatcher
 

@@ -1,12 +1,17 @@
 """The single import site of pyroute2, and the netlink error translation.
 
+We use pyroute2 for its message codecs only (``ifinfmsg``, ``ifaddrmsg``, ``rtmsg``,
+``fibmsg``) and its ``NetlinkError``; the requests themselves go through our own small client
+(``net.rtnl``). Its ``IPRoute`` is not used: ``pyroute2.iproute.linux`` pulls in asyncio and
+~240 modules, about three times the cost of the codecs, on every plugin exec.
+
 Why not ``import pyroute2``: the package ``__init__`` eagerly imports every pyroute2 API
 (IPDB, NDB, conntrack, nftables, wireguard...), ~70 ms more per plugin exec than the
 submodules we use, and *any* ``import pyroute2.x`` runs that ``__init__`` first. So we register
-the package module without executing its ``__init__`` and import only ``pyroute2.iproute.linux``
-and ``pyroute2.netlink.exceptions``. The placeholder package keeps a PEP 562 ``__getattr__``
-that runs the real ``__init__`` on first attribute access, so code in the same process that
-later does ``from pyroute2 import IPRoute`` (tests, the lab) still gets the full package.
+the package module without executing its ``__init__`` and import only the submodules below,
+each on first use. The placeholder package keeps a PEP 562 ``__getattr__`` that runs the real
+``__init__`` on first attribute access, so code in the same process that later does
+``from pyroute2 import IPRoute`` (tests, the lab) still gets the full package.
 
 Imports nothing of cnivpc but ``net.errors``.
 """
@@ -26,7 +31,7 @@ from typing import Any, TypeVar
 from .errors import LinkNotFound, NetlinkFailure, RouteExists
 
 T = TypeVar("T")
-# pyroute2 ("Linux netlink") dumps restarted because the table changed under them.
+# Attempts at a dump that the kernel keeps marking inconsistent (the table changed under it).
 DUMP_ATTEMPTS = 5
 
 
@@ -54,43 +59,53 @@ def _register_bare_package() -> None:
     sys.modules["pyroute2"] = package
 
 
+# The message classes ``rtnl`` encodes and decodes with, by name -> their module.
+_MESSAGE_MODULES = {
+    "ifinfmsg": "pyroute2.netlink.rtnl.ifinfmsg",  # links
+    "ifaddrmsg": "pyroute2.netlink.rtnl.ifaddrmsg",  # addresses
+    "rtmsg": "pyroute2.netlink.rtnl.rtmsg",  # routes
+    "fibmsg": "pyroute2.netlink.rtnl.fibmsg",  # policy-routing rules
+}
+
+
 @cache
-def modules() -> tuple[ModuleType, ModuleType]:
-    """(pyroute2.iproute.linux, pyroute2.netlink.exceptions), imported on first use."""
+def exceptions() -> ModuleType:
+    """pyroute2.netlink.exceptions (NetlinkError, NetlinkDumpInterrupted), on first use."""
     _register_bare_package()
-    linux = importlib.import_module("pyroute2.iproute.linux")
-    exceptions = importlib.import_module("pyroute2.netlink.exceptions")
-    return linux, exceptions
+    return importlib.import_module("pyroute2.netlink.exceptions")
 
 
-def iproute(fileno: int | None = None) -> Any:
-    """An ``IPRoute`` on the current netns, or on an already-open netlink socket ``fileno``.
-    ``groups=0``: we never read multicast events, so do not subscribe to them."""
-    linux, _ = modules()
-    if fileno is None:
-        return linux.IPRoute(groups=0)
-    return linux.IPRoute(fileno=fileno, groups=0)
+@cache
+def message_class(name: str) -> Any:
+    """The pyroute2 message class ``name`` (a key of ``_MESSAGE_MODULES``), on first use."""
+    _register_bare_package()
+    return getattr(importlib.import_module(_MESSAGE_MODULES[name]), name)
 
 
 def netlink_error_type() -> type[Exception]:
-    cls: type[Exception] = modules()[1].NetlinkError
+    cls: type[Exception] = exceptions().NetlinkError
     return cls
 
 
 def call(what: str, fn: Callable[..., T], *args: Any,
          exists: type[NetlinkFailure] = RouteExists, **kwargs: Any) -> T:
     """Run one netlink request; a NetlinkError becomes the matching typed error (EEXIST
-    becomes ``exists``, ENODEV ``LinkNotFound``)."""
+    becomes ``exists``, ENODEV ``LinkNotFound``). An interrupted dump is let through
+    untranslated for ``dump`` to retry."""
+    errors = exceptions()
     try:
         return fn(*args, **kwargs)
-    except netlink_error_type() as exc:
+    except errors.NetlinkDumpInterrupted:
+        raise
+    except errors.NetlinkError as exc:
         raise translate(what, exc, exists) from exc
 
 
 def dump(what: str, fn: Callable[..., Iterable[Any]], *args: Any, **kwargs: Any) -> list[Any]:
     """Run a netlink dump to completion, restarting it when the kernel reports that the
-    table changed during the dump (NLM_F_DUMP_INTR): only ``IPRoute.poll`` retries that."""
-    interrupted: type[Exception] = modules()[1].NetlinkDumpInterrupted
+    table changed during the dump (NLM_F_DUMP_INTR, raised by ``rtnl`` as
+    NetlinkDumpInterrupted once the dump was read to its end)."""
+    interrupted: type[Exception] = exceptions().NetlinkDumpInterrupted
     for _ in range(DUMP_ATTEMPTS):
         try:
             return list(call(what, fn, *args, **kwargs))
@@ -104,6 +119,10 @@ def translate(what: str, exc: Exception,
               exists: type[NetlinkFailure] = RouteExists) -> NetlinkFailure:
     code = getattr(exc, "code", None)
     reason = os.strerror(code) if isinstance(code, int) and code > 0 else str(exc)
+    # rtnl passes the kernel's extended-ACK text (when there is one) as the second argument.
+    extack = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], str) else ""
+    if extack and extack != reason:
+        reason = f"{reason} ({extack})"
     if code == errno_mod.ENODEV:
         return LinkNotFound(f"{what}: no such device", reason, errno=code)
     if code == errno_mod.EEXIST:

@@ -16,12 +16,12 @@ Imports nothing of cnivpc but ``net.*``.
 from __future__ import annotations
 
 import ipaddress
-import socket
 from dataclasses import dataclass
 from typing import Any
 
 from . import _nl, links, sysctl
 from .errors import LinkExists, NetlinkFailure, SysctlError
+from .rtnl import Rtnl
 
 MODES = {"l2": 0, "l3": 1, "l3s": 2}
 MODE_NAMES = {v: k for k, v in MODES.items()}
@@ -36,10 +36,10 @@ class Slave:
     master_index: int
 
 
-def create(ipr_host: Any, master_index: int, netns_fd: int, name: str, mode: str,
+def create(ipr_host: Rtnl, master_index: int, netns_fd: int, name: str, mode: str,
            mtu: int) -> None:
     """Create an ipvlan slave of ``master_index`` named ``name`` inside the netns open at
-    ``netns_fd`` (``ipr_host`` is an IPRoute on the master's netns)."""
+    ``netns_fd`` (``ipr_host`` acts in the master's netns)."""
     spec: dict[str, Any] = {"ifname": name, "kind": "ipvlan", "link": master_index,
                             "ipvlan_mode": MODES[mode], "net_ns_fd": netns_fd}
     if mtu:
@@ -47,7 +47,7 @@ def create(ipr_host: Any, master_index: int, netns_fd: int, name: str, mode: str
     _nl.call(f"create ipvlan {name}", ipr_host.link, "add", exists=LinkExists, **spec)
 
 
-def rename(ipr: Any, index: int, name: str) -> None:
+def rename(ipr: Rtnl, index: int, name: str) -> None:
     _nl.call(f"rename link #{index} to {name}", ipr.link, "set", exists=LinkExists,
              index=index, ifname=name)
 
@@ -62,17 +62,14 @@ def set_addr_gen_mode(ifname: str, has_ipv6: bool, netns_path: str) -> None:
             raise
 
 
-def add_address(ipr: Any, index: int, address: ipaddress.IPv4Interface | ipaddress.IPv6Interface
+def add_address(ipr: Rtnl, index: int, address: ipaddress.IPv4Interface | ipaddress.IPv6Interface
                 ) -> None:
-    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
-    spec: dict[str, Any] = {"index": index, "address": str(address.ip),
-                            "prefixlen": address.network.prefixlen, "family": family}
-    if address.version == 4:
-        spec["broadcast"] = str(address.network.broadcast_address)
-    _nl.call(f"add address {address} to link #{index}", ipr.addr, "add", **spec)
+    broadcast = address.network.broadcast_address if address.version == 4 else None
+    _nl.call(f"add address {address} to link #{index}", ipr.addr, "add", index=index,
+             address=address.ip, prefixlen=address.network.prefixlen, broadcast=broadcast)
 
 
-def slave_info(ipr: Any, name: str) -> Slave | None:
+def slave_info(ipr: Rtnl, name: str) -> Slave | None:
     """The ipvlan slave called ``name`` with its mode and master ifindex, or None when there is
     no such link or it is not an ipvlan."""
     try:

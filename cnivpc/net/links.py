@@ -1,8 +1,9 @@
 """Links: look up, create veth pairs, set state/alias, delete, and read addresses. Every
-function takes an ``IPRoute`` (from ``netns.iproute``) so the caller decides which netns it
+function takes an ``Rtnl`` (from ``netns.iproute``) so the caller decides which netns it
 acts in.
 
-Imports nothing of cnivpc but ``net.errors`` and ``net._nl`` (pyroute2 only through it).
+Imports nothing of cnivpc but ``net.errors``, ``net._nl`` and ``net.rtnl`` (pyroute2 only
+through them).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from . import _nl
 from .errors import LinkExists, LinkNotFound
+from .rtnl import Rtnl
 
 IFF_UP = 0x1
 IFA_F_SECONDARY = 0x01
@@ -43,11 +45,11 @@ class Link:
                    peer_index=int(msg.get("IFLA_LINK") or 0))
 
 
-def list_links(ipr: Any) -> list[Link]:
+def list_links(ipr: Rtnl) -> list[Link]:
     return [Link.from_msg(m) for m in _nl.dump("list links", ipr.link, "dump")]
 
 
-def find(ipr: Any, name: str) -> Link | None:
+def find(ipr: Rtnl, name: str) -> Link | None:
     """The link called ``name``, or None."""
     try:
         msgs = _nl.call(f"get link {name}", ipr.link, "get", ifname=name)
@@ -56,7 +58,7 @@ def find(ipr: Any, name: str) -> Link | None:
     return Link.from_msg(msgs[0]) if msgs else None
 
 
-def get(ipr: Any, name: str) -> Link:
+def get(ipr: Rtnl, name: str) -> Link:
     """The link called ``name``; LinkNotFound names it otherwise."""
     link = find(ipr, name)
     if link is None:
@@ -64,7 +66,7 @@ def get(ipr: Any, name: str) -> Link:
     return link
 
 
-def by_index(ipr: Any, index: int) -> Link | None:
+def by_index(ipr: Rtnl, index: int) -> Link | None:
     try:
         msgs = _nl.call(f"get link #{index}", ipr.link, "get", index=index)
     except LinkNotFound:
@@ -72,7 +74,7 @@ def by_index(ipr: Any, index: int) -> Link | None:
     return Link.from_msg(msgs[0]) if msgs else None
 
 
-def create_veth(ipr: Any, name: str, peer_name: str, peer_netns_fd: int, mtu: int) -> None:
+def create_veth(ipr: Rtnl, name: str, peer_name: str, peer_netns_fd: int, mtu: int) -> None:
     """Create veth ``name`` in ``ipr``'s netns with its peer ``peer_name`` created directly
     in the netns open at ``peer_netns_fd``.
 
@@ -85,15 +87,15 @@ def create_veth(ipr: Any, name: str, peer_name: str, peer_netns_fd: int, mtu: in
              peer={"ifname": peer_name, "mtu": mtu, "net_ns_fd": peer_netns_fd})
 
 
-def set_up(ipr: Any, index: int) -> None:
+def set_up(ipr: Rtnl, index: int) -> None:
     _nl.call(f"set link #{index} up", ipr.link, "set", index=index, state="up")
 
 
-def set_alias(ipr: Any, index: int, alias: str) -> None:
+def set_alias(ipr: Rtnl, index: int, alias: str) -> None:
     _nl.call(f"set alias of link #{index}", ipr.link, "set", index=index, ifalias=alias)
 
 
-def delete(ipr: Any, name: str) -> bool:
+def delete(ipr: Rtnl, name: str) -> bool:
     """Delete link ``name``; False if there was none (DEL is idempotent)."""
     link = find(ipr, name)
     if link is None:
@@ -105,18 +107,18 @@ def delete(ipr: Any, name: str) -> bool:
     return True
 
 
-def add_address(ipr: Any, index: int, address: IPInterface, nodad: bool = False) -> None:
+def add_address(ipr: Rtnl, index: int, address: IPInterface, nodad: bool = False) -> None:
     """Add ``address`` to link ``index``; ``nodad`` skips IPv6 duplicate address detection
     (the address is usable at once instead of "tentative" for about a second)."""
     _nl.call(f"add address {address} to link #{index}", ipr.addr, "add", index=index,
-             address=str(address.ip), prefixlen=address.network.prefixlen,
+             address=address.ip, prefixlen=address.network.prefixlen,
              flags=IFA_F_NODAD if nodad else 0)
 
 
-def addresses(ipr: Any, index: int) -> list[IPInterface]:
+def addresses(ipr: Rtnl, index: int) -> list[IPInterface]:
     """The link's addresses: IPv4 first, primaries before secondaries, then IPv6, each in the
     kernel's order (so the first IPv4 is the interface's primary address)."""
-    msgs = _nl.dump(f"list addresses of link #{index}", ipr.addr, "dump", index=index)
+    msgs = _nl.dump(f"list addresses of link #{index}", ipr.addr, "dump")  # all links
     found: list[tuple[int, int, IPInterface]] = []
     for pos, msg in enumerate(msgs):
         if int(msg["index"]) != index:

@@ -7,6 +7,7 @@ everything the thread creates stays bound to the namespace it was created in: so
 (iptables). So ``run_in`` does the work in a fresh thread that joins the namespace and then
 exits; the main thread never leaves the host namespace (Go pins an OS thread for the same
 reason). This is also ~5x cheaper than pyroute2's ``IPRoute(netns=...)``, which forks.
+``iproute(path)`` hands out an ``rtnl.Rtnl`` (our netlink client) on a socket made this way.
 
 Never ``O_CREAT``: pyroute2's netns helpers default to ``flags=os.O_CREAT`` and silently
 create (and bind-mount) an empty namespace at a missing path; a DEL after the sandbox is gone
@@ -14,7 +15,7 @@ must see "not found" instead. Paths are checked like the reference library's ``G
 file must be on nsfs (``/var/run/netns/x``) or procfs (``/proc/<pid>/ns/net``) and be a
 *network* namespace.
 
-Imports nothing of cnivpc but ``net.errors`` and ``net._nl``; no pyroute2 at import time.
+Imports nothing of cnivpc but ``net.errors`` and ``net.rtnl``; no pyroute2 at import time.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any, TypeVar
 
-from . import _nl
 from .errors import NetnsNotFound, NotANetns
+from .rtnl import Rtnl
 
 T = TypeVar("T")
 
@@ -126,26 +127,16 @@ def run_in(path: str | None, fn: Callable[[], T]) -> T:
 
 def netlink_socket(path: str | None) -> socket.socket:
     """A NETLINK_ROUTE socket bound for life to the netns at ``path``."""
-    return run_in(path, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0))
+    return run_in(path, lambda: socket.socket(
+        socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE))
 
 
 @contextmanager
-def iproute(path: str | None = None) -> Iterator[Any]:
-    """An ``IPRoute`` whose requests all act in the netns at ``path`` (the current netns when
-    None); closed on exit."""
-    if path is None:
-        ipr = _nl.iproute()
-    else:
-        sock = netlink_socket(path)
-        try:
-            ipr = _nl.iproute(fileno=sock.detach())
-        except BaseException:
-            sock.close()
-            raise
-    try:
-        yield ipr
-    finally:
-        ipr.close()
+def iproute(path: str | None = None) -> Iterator[Rtnl]:
+    """A netlink client (``rtnl.Rtnl``) whose requests all act in the netns at ``path`` (the
+    current netns when None); closed on exit."""
+    with Rtnl(netlink_socket(path)) as client:
+        yield client
 
 
 def exists(path: str) -> bool:

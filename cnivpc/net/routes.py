@@ -1,8 +1,9 @@
 """Routes and policy-routing rules: add, list, delete, flush a table, and the set of table
-IDs in use. Functions take an ``IPRoute`` (from ``netns.iproute``), so the caller picks the
+IDs in use. Functions take an ``Rtnl`` (from ``netns.iproute``), so the caller picks the
 netns.
 
-Imports nothing of cnivpc but ``net.errors`` and ``net._nl`` (pyroute2 only through it).
+Imports nothing of cnivpc but ``net.errors``, ``net._nl`` and ``net.rtnl`` (pyroute2 only
+through them).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from . import _nl
 from .errors import LinkNotFound, NetlinkFailure
+from .rtnl import Rtnl
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -88,33 +90,24 @@ class Rule:
                    fwmark=int(fwmark) if fwmark is not None else None)
 
 
-def add(ipr: Any, route: Route) -> None:
+def add(ipr: Rtnl, route: Route) -> None:
     """Add ``route``; RouteExists if an equal one is there (never replaces silently)."""
-    spec: dict[str, Any] = {"dst": str(route.dst), "oif": route.oif, "table": route.table,
-                            "scope": route.scope, "family": family_of(route.dst)}
-    if route.gateway is not None:
-        spec["gateway"] = str(route.gateway)
-    _nl.call(f"add route {route}", ipr.route, "add", **spec)
+    _nl.call(f"add route {route}", ipr.route, "add", dst=route.dst, oif=route.oif,
+             table=route.table, scope=route.scope, gateway=route.gateway)
 
 
-def list_routes(ipr: Any, family: int, table: int | None = None) -> list[Route]:
+def list_routes(ipr: Rtnl, family: int, table: int | None = None) -> list[Route]:
     """Routes of ``family`` in ``table`` (every table when None)."""
-    filters: dict[str, Any] = {} if table is None else {"table": table}
-    msgs = _nl.dump("list routes", ipr.route, "dump", family=family, **filters)
+    msgs = _nl.dump("list routes", ipr.route, "dump", family=family)  # every table
     routes = [Route.from_msg(m) for m in msgs]
     return routes if table is None else [r for r in routes if r.table == table]
 
 
-def delete(ipr: Any, route: Route) -> bool:
+def delete(ipr: Rtnl, route: Route) -> bool:
     """Delete ``route``; False if it was not there."""
-    spec: dict[str, Any] = {"dst": str(route.dst), "table": route.table,
-                            "family": family_of(route.dst)}
-    if route.oif:
-        spec["oif"] = route.oif
-    if route.gateway is not None:
-        spec["gateway"] = str(route.gateway)
     try:
-        _nl.call(f"delete route {route}", ipr.route, "del", **spec)
+        _nl.call(f"delete route {route}", ipr.route, "del", dst=route.dst, table=route.table,
+                 oif=route.oif, gateway=route.gateway)
     except LinkNotFound:
         return False
     except NetlinkFailure as exc:
@@ -124,33 +117,28 @@ def delete(ipr: Any, route: Route) -> bool:
     return True
 
 
-def flush_table(ipr: Any, table: int) -> int:
+def flush_table(ipr: Rtnl, table: int) -> int:
     """Delete every route of ``table`` (both families); how many were deleted."""
     if table in RESERVED_TABLES:
         raise ValueError(f"refusing to flush reserved table {table}")
     return sum(delete(ipr, r) for f in FAMILIES for r in list_routes(ipr, f, table))
 
 
-def list_rules(ipr: Any, families: Iterable[int] = FAMILIES) -> list[Rule]:
+def list_rules(ipr: Rtnl, families: Iterable[int] = FAMILIES) -> list[Rule]:
     return [Rule.from_msg(m) for f in families
             for m in _nl.dump("list rules", ipr.rule, "dump", family=f)]
 
 
 def _rule_spec(rule: Rule) -> dict[str, Any]:
-    spec: dict[str, Any] = {"family": rule.family, "table": rule.table,
-                            "priority": rule.priority}
-    if rule.iifname:
-        spec["iifname"] = rule.iifname
-    if rule.fwmark is not None:
-        spec["fwmark"] = rule.fwmark
-    return spec
+    return {"family": rule.family, "table": rule.table, "priority": rule.priority,
+            "iifname": rule.iifname, "fwmark": rule.fwmark}
 
 
-def add_rule(ipr: Any, rule: Rule) -> None:
+def add_rule(ipr: Rtnl, rule: Rule) -> None:
     _nl.call(f"add rule {rule}", ipr.rule, "add", **_rule_spec(rule))
 
 
-def delete_rule(ipr: Any, rule: Rule) -> bool:
+def delete_rule(ipr: Rtnl, rule: Rule) -> bool:
     """Delete one rule equal to ``rule``; False if there was none."""
     try:
         _nl.call(f"delete rule {rule}", ipr.rule, "del", **_rule_spec(rule))
@@ -161,7 +149,7 @@ def delete_rule(ipr: Any, rule: Rule) -> bool:
     return True
 
 
-def tables_in_use(ipr: Any) -> set[int]:
+def tables_in_use(ipr: Rtnl) -> set[int]:
     """Every table ID a rule points at or a route lives in, both families."""
     used = {r.table for r in list_rules(ipr)}
     for family in FAMILIES:

@@ -52,7 +52,8 @@ def fake_iptables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     """Name: fake_iptables. Scope: function. Depends: tmp_path, monkeypatch.
 
     An ``iptables`` on PATH that logs its arguments and answers from canned files: exit 1
-    for ``-C`` (rule absent), a fixed ``-S`` listing."""
+    for ``-C`` and ``-D`` (rule absent), a fixed ``-S`` listing; an ``iptables-restore``
+    that logs its arguments and its stdin."""
     log = tmp_path / "calls"
     listing = tmp_path / "listing"
     listing.write_text('-P POSTROUTING ACCEPT\n-N CNI-abc\n'
@@ -63,12 +64,15 @@ def fake_iptables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
         "#!/bin/sh\n"
         f'echo "$@" >> {log}\n'
         'case "$*" in\n'
-        '  *" -C "*) exit 1 ;;\n'
+        '  *" -C "* | *" -D "*) exit 1 ;;\n'
         f'  *" -S"*) cat {listing} ;;\n'
         '  *--version*) echo "iptables v1.8.9 (nf_tables)" ;;\n'
         '  *" -X "*) echo "busy" >&2; exit 4 ;;\n'
         "esac\n")
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    restore = tmp_path / "iptables-restore"
+    restore.write_text(f'#!/bin/sh\necho "restore $*" >> {log}\ncat >> {log}\n')
+    restore.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ.get('PATH', '')}")
     iptables._binary.cache_clear()
     yield log
@@ -84,7 +88,8 @@ def test_commands(fake_iptables: Path) -> None:
     assert ipt.append_unique("nat", "POSTROUTING", ["-s", "1.2.3.4", "-j", "ACCEPT"])
     assert calls(fake_iptables) == ["-w 3 -t nat -C POSTROUTING -s 1.2.3.4 -j ACCEPT",
                                     "-w 3 -t nat -A POSTROUTING -s 1.2.3.4 -j ACCEPT"]
-    assert not ipt.delete("nat", "POSTROUTING", ["-j", "X"])  # -C said absent: no -D
+    assert not ipt.delete("nat", "POSTROUTING", ["-j", "X"])  # -D exit 1: it was not there
+    assert calls(fake_iptables)[-1] == "-w 3 -t nat -D POSTROUTING -j X"
     chains, rules = ipt.listing("nat")
     assert chains == {"POSTROUTING", "CNI-abc"}
     assert rules[0] == ("POSTROUTING", ["-s", "10.0.0.5/32", "-m", "comment", "--comment",
@@ -127,3 +132,52 @@ def test_listing_a_table_the_kernel_lacks_is_empty(tmp_path: Path,
         assert Iptables(ipv6=True).delete_chain("nat", "CNI-x") is False
     finally:
         iptables._binary.cache_clear()
+
+
+def test_apply_is_one_restore_with_every_table(fake_iptables: Path) -> None:
+    Iptables(wait_seconds=3).apply({
+        "nat": [["-N", "CNI-x"], ["-A", "CNI-x", "-j", "ACCEPT", "-m", "comment", "--comment",
+                                  'name: "net" id: "c1"']],
+        "mangle": [],
+        "raw": [["-D", "PREROUTING", "-s", "1.2.3.4"]]})
+    assert calls(fake_iptables) == [
+        "restore -w 3 --noflush", "*nat", "-N CNI-x",
+        '-A CNI-x -j ACCEPT -m comment --comment "name: \\"net\\" id: \\"c1\\""', "COMMIT",
+        "*raw", "-D PREROUTING -s 1.2.3.4", "COMMIT"]
+    Iptables().apply({"nat": []})  # nothing to do: no exec
+    assert len(calls(fake_iptables)) == 8
+
+
+@pytest.mark.parametrize(("word", "quoted"), [
+    ("ACCEPT", "ACCEPT"), ("", '""'), ("a b", '"a b"'), ('x"y', '"x\\"y"'),
+    ("a\\b", '"a\\\\b"')])
+def test_restore_quoting(word: str, quoted: str) -> None:
+    assert iptables.restore_word(word) == quoted
+    assert shlex.split(quoted) == [word]  # the same reading as iptables-restore's
+
+
+def test_restore_refuses_line_breaks() -> None:
+    with pytest.raises(ValueError, match="line break"):
+        iptables.restore_word("a\nb")
+
+
+NODEPORT = ["-i", "eth0", "-p", "tcp", "--dport", "30000:32767", "-j", "CONNMARK",
+            "--set-mark", "0x2000", "-m", "comment", "--comment", "NodePort Mark"]
+LISTED = shlex.split('-i eth0 -p tcp -m tcp --dport 30000:32767 -m comment --comment '
+                     '"NodePort Mark" -j CONNMARK --set-xmark 0x2000/0xffffffff')
+
+
+def test_covers_reads_rules_as_iptables_lists_them() -> None:
+    assert iptables.covers(LISTED, NODEPORT)
+    assert iptables.covers(shlex.split("-s 10.0.0.5/32 -j CNI-a"),
+                           ["-s", "10.0.0.5", "-j", "CNI-a"])
+    restore = ["-i", "cnp+", "-j", "CONNMARK", "--restore-mark"]
+    assert iptables.covers(shlex.split("-i cnp+ -j CONNMARK --restore-mark --nfmask 0xffffffff "
+                                       "--ctmask 0xffffffff"), restore)
+
+
+@pytest.mark.parametrize(("index", "other"), [(1, "eth1"), (5, "80"), (9, "0x4000")])
+def test_covers_misses_any_other_value(index: int, other: str) -> None:
+    rule = list(NODEPORT)
+    rule[index] = other
+    assert not iptables.covers(LISTED, rule)

@@ -28,7 +28,7 @@ from ...cni import logs
 from ...cni.errors import InvalidConfig
 from ...cni.plugin import Request
 from ...cni.types import Interface, Result
-from ...net import arp, links, netns, routes, sysctl
+from ...net import arp, iptables, links, netns, routes, sysctl
 from ...net.errors import ArpError, LinkExists, LinkNotFound, NetError
 from ...net.iptables import Iptables
 from . import attachment, lock, naming
@@ -87,9 +87,8 @@ def add(req: Request[PtpConf]) -> Result:
         _setup_policy(undo, host, conf, att, host_veth.index, table_routes(prev, ips))
         _announce(host_veth, host_addrs, None)
 
-        if conf.ip_masq:
-            _setup_host_masq(undo, att, ips)
-        _setup_nodeports(host, conf, families)
+        _setup_host_iptables(undo, conf, att, ips, families)
+        _setup_nodeport_routing(host, conf, families)
 
         result = prev.model_copy(deep=True)
         result.interfaces.append(Interface(name=host_veth.name, mac=host_veth.mac))
@@ -169,26 +168,37 @@ def _setup_policy(undo: ExitStack, host: Any, conf: PtpConf, att: Attachment, oi
     log.debug("attachment %s uses route table %d", att.host_veth, table)
 
 
-def _setup_host_masq(undo: ExitStack, att: Attachment, ips: list[IPAddress]) -> None:
-    sysctl.enable_forwarding(any(ip.version == 4 for ip in ips),
-                             any(ip.version == 6 for ip in ips))
-    for family in sorted({ip.version for ip in ips}):
-        ipt = Iptables(ipv6=family == 6)
-        _on_failure(undo, teardown_masq, ipt, att.chain)
-        ipt.ensure_chain("nat", att.chain)
-        for ip in (ip for ip in ips if ip.version == family):
-            for rule in naming.masq_chain_rules(ip, att.comment):
-                ipt.append_unique("nat", att.chain, rule)
-            ipt.append_unique("nat", "POSTROUTING",
-                              naming.masq_jump_rule(ip, att.chain, att.comment))
-
-
-def _setup_nodeports(host: Any, conf: PtpConf, families: list[int]) -> None:
+def _setup_host_iptables(undo: ExitStack, conf: PtpConf, att: Attachment,
+                         ips: list[IPAddress], families: list[int]) -> None:
+    """The host's rules, one iptables-restore per family (see net.iptables for why): with
+    ipMasq, the pod's nat chain (ACCEPT to itself, MASQUERADE the rest) and the POSTROUTING
+    jumps to it, rebuilt from scratch so a leftover of an interrupted ADD is replaced rather
+    than doubled; and the node-wide NodePort marks when missing (usually only the node's
+    first pod adds them)."""
+    if conf.ip_masq:
+        sysctl.enable_forwarding(4 in families, 6 in families)
     for family in families:
         ipt = Iptables(ipv6=family == 6)
-        for rule in naming.nodeport_rules(conf.host_interface, conf.node_ports,
-                                          conf.node_port_mark):
-            ipt.append_unique("mangle", "PREROUTING", rule)
+        nat: list[list[str]] = []
+        if conf.ip_masq:
+            _on_failure(undo, teardown_masq, ipt, att.chain)
+            chains, rules = ipt.listing("nat")
+            nat.append(["-F" if att.chain in chains else "-N", att.chain])
+            nat += [["-D", c, *r] for c, r in rules if iptables.jump_target(r) == att.chain]
+            for ip in (ip for ip in ips if ip.version == family):
+                nat += [["-A", att.chain, *rule]
+                        for rule in naming.masq_chain_rules(ip, att.comment)]
+                nat.append(["-A", "POSTROUTING",
+                            *naming.masq_jump_rule(ip, att.chain, att.comment)])
+        _, listed = ipt.listing("mangle")
+        mangle = [["-A", "PREROUTING", *rule] for rule in naming.nodeport_rules(
+            conf.host_interface, conf.node_ports, conf.node_port_mark)
+            if not any(c == "PREROUTING" and iptables.covers(r, rule) for c, r in listed)
+            and not ipt.exists("mangle", "PREROUTING", rule)]
+        ipt.apply({"nat": nat, "mangle": mangle})
+
+
+def _setup_nodeport_routing(host: Any, conf: PtpConf, families: list[int]) -> None:
     if 4 in families:
         # Loose reverse-path filtering: replies routed by the fwmark rule are invisible to
         # strict RPF, which would drop NodePort traffic as martian (lyft #38).

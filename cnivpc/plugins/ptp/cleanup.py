@@ -42,13 +42,14 @@ def drop_policy(host: Any, veth: str, extra_tables: Iterable[int] = ()) -> None:
 
 
 def teardown_masq(ipt: Iptables, chain: str) -> bool:
-    """Delete every nat rule jumping to ``chain``, then the chain; False if none existed."""
+    """Delete every nat rule jumping to ``chain``, then the chain, in one iptables-restore
+    after one listing; False if none existed."""
     chains, rules = ipt.listing("nat")
-    jumps = [(c, r) for c, r in rules if iptables.jump_target(r) == chain]
-    for from_chain, rule in jumps:
-        ipt.must("-t", "nat", "-D", from_chain, *rule)
-    removed = ipt.delete_chain("nat", chain) if chain in chains else False
-    return removed or bool(jumps)
+    commands = [["-D", c, *r] for c, r in rules if iptables.jump_target(r) == chain]
+    if chain in chains:
+        commands += [["-F", chain], ["-X", chain]]
+    ipt.apply({"nat": commands})
+    return bool(commands)
 
 
 def _families() -> list[Iptables]:

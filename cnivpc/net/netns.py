@@ -21,7 +21,6 @@ Imports nothing of cnivpc but ``net.errors`` and ``net.rtnl``; no pyroute2 at im
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import fcntl
 import os
 import socket
@@ -45,7 +44,10 @@ NS_GET_NSTYPE = 0xB703
 
 @cache
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    # dlopen(NULL): the interpreter's own symbols, libc's among them. Not
+    # ctypes.util.find_library("c"), which execs ``ldconfig -p`` to find a path: one more
+    # process per plugin run (~0.2 s under user-mode-linux) for a library already loaded.
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _fs_type(path: str) -> int:

@@ -33,7 +33,7 @@ from ...net.errors import ArpError, LinkExists, LinkNotFound, NetError
 from ...net.iptables import Iptables
 from . import attachment, lock, naming
 from .attachment import Attachment, IPAddress, pod_ips, require_prev, table_routes
-from .cleanup import drop_policy, teardown_masq
+from .cleanup import change_pod_masq, drop_policy, teardown_masq
 from .config import PtpConf
 
 log = logs.get("ptp")
@@ -142,8 +142,8 @@ def _setup_pod_masq(undo: ExitStack, netns_path: str, ifname: str,
     sysctl.enable_forwarding(4 in families, 6 in families, netns_path)
     for family in families:
         ipt = Iptables(ipv6=family == 6, netns_path=netns_path)
-        rule = naming.pod_masq_rule(ifname, ipt.version().random_fully)
-        if ipt.append_unique("nat", "POSTROUTING", rule):
+        rule = change_pod_masq(ipt, ifname, True)
+        if rule is not None:
             _on_failure(undo, ipt.delete, "nat", "POSTROUTING", rule)
 
 

@@ -34,8 +34,11 @@ import trim_botocore  # build/ is sys.path[0] when this file runs as a script
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN_LINKS = ("cnivpc-ipam", "cnivpc-ipvlan", "cnivpc-ptp")
 ENTRY_POINT = "cnivpc.__main__:main"
-# -s: no user site-packages; -E: no PYTHON* variables (the runtime passes its environment on).
-INTERPRETER_FLAGS = "-sE"
+# -s: no user site-packages; -E: no PYTHON* variables (the runtime passes its environment on);
+# -S: no site module at all, so nothing of the node's system Python (dist-packages, its .pth
+# files, sitecustomize, Ubuntu's apport hook) is imported or can shadow what the zipapp
+# carries, and start-up is shorter (python3 -c pass here: 50 ms with site, 10 ms without).
+INTERPRETER_FLAGS = "-sSE"
 DEFAULT_PYTHON = "/usr/bin/python3"
 DEFAULT_ROOT = "/var/lib/cnivpc/shiv"
 # What goes into the wheel. cnivpc/lab (the simulated VPC) never ships.

@@ -169,7 +169,8 @@ def report(raw: dict[str, Any], runs: int, out: Path) -> None:
             ours = s[f"{leg} {command}"]
             goal = met = None
             if command == "ADD" and leg == "chained":
-                goal, met = f"<= {GOAL_RATIO:g}x Go", ours["median"] <= GOAL_RATIO * go_masq["median"]
+                goal = f"<= {GOAL_RATIO:g}x Go"
+                met = ours["median"] <= GOAL_RATIO * go_masq["median"]
             rows.append(row(f"warm {command}, {label}, UML", fmt(ours, digits=0),
                             f"{fmt(go_masq, digits=0)} Go, ipMasq",
                             ratio(ours["median"], go_masq["median"]), goal, met))

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from common import Row, fmt, ratio, row, summarize, write_section
-from startup import PYTHON, importtime, print_importtime, timed
+from startup import importtime, interpreter, print_importtime, timed
 
 REFERENCE = Path("/usr/lib/cni")
 NODE, VPC = "cnbench-node", "cnbench-vpc"
@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         raise SystemExit("ptp_host: needs root (network namespaces)")
     if not (REFERENCE / "ptp").exists():
-        raise SystemExit(f"ptp_host: no {REFERENCE}/ptp (apt-get install containernetworking-plugins)")
+        raise SystemExit(f"ptp_host: no {REFERENCE}/ptp "
+                         "(apt-get install containernetworking-plugins)")
     ours_bin = args.zipapp.resolve().parent / "bin" / "cnivpc-ptp"
     pods = ["cnbench-pod-a", "cnbench-pod-b"]
     teardown([NODE, VPC, *pods])
@@ -115,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                             samples[f"{who} {cmd}"].append(sample)
             # One ADD under -X importtime: what the pod-start path imports.
             count, top = importtime(
-                ["ip", "netns", "exec", NODE, PYTHON, "-sE", "-X", "importtime", str(ours_bin)],
+                ["ip", "netns", "exec", NODE, *interpreter(args.zipapp), "-X", "importtime",
+                 str(ours_bin)],
                 env=env("ADD", ours_pod, "eth0"), stdin=ours_conf.decode())
             run(ours_bin, "DEL", ours_pod, "eth0", ours_conf)
         finally:

@@ -49,6 +49,16 @@ def timed(cmd: list[str], env: dict[str, str] | None = None,
     return wall, (usage.ru_utime + usage.ru_stime) * 1000
 
 
+def interpreter(zipapp: Path) -> list[str]:
+    """The zipapp's shebang as a command (``/usr/bin/python3 -sSE``): ``-X importtime`` runs
+    must start the interpreter exactly as exec does."""
+    with zipapp.open("rb") as f:
+        line = f.readline().decode().strip()
+    if not line.startswith("#!"):
+        raise SystemExit(f"bench: {zipapp} has no shebang")
+    return line[2:].split()
+
+
 def importtime(cmd: list[str], env: dict[str, str] | None = None, top: int = 10,
                stdin: str = "") -> tuple[int, list[dict[str, object]]]:
     """(modules imported, the ``top`` imports by cumulative time) of one run of ``cmd``,
@@ -124,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                             " (python3 -c pass)", ratio=f"{gap:+.1f} ms",
                             goal=f"<= +{GOAL_GAP_MS:g} ms", met=gap <= GOAL_GAP_MS))
         count, top = importtime(["env", "-i", f"SHIV_ROOT={root}", "CNI_COMMAND=VERSION",
-                                 PYTHON, "-sE", "-X", "importtime",
+                                 *interpreter(zipapp), "-X", "importtime",
                                  str(bindir / "cnivpc-ptp")])
         data["importtime_version"] = {"modules": count, "top": top}
         print_importtime("-X importtime, cnivpc-ptp VERSION", count, top)

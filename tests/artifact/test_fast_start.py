@@ -18,7 +18,7 @@ def imports(zipapp: Zipapp, shiv_root: Path, **env: str) -> tuple[str, str]:
     """Run `python3 -X importtime <cnivpc-ptp symlink>` VERSION; (stdout, the import log)."""
     full = {"PATH": "/usr/bin:/bin", "SHIV_ROOT": str(shiv_root), "CNI_COMMAND": "VERSION",
             **env}
-    proc = subprocess.run(["env", "-i", *(f"{k}={v}" for k, v in full.items()), PYTHON, "-sE",
+    proc = subprocess.run(["env", "-i", *(f"{k}={v}" for k, v in full.items()), PYTHON, "-sSE",
                            "-X", "importtime", str(zipapp.bin / "cnivpc-ptp")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -97,7 +97,7 @@ def test_baked_root_used_without_shiv_root(zipapp: Zipapp) -> None:
 
 def test_archive_contents(zipapp: Zipapp) -> None:
     assert zipapp.path.stat().st_size <= MAX_SIZE
-    assert zipapp.path.read_bytes().startswith(f"#!{PYTHON} -sE\n".encode())
+    assert zipapp.path.read_bytes().startswith(f"#!{PYTHON} -sSE\n".encode())
     for program in PROGRAMS:
         link = zipapp.bin / program
         assert link.is_symlink() and str(link.readlink()) == "../cnivpc"
@@ -159,7 +159,7 @@ print(reply["NetworkInterfaces"][0]["NetworkInterfaceId"])
 
 def test_trimmed_botocore_makes_an_ec2_client(zipapp: Zipapp) -> None:
     site = zipapp.site_packages()
-    proc = subprocess.run(["env", "-i", PYTHON, "-sE", "-c", SMOKE_EC2, str(site)],
+    proc = subprocess.run(["env", "-i", PYTHON, "-sSE", "-c", SMOKE_EC2, str(site)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     url, ops, eni = proc.stdout.split()
@@ -183,7 +183,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 def imported(zipapp: Zipapp, program: str, env: dict[str, str], stdin: str) -> tuple[str, set[str]]:
     full = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SHIV_ROOT": str(zipapp.shiv_root), **env}
-    proc = subprocess.run(["env", "-i", *(f"{k}={v}" for k, v in full.items()), PYTHON, "-sE",
+    proc = subprocess.run(["env", "-i", *(f"{k}={v}" for k, v in full.items()), PYTHON, "-sSE",
                            "-c", MODULES, str(zipapp.bin / program)],
                           input=stdin, capture_output=True, text=True, timeout=120)
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("MODULES=")]
@@ -199,6 +199,9 @@ def test_version_imports_nothing_heavy(zipapp: Zipapp) -> None:
     stdout, modules = imported(zipapp, "cnivpc-ptp", {"CNI_COMMAND": "VERSION"}, "")
     assert json.loads(stdout)["cniVersion"] == "1.1.0"
     assert "cnivpc.cni.skel" in modules  # the dispatch really ran in this process
+    # cnivpc.__main__'s stand-in for pydantic's plugin loader is a name in sys.modules, not an
+    # import of pydantic.
+    modules.discard("pydantic.plugin._loader")
     assert not tops(modules) & {"botocore", "pyroute2", "pydantic", "pydantic_core", "urllib3"}
     assert "cnivpc.plugins.ptp" not in modules
 

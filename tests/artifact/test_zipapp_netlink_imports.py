@@ -37,7 +37,7 @@ def run(zipapp: Zipapp, topo: Topo, program: str, command: str, conf: dict[str, 
            "CNI_CONTAINERID": "imports1", "CNI_NETNS": topo.pod_path, "CNI_IFNAME": ifname,
            "CNI_PATH": str(zipapp.bin)}
     proc = subprocess.run(["ip", "netns", "exec", topo.node, "env", "-i",
-                           *(f"{k}={v}" for k, v in env.items()), PYTHON, "-sE", "-c", MODULES,
+                           *(f"{k}={v}" for k, v in env.items()), PYTHON, "-sSE", "-c", MODULES,
                            str(zipapp.bin / program)],
                           input=json.dumps(conf), capture_output=True, text=True, timeout=120)
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("MODULES=")]

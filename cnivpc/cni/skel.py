@@ -16,7 +16,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any, TextIO
 
 from . import versions
 from .errors import (
@@ -28,7 +27,12 @@ from .errors import (
     IOFailure,
 )
 
+# Not imported from typing: typing (with re and its friends) costs ~8 ms per exec and the
+# VERSION path needs none of it; type checkers treat any TYPE_CHECKING name as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import IO, Any, TextIO
+
     from .env import CmdArgs
     from .plugin import Plugin, Request
 

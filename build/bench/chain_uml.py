@@ -67,14 +67,6 @@ def in_uml(argv: list[str]) -> int:
         cwd=REPO).returncode
 
 
-def fused_conflist(chained: dict[str, Any]) -> dict[str, Any]:
-    """The chained configuration as one fused entry: each plugin's keys become its section."""
-    sections = {p["type"].removeprefix("cnivpc-"): {k: v for k, v in p.items() if k != "type"}
-                for p in chained["plugins"]}
-    return {"cniVersion": chained["cniVersion"], "name": chained["name"],
-            "plugins": [{"type": "cnivpc", **sections}]}
-
-
 def ec2_calls(log: Path) -> int:
     return sum(sum(json.loads(line.split(" EC2 calls: ", 1)[1].replace("'", '"')).values())
                for line in log.read_text().splitlines() if " EC2 calls: " in line) \
@@ -83,7 +75,7 @@ def ec2_calls(log: Path) -> int:
 
 def measure(runs: int, zipapp: Path, work: Path) -> dict[str, Any]:
     from cnivpc.lab.lab import Lab
-    from cnivpc.lab.runtime import Runtime, lab_conflist
+    from cnivpc.lab.runtime import Runtime, fused_conflist, lab_conflist
 
     bin_dir = work / "bin"
     bin_dir.mkdir()

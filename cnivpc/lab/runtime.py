@@ -35,6 +35,14 @@ def lab_conflist(workdir: Path, node: int, example: Path = EXAMPLE_CONFLIST) -> 
     return doc
 
 
+def fused_conflist(chained: dict[str, Any]) -> dict[str, Any]:
+    """The same configuration as one fused entry: each plugin's keys become its section."""
+    sections = {p["type"].removeprefix("cnivpc-"): {k: v for k, v in p.items() if k != "type"}
+                for p in chained["plugins"]}
+    return {"cniVersion": chained["cniVersion"], "name": chained["name"],
+            "plugins": [{"type": "cnivpc", **sections}]}
+
+
 class PluginFailed(AssertionError):
     pass
 

@@ -5,11 +5,12 @@ For each mode, a FRESH one-node lab (``cnivpc.lab.lab.Lab``: strict simulated EC
 ``aws-like`` latency profile by default, EC2's token buckets on) of ``--instance-type``
 (m5.24xlarge: 15 ENIs x 50 IPv4). N pod ADDs are started as a burst with ``--concurrency``
 in flight at a time, then the N pods are deleted the same way. Every ADD/DEL is the built
-zipapp exec'd through its ``cnivpc-ipam`` symlink as a container runtime does: a new process
-in the node's netns (``ip netns exec``), CNI_* in the environment, the config on stdin, the
-result on stdout. One ADD's time is from the exec to the process's exit with its result: the
-pod's time to network-ready as far as IPAM is concerned (``ip netns exec`` adds a few ms to both
-modes alike).
+zipapp exec'd through its ``cnivpc-ipam`` symlink as a container runtime does (a private copy
+of ``--zipapp`` taken at start, so a rebuild of ``build/out`` meanwhile changes nothing): a new
+process in the node's netns (``ip netns exec``), CNI_* in the environment, the config on stdin,
+the result on stdout. One ADD's time is from the exec to the process's exit with its result:
+the pod's time to network-ready as far as IPAM is concerned (``ip netns exec`` adds a few ms to
+both modes alike).
 
 EC2 calls are counted on the server: the bench wraps the lab's EC2 front door in this process,
 so the figures are what EC2 received (throttled answers and retries included), split into the
@@ -59,15 +60,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -465,6 +469,20 @@ def print_table(rows: Iterable[Row]) -> None:
 # -- main -------------------------------------------------------------------------------------
 
 
+def snapshot(zipapp: Path, dst: Path) -> tuple[Path, dict[str, str]]:
+    """A private copy of the zipapp with its ``bin/cnivpc-ipam`` symlink, as installed on a
+    node: a rebuild of ``build/out`` during the run cannot swap the artifact under test."""
+    (dst / "bin").mkdir(parents=True)
+    shutil.copy2(zipapp, dst / "cnivpc")
+    (dst / "bin" / "cnivpc-ipam").symlink_to("../cnivpc")
+    data = (dst / "cnivpc").read_bytes()
+    with zipfile.ZipFile(dst / "cnivpc") as zf:
+        build_id = str(json.loads(zf.read("environment.json")).get("build_id", ""))
+    return dst / "bin" / "cnivpc-ipam", {
+        "path": str(zipapp.resolve()), "sha256": hashlib.sha256(data).hexdigest(),
+        "build_id": build_id, "bytes": str(len(data))}
+
+
 def warm_up(args: argparse.Namespace) -> None:
     """One VERSION exec: the zipapp extracts itself once, outside the measurements."""
     env = {"PATH": PATH, "CNI_COMMAND": "VERSION"}
@@ -510,10 +528,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         say("needs moto and the lab: run with the dev venv (.venv/bin/python)")
         return 2
-    args.plugin = args.zipapp.resolve().parent / "bin" / "cnivpc-ipam"
-    if not args.zipapp.exists() or not args.plugin.exists():
-        say(f"no zipapp at {args.zipapp} (or no bin/cnivpc-ipam beside it): "
-            ".venv/bin/python build/zipapp.py")
+    if not args.zipapp.is_file():
+        say(f"no zipapp at {args.zipapp}: .venv/bin/python build/zipapp.py")
         return 2
     from cnivpc.lab.ec2.limits import known_type, limits_for
 
@@ -527,9 +543,10 @@ def main(argv: list[str] | None = None) -> int:
     runners: list[Runner] = []
     started = time.perf_counter()
     try:
-        warm_up(args)
         results: dict[str, Any] = {}
         with tempfile.TemporaryDirectory(prefix="cnivpc-bench-ec2.") as tmp:
+            args.plugin, artifact = snapshot(args.zipapp, Path(tmp, "app"))
+            warm_up(args)
             for name in modes:
                 workdir = Path(args.keep or tmp, name)
                 workdir.mkdir(parents=True, exist_ok=False)
@@ -554,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         "pods": args.pods, "concurrency": args.concurrency, "latency_profile": args.latency,
         "instance_type": args.instance_type,
         "limits": {"enis": limits.max_enis, "ipv4_per_eni": limits.ipv4_per_eni},
-        "zipapp": str(args.zipapp.resolve()),
+        "zipapp": artifact,
         "calls_counted": "server side (what the lab's EC2 received, retries and throttled "
                          "answers included); ec2_calls_logged_by_plugins: the plugins' own "
                          "log lines",

@@ -23,6 +23,7 @@ __all__ = ["topo"]  # the fixture, re-exported so pytest finds it here
 MODULES = """
 import atexit, json, runpy, sys
 atexit.register(lambda: print("MODULES=" + json.dumps(sorted(sys.modules)), file=sys.stderr))
+atexit.register(lambda: print("CNIVPC=" + sys.modules["cnivpc"].__file__, file=sys.stderr))
 sys.argv = [sys.argv[1]]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
@@ -39,9 +40,13 @@ def run(zipapp: Zipapp, topo: Topo, program: str, command: str, conf: dict[str, 
     proc = subprocess.run(["ip", "netns", "exec", topo.node, "env", "-i",
                            *(f"{k}={v}" for k, v in env.items()), PYTHON, "-sSE", "-c", MODULES,
                            str(zipapp.bin / program)],
-                          input=json.dumps(conf), capture_output=True, text=True, timeout=120)
+                          input=json.dumps(conf), capture_output=True, text=True, timeout=120,
+                          cwd="/")  # with -c, sys.path[0] is the cwd: not the checkout's cnivpc
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("MODULES=")]
     assert lines, proc.stderr
+    # The zipapp's own extraction ran, not a cnivpc found elsewhere on sys.path.
+    [origin] = [ln for ln in proc.stderr.splitlines() if ln.startswith("CNIVPC=")]
+    assert origin.startswith(f"CNIVPC={zipapp.shiv_root}/"), origin
     doc = json.loads(proc.stdout) if proc.stdout.strip() else None
     return proc.returncode, doc, set(json.loads(lines[-1].removeprefix("MODULES=")))
 

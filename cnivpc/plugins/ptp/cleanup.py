@@ -11,7 +11,7 @@ even when an earlier one failed; the failures are reported together at the end.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ...cni import logs
@@ -52,15 +52,13 @@ def teardown_masq(ipt: Iptables, chain: str) -> bool:
     return bool(commands)
 
 
-def _families() -> list[Iptables]:
-    return [Iptables(), Iptables(ipv6=True)]
-
-
-def teardown(host: Any, att: Attachment, errors: list[CniError]) -> None:
-    """Remove one attachment's host state; failures are appended to ``errors``."""
+def teardown(host: Any, att: Attachment, errors: list[CniError],
+             versions: Sequence[int] = (4, 6)) -> None:
+    """Remove one attachment's host state (its nat rules in the IP ``versions`` it may have
+    used); failures are appended to ``errors``."""
     _attempt(errors, drop_policy, host, att.host_veth)
-    for ipt in _families():
-        _attempt(errors, teardown_masq, ipt, att.chain)
+    for version in versions:
+        _attempt(errors, teardown_masq, Iptables(ipv6=version == 6), att.chain)
     _attempt(errors, links.delete, host, att.host_veth)
 
 
@@ -88,12 +86,13 @@ def delete(req: Request[PtpConf]) -> None:
     conf, cmd = req.conf, req.cmd
     att = Attachment(conf.name, cmd.container_id, cmd.ifname)
     errors: list[CniError] = []
+    # prevResult (given on DEL from 0.4.0) says which families ADD touched; without it (an
+    # older runtime, or DEL after a failed ADD) both are cleaned.
+    ips = req.prev_result.ips if req.prev_result else []
+    versions = sorted({ip.ip.version for ip in ips}) or [4, 6]
     with lock.host_lock(), netns.iproute() as host:
-        teardown(host, att, errors)
+        teardown(host, att, errors, versions)
     if conf.ip_masq and cmd.netns:
-        # prevResult (given on DEL from 0.4.0) says which families ADD touched.
-        ips = req.prev_result.ips if req.prev_result else []
-        versions = sorted({ip.ip.version for ip in ips}) or [4, 6]
         _attempt(errors, _delete_pod_masq, cmd.netns, cmd.ifname, versions)
     _raise(errors, "DEL")
 
@@ -153,7 +152,7 @@ def gc(req: Request[PtpConf]) -> None:
                 # The veth died with its netns and nobody ran DEL: the rule matches by name
                 # and would otherwise hold its table forever.
                 _attempt(errors, drop_policy, host, rule.iifname)
-        for ipt in _families():
+        for ipt in (Iptables(), Iptables(ipv6=True)):
             _attempt(errors, _gc_chains, ipt, network, valid_ids)
     _raise(errors, "GC")
 

@@ -61,6 +61,7 @@ _REPLY_CLASS = {RTM_NEWLINK: "ifinfmsg", RTM_NEWADDR: "ifaddrmsg", RTM_NEWROUTE:
 IFF_UP = 0x1
 RTPROT_STATIC = 4  # what pyroute2's IPRoute stamped on our routes: "proto static" in ``ip``
 RTN_UNICAST = 1
+RT_SCOPE_NOWHERE = 255
 FR_ACT_TO_TBL = 1
 RT_TABLE_UNSPEC = 0
 RT_TABLE_COMPAT = 252  # fibmsg's 8-bit table field when the real one is in FRA_TABLE
@@ -258,9 +259,11 @@ class Rtnl:
 
     def _route_del(self, *, dst: IPNetwork, table: int, oif: int = 0,
                    gateway: IPAddress | None = None) -> list[Any]:
-        # scope, proto and type 0: match any (as ``ip route del`` without them).
-        return self._request(self._route_msg(dst, table, oif, gateway), RTM_DELROUTE,
-                             REQUEST)
+        # Match any scope, protocol and type, as ``ip route del`` does: for IPv4 the kernel
+        # reads scope 0 as "universe only", so a scope-link route would never match
+        # (RT_SCOPE_NOWHERE is its wildcard); proto and type 0 are wildcards already.
+        msg = self._route_msg(dst, table, oif, gateway, scope=RT_SCOPE_NOWHERE)
+        return self._request(msg, RTM_DELROUTE, REQUEST)
 
     def _route_dump(self, *, family: int) -> list[Any]:
         return self._request(self._msg("rtmsg", family=family), RTM_GETROUTE, DUMP)

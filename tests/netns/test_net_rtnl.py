@@ -154,3 +154,18 @@ def test_kernel_errors_arrive_typed_with_the_kernels_text(ns: str) -> None:
         # After all those errors the same client still works, on the same socket.
         assert routes.delete_rule(ipr, rule) and not routes.delete_rule(ipr, rule)
         assert routes.delete(ipr, route) and not routes.delete(ipr, route)
+
+
+def test_delete_matches_routes_of_any_scope(ns: str) -> None:
+    # IPRoute sent scope 0 on delete, which IPv4 reads as "universe only": the scope-link
+    # route of the fixture could not be deleted (ESRCH, reported as "was not there").
+    with netns.iproute(f"/run/netns/{ns}") as ipr:
+        v0 = links.get(ipr, "v0")
+        onlink = routes.Route(dst=ipaddress.ip_network("10.2.0.1/32"), oif=v0.index,
+                              scope=routes.SCOPE_LINK)
+        assert onlink in routes.list_routes(ipr, socket.AF_INET, routes.RT_TABLE_MAIN)
+        assert routes.delete(ipr, onlink) and not routes.delete(ipr, onlink)
+        assert onlink not in routes.list_routes(ipr, socket.AF_INET, routes.RT_TABLE_MAIN)
+        routes.add(ipr, routes.Route(dst=onlink.dst, oif=v0.index, scope=routes.SCOPE_LINK,
+                                     table=3001))
+        assert routes.flush_table(ipr, 3001) == 1

@@ -161,8 +161,12 @@ class Iptables:
                                 f"{done.stderr.strip()}; input: {' / '.join(script)}",
                                 returncode=done.returncode)
 
-    def listing(self, table: str) -> tuple[set[str], list[tuple[str, list[str]]]]:
-        """One ``-S`` of ``table``: its chains, and every rule as (chain, rule args)."""
+    def listing(self, table: str, containing: str = ""
+                ) -> tuple[set[str], list[tuple[str, list[str]]]]:
+        """One ``-S`` of ``table``: its chains, and every rule as (chain, rule args); only
+        the rules whose line holds ``containing`` when given. (kube-proxy's nat table on a
+        busy node has tens of thousands of rules: splitting each the shell's way would take
+        longer than the exec.)"""
         chains: set[str] = set()
         rules: list[tuple[str, list[str]]] = []
         done = self.run("-t", table, "-S")
@@ -174,27 +178,27 @@ class Iptables:
             raise IptablesError(f"{self.name} -t {table} -S failed", done.stderr.strip(),
                                 returncode=done.returncode)
         for line in done.stdout.splitlines():
-            words = shlex.split(line)
-            if len(words) >= 2 and words[0] in ("-N", "-P"):
-                chains.add(words[1])
-            elif len(words) >= 2 and words[0] == "-A":
+            if line.startswith(("-N ", "-P ")):
+                chains.add(line.split()[1])  # chain names hold no blanks or quotes
+            elif line.startswith("-A ") and containing in line:
+                words = shlex.split(line)
                 rules.append((words[1], words[2:]))
         return chains, rules
 
     def rules(self, table: str, chain: str) -> list[list[str]]:
         """The rules of one chain as argument lists ([] when the chain does not exist)."""
-        chains, rules = self.listing(table)
+        chains, rules = self.listing(table, containing=chain)
         return [rule for c, rule in rules if c == chain] if chain in chains else []
 
     def ensure_chain(self, table: str, chain: str) -> None:
-        chains, _ = self.listing(table)
+        chains, _ = self.listing(table, containing=chain)
         if chain not in chains:
             self.must("-t", table, "-N", chain)
 
     def delete_chain(self, table: str, chain: str) -> bool:
         """Flush and delete ``chain``; False if it did not exist. Rules jumping to it must be
         gone first (the kernel refuses to delete a referenced chain)."""
-        chains, _ = self.listing(table)
+        chains, _ = self.listing(table, containing=chain)
         if chain not in chains:
             return False
         self.must("-t", table, "-F", chain)

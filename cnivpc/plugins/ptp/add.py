@@ -182,7 +182,7 @@ def _setup_host_iptables(undo: ExitStack, conf: PtpConf, att: Attachment,
         nat: list[list[str]] = []
         if conf.ip_masq:
             _on_failure(undo, teardown_masq, ipt, att.chain)
-            chains, rules = ipt.listing("nat")
+            chains, rules = ipt.listing("nat", containing=att.chain)
             nat.append(["-F" if att.chain in chains else "-N", att.chain])
             nat += [["-D", c, *r] for c, r in rules if iptables.jump_target(r) == att.chain]
             for ip in (ip for ip in ips if ip.version == family):
@@ -190,7 +190,7 @@ def _setup_host_iptables(undo: ExitStack, conf: PtpConf, att: Attachment,
                         for rule in naming.masq_chain_rules(ip, att.comment)]
                 nat.append(["-A", "POSTROUTING",
                             *naming.masq_jump_rule(ip, att.chain, att.comment)])
-        _, listed = ipt.listing("mangle")
+        _, listed = ipt.listing("mangle", containing=naming.NODEPORT_COMMENT)
         mangle = [["-A", "PREROUTING", *rule] for rule in naming.nodeport_rules(
             conf.host_interface, conf.node_ports, conf.node_port_mark)
             if not any(c == "PREROUTING" and iptables.covers(r, rule) for c, r in listed)

@@ -44,7 +44,7 @@ def drop_policy(host: Any, veth: str, extra_tables: Iterable[int] = ()) -> None:
 def teardown_masq(ipt: Iptables, chain: str) -> bool:
     """Delete every nat rule jumping to ``chain``, then the chain, in one iptables-restore
     after one listing; False if none existed."""
-    chains, rules = ipt.listing("nat")
+    chains, rules = ipt.listing("nat", containing=chain)
     commands = [["-D", c, *r] for c, r in rules if iptables.jump_target(r) == chain]
     if chain in chains:
         commands += [["-F", chain], ["-X", chain]]
@@ -158,7 +158,7 @@ def gc(req: Request[PtpConf]) -> None:
 
 
 def _gc_chains(ipt: Iptables, network: str, valid_ids: set[str]) -> None:
-    _, rules = ipt.listing("nat")
+    _, rules = ipt.listing("nat", containing=network)  # our comments name the network
     stale: set[str] = set()
     for chain, rule in rules:
         owner = naming.parse_masq_comment(iptables.comment_of(rule))

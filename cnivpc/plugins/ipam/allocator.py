@@ -102,9 +102,7 @@ class Allocator(Ec2Work):
                     if op is not None:
                         wait_for = op.id
                     else:
-                        plan = self._plan(needed=1)
-                        own = (self.store.start_op(plan.kind, plan.count, eni_id=plan.eni_id,
-                                                   device_index=plan.device_index), plan)
+                        wait_for, own = self._start_or_wait()
             if got is not None:
                 if refill is not None:
                     self._run_op(*refill, best_effort=True)
@@ -113,6 +111,26 @@ class Allocator(Ec2Work):
                 self._wait_op(wait_for)
             elif own is not None:
                 self._run_op(*own, best_effort=False)
+
+    def _start_or_wait(self) -> tuple[int | None, tuple[int, Plan] | None]:
+        """No IP ready and none coming for us: start EC2 work, or wait for work in flight
+        that will make room. One new ENI at a time: an ENI being created has room beyond the
+        IPs it was asked for (with a small ``ipBatchSize``), so a second ADD waits for it and
+        assigns there instead of creating another ENI; and the node is only full (NoCapacity)
+        when no work is in flight."""
+        ops = self.store.ops()
+        try:
+            plan = self._plan(needed=1)
+        except NoCapacity:
+            if not ops:
+                raise
+            return ops[0].id, None
+        creating = [op for op in ops if op.kind == "create"]
+        if plan.kind == "create" and creating:
+            return creating[0].id, None
+        op_id = self.store.start_op(plan.kind, plan.count, eni_id=plan.eni_id,
+                                    device_index=plan.device_index)
+        return None, (op_id, plan)
 
     def grow(self, count: int, *, new_eni: bool = False) -> Plan:
         """Add ``count`` IPs to the pool now (the operator's ``cnivpc ipam grow``/``new-eni``)."""

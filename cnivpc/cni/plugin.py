@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from . import afterwards
 from .env import CmdArgs
 
 if TYPE_CHECKING:
@@ -22,13 +23,22 @@ ConfT = TypeVar("ConfT", bound="NetConf")
 @dataclass(frozen=True)
 class Request(Generic[ConfT]):
     """One invocation: environment, parsed config, parsed prevResult (current shape), and for
-    GC the valid attachments. ``raw_config`` is stdin as parsed JSON."""
+    GC the valid attachments. ``raw_config`` is stdin as parsed JSON. ``after_answer``
+    registers work to run once the answer is out (``cni.afterwards``: in a detached child, so
+    the runtime does not wait for it); it can never change the answer or the exit code."""
 
     cmd: CmdArgs
     conf: ConfT
     prev_result: Result | None = None
     valid_attachments: list[Attachment] | None = None
     raw_config: dict[str, Any] = field(default_factory=dict)
+    deferred: list[afterwards.Task] = field(default_factory=afterwards.pending, repr=False,
+                                            compare=False)
+
+    def after_answer(self, task: afterwards.Task) -> None:
+        """Run ``task`` after the answer has been written (only ADD uses it: the IPAM's
+        refill of its pool)."""
+        self.deferred.append(task)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,11 @@ error boundary: a ``CniError`` goes out as it is, anything else becomes code 999
 in ``details`` and the traceback in the log. Stdout carries exactly one JSON document (result or
 error) or nothing; everything else goes to stderr or the log file.
 
+Work a handler registered with ``Request.after_answer`` (only the IPAM's ADD does) runs after
+the answer has been emitted and flushed, in a detached child (``cni.afterwards``): the runtime
+gets its answer and the exit code as if there were none, whatever that work does or how long it
+takes. With injected stdio (tests in-process) it runs inline, after the answer.
+
 VERSION is answered without importing the plugin module, pydantic or anything else heavy.
 """
 
@@ -37,6 +42,9 @@ if TYPE_CHECKING:
     from .plugin import Plugin, Request
 
 GC_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
+# Seconds the work after the answer may take (its child is killed then) when the config names
+# no ``timeout``; otherwise that timeout (the IPAM's deadline) plus 10 s.
+AFTERWARDS_TIMEOUT = 70.0
 
 
 class Dispatcher:
@@ -50,8 +58,12 @@ class Dispatcher:
     def __init__(self, name: str, load: Callable[[], Plugin[Any]], version: str = "0.0.0",
                  getenv: Callable[[str], str | None] | None = None,
                  stdin: IO[bytes] | None = None, stdout: TextIO | None = None,
-                 stderr: TextIO | None = None) -> None:
+                 stderr: TextIO | None = None, detach: bool | None = None) -> None:
         self.name = name
+        # Work after the answer goes to a detached child only when this process's own stdout
+        # carries the answer (a runtime's pipe); injected stdio runs it inline.
+        self.detach = stdout is None if detach is None else detach
+        self.timeout = AFTERWARDS_TIMEOUT
         self.load = load
         self.version = version
         self.getenv = getenv or os.environ.get
@@ -72,13 +84,23 @@ class Dispatcher:
             self._emit({"cniVersion": versions.CURRENT_VERSION,
                         "supportedVersions": list(versions.SUPPORTED_VERSIONS)})
             return 0
+        from . import afterwards, logs
+
+        log = logs.setup(self.stderr, self.getenv).getChild(self.name)
+        with afterwards.collect() as tasks:
+            code = self._dispatch(command, log)
+        how = afterwards.mode(self.getenv)
+        if tasks and how != "off":
+            afterwards.run(tasks, detach=self.detach and how == "detach",
+                           deadline=self.timeout)
+        return code
+
+    def _dispatch(self, command: str, log: Any) -> int:
         import dataclasses
         import traceback
 
-        from . import logs
         from .env import COMMANDS, read_env
 
-        log = logs.setup(self.stderr, self.getenv).getChild(self.name)
         started = time.monotonic()
         reply_version = versions.CURRENT_VERSION
         cmd: CmdArgs | None = None
@@ -115,6 +137,9 @@ class Dispatcher:
 
         plugin = self.load()
         conf = _load_conf(plugin, config)
+        timeout = getattr(conf, "timeout", None)
+        if isinstance(timeout, (int, float)) and timeout > 0:
+            self.timeout = float(timeout) + 10.0
         logs.add_file(conf.log_file, conf.log_level)
         log.info("%s %s netns=%r args=%r", cmd.command, _who(cmd), cmd.netns, cmd.args)
         log.debug("config: %s", cmd.stdin.decode(errors="replace"))

@@ -9,11 +9,14 @@ environment, the config on stdin, JSON on stdout.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,6 +28,8 @@ import pytest
 from tests.fabric.conftest import lab_factory, make_client  # noqa: F401 - fixtures by name
 
 REPO = Path(__file__).resolve().parents[2]
+# In every plugin process's environment (and so its detached children's): finds them.
+TAG = "CNIVPC_TEST_NODE"
 
 
 @dataclass
@@ -57,7 +62,7 @@ class Ipam:
         full = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
                 "CNI_COMMAND": command, "CNI_PATH": "/opt/cni/bin",
                 "AWS_ENDPOINT_URL_EC2": "http://169.254.169.254:8773",
-                "PYTHONPATH": str(REPO)}
+                "PYTHONPATH": str(REPO), TAG: str(self.workdir)}
         if container_id:
             full.update(CNI_CONTAINERID=container_id, CNI_IFNAME=ifname, CNI_NETNS=netns,
                         CNI_ARGS=f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;"
@@ -88,8 +93,23 @@ class Ipam:
             return dict(conn.execute(
                 "SELECT container_id, ip FROM ips WHERE container_id IS NOT NULL").fetchall())
 
+    def background(self) -> list[int]:
+        """Pids of this node's plugin processes still running: after the ADDs returned, the
+        detached children refilling the pool (found by the tag in their environment)."""
+        return tagged_processes(TAG, str(self.workdir))
+
+    def settle(self, timeout: float = 90.0) -> float:
+        """Wait until no background refill runs; returns the seconds waited."""
+        started = time.monotonic()
+        while self.background():
+            assert time.monotonic() - started < timeout, "background refill still running"
+            time.sleep(0.05)
+        return time.monotonic() - started
+
     def ec2_calls(self) -> dict[str, int]:
-        """EC2 calls the plugin processes made, from their logs (one line per ADD/DEL)."""
+        """EC2 calls the plugin processes made, from their logs (one line per ADD/DEL, and one
+        per background refill: waits for those to end first)."""
+        self.settle()
         total: dict[str, int] = {}
         log = self.workdir / "cnivpc.log"
         for line in log.read_text().splitlines() if log.exists() else []:
@@ -111,6 +131,25 @@ class Ipam:
         return {link["address"]: link["ifname"] for link in json.loads(out)}
 
 
+def tagged_processes(name: str, value: str) -> list[int]:
+    """Pids of live processes whose environment has ``name=value``."""
+    marker = f"{name}={value}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in env and state != b"Z":
+            found.append(int(entry))
+    return found
+
+
 @pytest.fixture
 def ipam_node(lab_factory: Callable[..., Any], tmp_path: Path) -> Iterator[Callable[..., Ipam]]:  # noqa: F811
     """Name: ipam_node. Scope: function. Depends: lab_factory (root, moto)."""
@@ -121,3 +160,11 @@ def ipam_node(lab_factory: Callable[..., Any], tmp_path: Path) -> Iterator[Calla
         return Ipam(lab=lab, node=lab.node(0), workdir=tmp_path, conf=conf)
 
     yield make
+    # Detached refills must not outlive the test (its lab is torn down next): wait, then stop
+    # whatever is left (only this test's processes, found by their tag).
+    deadline = time.monotonic() + 30
+    while (pids := tagged_processes(TAG, str(tmp_path))) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

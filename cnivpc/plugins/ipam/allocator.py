@@ -6,6 +6,13 @@ EC2, no botocore); EC2 work already in flight with IPs nobody claimed → claim 
 it; otherwise start work: a batched AssignPrivateIpAddresses on an ENI with room, or a new ENI
 (its IPs requested in the CreateNetworkInterface call itself).
 
+The warm pool: an ADD that leaves the pool below its warm level (``warmIPTarget`` free IPs, and
+``warmENIThreshold`` free IPs plus room on attached ENIs) only notes it (``refill_wanted``, a
+store-only check); the plugin answers, then ``refill()`` runs in a detached child: under the
+lock it decides one piece of work (an Assign, or the next ENI ahead of need) and records it as
+an op with its own pid, so ADDs arriving meanwhile claim its IPs and wait instead of starting
+work of their own. ``warm()`` is the same, synchronous, for ``cnivpc ipam warm`` at node start.
+
 The host lock is held for decisions only. Slow EC2 work runs outside it, recorded as an *op* in
 the store, so concurrent ADDs wait for its IPs instead of starting more work (a burst of pods
 costs one batched call, not one per pod), and ADDs that can be served from the pool are never
@@ -25,6 +32,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from ...aws.ec2 import Ec2Error
 from ...aws.errors import AwsError
 from ...cni.errors import CniError, TryAgainLater
 from ..hostlock import host_lock
@@ -58,6 +66,9 @@ class Allocator(Ec2Work):
         self._clock = clock
         self._monotonic = monotonic
         self._sleep = sleep
+        # Set by acquire(): the pool is below its warm level after this ADD took its IP, so
+        # the plugin runs refill() after answering (in a detached child).
+        self.refill_wanted = False
 
     # -- locking -------------------------------------------------------------------------------
 
@@ -83,7 +94,6 @@ class Allocator(Ec2Work):
             self._check_deadline("waiting for an IP")
             wait_for: int | None = None
             own: tuple[int, Plan] | None = None
-            refill: tuple[int, Plan] | None = None
             got: tuple[Allocation, EniRecord] | None = None
             with self.decide():
                 held = self.store.allocations(container_id, ifname)
@@ -96,7 +106,7 @@ class Allocator(Ec2Work):
                     self.reconcile()
                 got = self._take_ready(container_id, ifname, pod, netns)
                 if got is not None:
-                    refill = self._plan_refill()
+                    self.refill_wanted = self._refill_due()
                 else:
                     op = self.store.claim_op()
                     if op is not None:
@@ -104,8 +114,6 @@ class Allocator(Ec2Work):
                     else:
                         wait_for, own = self._start_or_wait()
             if got is not None:
-                if refill is not None:
-                    self._run_op(*refill, best_effort=True)
                 return got
             if wait_for is not None:
                 self._wait_op(wait_for)
@@ -166,26 +174,111 @@ class Allocator(Ec2Work):
         return len(self.store.free_ips(ready_before=self._clock() - self.conf.reuse_ip_wait,
                                        eni_ids=[e.eni_id for e in self._eligible()]))
 
-    def _plan_refill(self) -> tuple[int, Plan] | None:
-        """Keep ``warmIPTarget`` IPs ready: one batched Assign when the pool runs low (and no
-        other work is in flight). Never a new ENI: the pod already has its IP and is waiting
-        for this process to exit, and an Assign costs ~0.5 s where an ENI costs seconds; the
-        next ADD that finds no IP creates the ENI (with all its IPs, for the waiters)."""
+    # -- the warm pool: refill after an ADD's answer, and ``cnivpc ipam warm`` -----------------
+
+    def eni_threshold(self, per_eni: int) -> int:
+        """``warmENIThreshold`` resolved: below this many free IPs plus room on attached ENIs,
+        the next ENI is started ahead of need (see the config's docstring)."""
+        if self.conf.warm_ip_target <= 0:
+            return 0
+        if self.conf.warm_eni_threshold >= 0:
+            return self.conf.warm_eni_threshold
+        return max(self.conf.warm_ip_target, per_eni // 2)
+
+    def pool_level(self, per_eni: int) -> tuple[int, int]:
+        """(free IPs, room for more IPs on attached ENIs), over ENIs whose IPs go to pods."""
+        eligible = self._eligible()
+        free = len(self.store.free_ips(eni_ids=[e.eni_id for e in eligible]))
+        counts = self.store.ip_counts()
+        room = sum(max(0, per_eni - counts.get(e.eni_id, 0)) for e in eligible)
+        return free, room
+
+    def _refill_due(self) -> bool:
+        """Cheap (store only, no IMDS or EC2): is the pool below its warm level with no EC2
+        work in flight? The refill itself decides again, under the lock, in its own process."""
+        if self.conf.warm_ip_target <= 0 or self.store.ops():
+            return False
+        limits = self.node.cached_limits()
+        if limits is None:
+            return True  # unknown yet: let the refill read them
+        free, room = self.pool_level(limits.ipv4_per_eni)
+        if free < self.conf.warm_ip_target and room > 0:
+            return True
+        return (free + room < self.eni_threshold(limits.ipv4_per_eni)
+                and len(self.store.enis()) < limits.enis)
+
+    def refill(self) -> Plan | None:
+        """Bring the pool toward its warm level with one piece of EC2 work (an Assign, or the
+        next ENI), recorded as an op under this process's pid so concurrent ADDs claim its IPs
+        instead of starting work of their own. Runs after an ADD's answer, in a detached child
+        (``cni.afterwards``): failures are logged, never raised."""
+        try:
+            with self.decide():
+                planned = self._plan_refill()
+        except CniError as exc:
+            log.warning("refilling the IP pool: %s", exc)
+            return None
+        if planned is None:
+            return None
+        self._run_op(*planned, best_effort=True)
+        return planned[1]
+
+    def warm(self, max_steps: int = 8) -> list[Plan]:
+        """``cnivpc ipam warm``: bring the pool up to its warm level now, synchronously (waiting
+        for EC2 work in flight first). Idempotent: a warm pool costs no EC2 mutation. Errors
+        (throttling, a full subnet) are raised; a node that cannot hold more is not one."""
+        done: list[Plan] = []
+        for _ in range(max_steps):
+            wait_for: int | None = None
+            planned: tuple[int, Plan] | None = None
+            with self.decide():
+                self.reconcile()
+                ops = self.store.ops()
+                if ops:
+                    wait_for = ops[0].id
+                else:
+                    planned = self._plan_refill(strict=True)
+            if wait_for is not None:
+                self._wait_op(wait_for)
+                continue
+            if planned is None:
+                break
+            self._run_op(*planned, best_effort=False)
+            done.append(planned[1])
+        return done
+
+    def _plan_refill(self, *, strict: bool = False) -> tuple[int, Plan] | None:
+        """Under the lock: the one piece of work that brings the pool toward its warm level,
+        recorded as an op, or None. An Assign when fewer than ``warmIPTarget`` IPs are free and
+        an attached ENI has room; the next ENI when the free IPs plus that room are below the
+        ENI threshold (``warmENIThreshold``). Nothing while other work is in flight. Without
+        ``strict``, errors (a full subnet, throttling) are logged and give None."""
         if self.conf.warm_ip_target <= 0 or self.store.ops():
             return None
-        free = len(self.store.free_ips(eni_ids=[e.eni_id for e in self._eligible()]))
-        if free >= self.conf.warm_ip_target:
-            return None
         try:
-            plan = self._plan(needed=self.conf.warm_ip_target - free)
+            limits = self.node.limits()
+            free, room = self.pool_level(limits.ipv4_per_eni)
+            if free < self.conf.warm_ip_target and room > 0:
+                plan = self._plan(needed=self.conf.warm_ip_target - free)
+            elif free + room < self.eni_threshold(limits.ipv4_per_eni):
+                plan = self._plan(needed=1, new_eni=True)
+            else:
+                return None
         except NoCapacity:
             return None
-        if plan.kind != "assign":
+        except (CniError, Ec2Error) as exc:
+            err = exc.as_cni() if isinstance(exc, Ec2Error) else exc
+            if strict:
+                raise err from exc
+            log.warning("cannot refill the IP pool now: %s", err)
             return None
         op_id = self.store.start_op(plan.kind, plan.count, eni_id=plan.eni_id,
                                     device_index=plan.device_index)
-        # Nobody waits on a refill: its IPs all go to the pool.
+        # Nobody waits on a refill: its IPs all go to the pool (ADDs that find none claim them).
         self.store.claim_op_reset(op_id)
+        log.info("refilling the pool (%d free, room for %d on attached ENIs): %s of %d IPs%s",
+                 free, room, plan.kind, plan.count,
+                 f" on {plan.eni_id}" if plan.eni_id else f" at device {plan.device_index}")
         return op_id, plan
 
     def _plan(self, needed: int, *, new_eni: bool = False) -> Plan:
@@ -355,11 +448,13 @@ class Allocator(Ec2Work):
         return released
 
     def _take_surplus(self) -> list[FreeIP]:
-        """Free IPs above ``maxFreeIPs``, newest-freed first, never an ENI's primary IP."""
+        """Free IPs above ``maxFreeIPs`` (and ``warmIPTarget``), newest-freed first, never an
+        ENI's primary IP. ENIs are never given back here: a spare ENI is not churned."""
         if self.conf.skip_deallocation or self.conf.max_free_ips < 0:
             return []
         free = self.store.free_ips()
-        extra = len(free) - self.conf.max_free_ips
+        # Never below the warm target: the next ADD's refill would assign them right back.
+        extra = len(free) - max(self.conf.max_free_ips, self.conf.warm_ip_target)
         if extra <= 0:
             return []
         primaries = self._primaries()

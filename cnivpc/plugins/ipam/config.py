@@ -5,10 +5,19 @@ Keys shared with the original (lyft.md §1.2), with our defaults:
 ``secGroupIds`` (default: the boot ENI's groups), ``subnetTags``, ``interfaceIndex`` (1: never
 hand out the boot ENI's IPs), ``skipDeallocation``, ``routeToVpcPeers``, ``routeToCidrs``,
 ``reuseIPWait`` (60 s), ``ipBatchSize`` (0: size batches from the warm target; 1 reproduces the
-original). Ours: ``warmIPTarget`` (keep this many free IPs ready; ADD refills in one batched
-call when the pool drops below it), ``maxFreeIPs`` (DEL unassigns free IPs above this many,
-never an ENI's primary; -1, the default, keeps them all), ``freeIPMaxAge`` (GC unassigns free
-IPs idle longer than this many seconds beyond the warm target; 0 never), ``dataDir``, ``lockPath``,
+original). Ours: ``warmIPTarget`` (keep this many free IPs ready; an ADD that leaves fewer
+refills with one batched call, after its answer, in a detached child; 0 turns every warm-keeping
+off, as in the original), ``warmENIThreshold`` (start the next ENI ahead of need, in that same
+background refill, when the free IPs plus the room left on attached ENIs drop below this many:
+an ENI takes ~7 s to create, attach and appear, and a burst must not wait for it. -1, the
+default, is half an ENI's IPv4 addresses for the instance type (25 on an m5.24xlarge, 7 on a
+c5.xlarge), never less than ``warmIPTarget``, and 0 when ``warmIPTarget`` is 0; 0 never starts an
+ENI ahead of need. A new ENI comes with all its IPs (``ipBatchSize`` 0), so on an m5.24xlarge
+110 pods still cost three ENIs), ``maxFreeIPs`` (DEL unassigns free IPs above this many, or
+above ``warmIPTarget`` when that is more, never an ENI's primary; -1, the default, keeps them
+all; ENIs are never given back by DEL, so a spare ENI is not churned), ``freeIPMaxAge`` (GC
+unassigns free IPs idle longer than this many seconds beyond the warm target; 0 never),
+``dataDir``, ``lockPath``,
 ``lockTimeout``, ``timeout`` (the whole ADD's deadline), ``reconcileInterval``,
 ``clusterName`` (tagged on ENIs we create, for GC), ``mtu``.
 
@@ -37,6 +46,7 @@ class IpamConf(NetConf):
     reuse_ip_wait: float = Field(default=60.0, alias="reuseIPWait", ge=0)
     ip_batch_size: int = Field(default=0, alias="ipBatchSize", ge=0, le=100)
     warm_ip_target: int = Field(default=8, alias="warmIPTarget", ge=0, le=1000)
+    warm_eni_threshold: int = Field(default=-1, alias="warmENIThreshold", ge=-1, le=10000)
     max_free_ips: int = Field(default=-1, alias="maxFreeIPs", ge=-1)
     free_ip_max_age: float = Field(default=0.0, alias="freeIPMaxAge", ge=0)
     data_dir: str = DEFAULT_DATA_DIR

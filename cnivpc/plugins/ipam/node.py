@@ -106,6 +106,15 @@ class Node:
         self.store.cache_put(f"limits:{itype}", list(value), LIMITS_TTL)
         return Limits(*value)
 
+    def cached_limits(self) -> Limits | None:
+        """The limits when the store has them (identity and limits cached): no IMDS, no EC2,
+        for decisions on the warm path that must stay cheap."""
+        identity = self._identity.__dict__ if self._identity else self.store.cache_get("identity")
+        if not isinstance(identity, dict) or "instance_type" not in identity:
+            return None
+        cached = self.store.cache_get(f"limits:{identity['instance_type']}")
+        return None if cached is None else Limits(int(cached[0]), int(cached[1]))
+
     def subnets(self, vpc_id: str) -> list[Subnet]:
         """Subnets of the node's VPC and AZ (filtered, paginated), most free addresses first."""
         az = self.identity.availability_zone

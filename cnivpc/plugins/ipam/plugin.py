@@ -1,7 +1,9 @@
 """The IPAM plugin's five handlers (``cnivpc-ipam``, first in the chain): add, delete, check,
 status, gc. Each reads as a short story over the allocator, the store and the node view.
 
-ADD returns the ENI's link as the only interface (the ipvlan plugin's master). DEL releases by
+ADD returns the ENI's link as the only interface (the ipvlan plugin's master); when it left the
+pool below its warm level, the refill runs after the answer (``refill``, in a detached child:
+see ``cni.afterwards``), so no pod waits for it. DEL releases by
 (container ID, ifname): no netns, no prevResult and no EC2 needed, repeatable. EC2 failures
 never fail DEL (the pool keeps the IP; GC retries the unassign).
 """
@@ -56,12 +58,27 @@ def add(req: Request[IpamConf]) -> Result:
     pod = str(PodRef.from_cni_args(cmd.args))
     store, node = _open(conf)
     with store:
-        alloc, eni = Allocator(conf, store, node).acquire(cmd.container_id, cmd.ifname, pod,
-                                                          cmd.netns)
+        allocator = Allocator(conf, store, node)
+        alloc, eni = allocator.acquire(cmd.container_id, cmd.ifname, pod, cmd.netns)
         log.info("ADD %s %s -> %s on %s (%s)", cmd.container_id[:12], pod or "-", alloc.ip,
                  eni.eni_id, eni.link)
+        result = results.build(alloc, eni, _extra_cidrs(conf, node, eni.vpc_id))
         _log_calls(node)
-        return results.build(alloc, eni, _extra_cidrs(conf, node, eni.vpc_id))
+    if allocator.refill_wanted:
+        # The pool is below its warm level: refill it once the pod has its answer.
+        req.after_answer(lambda: refill(conf))
+    return result
+
+
+def refill(conf: IpamConf) -> None:
+    """The pool refill after an ADD's answer (run by ``cni.afterwards``, normally in a detached
+    child): its own store connection and deadline, its own ``EC2 calls`` log line."""
+    store, node = _open(conf)
+    with store:
+        plan = Allocator(conf, store, node).refill()
+        if plan is not None:
+            log.info("pool refill: %s of %d IPs done", plan.kind, plan.count)
+        _log_calls(node)
 
 
 def delete(req: Request[IpamConf]) -> None:

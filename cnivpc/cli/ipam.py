@@ -10,6 +10,8 @@ Read-only (never take the IPAM lock, never change anything):
   peer-cidrs    CIDRs of peered VPCs
   bugs          known instance metadata bugs and whether this instance has them
 Operations (take the lock):
+  warm                      bring the pool up to its warm level now (warmIPTarget free IPs,
+                            warmENIThreshold free + room): at node start, before the first pod
   grow [--count N]          assign N more IPs to the pool (an ENI with room, or a new ENI)
   new-eni [--count N]       attach a new ENI with N IPs (default: as many as it can hold)
   remove-eni <eni> [--force]  detach and delete a pod ENI (refused while pods use it)
@@ -140,6 +142,38 @@ def bugs(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
     return _show(args, out, ["bug", "affected", "meaning"], rows)
 
 
+def warm(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
+    """Synchronous and idempotent: each piece of EC2 work it did, one line; a warm pool costs
+    no EC2 mutation. Exit 1 (EXIT_ERROR) when EC2 refuses or throttles past the timeout."""
+    store, node = _open(conf, timeout=conf.timeout)
+    with store:
+        allocator = Allocator(conf, store, node)
+        started = time.monotonic()
+        plans = allocator.warm()
+        per_eni = node.limits().ipv4_per_eni if conf.warm_ip_target > 0 else 0
+        free, room = allocator.pool_level(per_eni) if per_eni else (len(store.free_ips()), 0)
+        threshold = allocator.eni_threshold(per_eni) if per_eni else 0
+        calls = node.ec2_calls
+    actions = [f"{p.kind} {p.count} IPs" + (f" on {p.eni_id}" if p.eni_id else
+                                            f" (new ENI at device {p.device_index})")
+               for p in plans]
+    row = {"actions": actions, "free": free, "room": room, "warm_ip_target": conf.warm_ip_target,
+           "warm_eni_threshold": threshold, "seconds": round(time.monotonic() - started, 2),
+           "ec2_calls": calls}
+    if args.json:
+        emit_json(out, row)
+        return EXIT_OK
+    for action in actions:
+        out.write(f"{action}\n")
+    if conf.warm_ip_target <= 0:
+        out.write("warmIPTarget is 0: no warm pool to keep\n")
+    else:
+        verb = "warmed" if plans else "already warm"
+        out.write(f"{verb}: {free} free IPs (target {conf.warm_ip_target}), room for {room} more "
+                  f"on attached ENIs (next ENI below {threshold} free + room)\n")
+    return EXIT_OK
+
+
 def grow(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
     if args.count < 1:
         raise CliError("--count must be at least 1", exit_code=EXIT_USAGE)
@@ -208,6 +242,7 @@ COMMANDS: dict[str, tuple[Handler, str]] = {
     "vpc-cidrs": (vpc_cidrs, "VPC CIDRs routed via the ENIs"),
     "peer-cidrs": (peer_cidrs, "peered VPC CIDRs"),
     "bugs": (bugs, "known instance bugs"),
+    "warm": (warm, "bring the pool up to its warm level now"),
     "grow": (grow, "assign more IPs to the pool"),
     "new-eni": (new_eni, "attach a new ENI"),
     "remove-eni": (remove_eni, "detach and delete a pod ENI"),

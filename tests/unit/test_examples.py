@@ -3,8 +3,9 @@
 - the IAM policy allows every EC2 operation the code calls (found in the source), and no
   mutating action without a tag condition or a resource scope;
 - the DaemonSet validates against the Kubernetes schemas (offline, kubernetes-validate);
-- the conflist is a valid cnivpc chain; the bake script parses; the systemd service runs a
-  command the CLI has.
+- the conflist is a valid cnivpc chain; the bake script parses and installs every unit; the
+  systemd units run commands the CLI has, the warm unit before kubelet without blocking it;
+  the DaemonSet warms the pool after installing, and a failed warm step never fails the pod.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import subprocess
 from pathlib import Path
 
 import kubernetes_validate
+import pytest
 import yaml
 
 from cnivpc.cli import COMMANDS
 from cnivpc.cli.install import validate_conflist
+from cnivpc.cli.ipam import COMMANDS as IPAM_COMMANDS
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -96,9 +99,57 @@ def test_bake_script_parses() -> None:
     subprocess.run(["bash", "-n", str(EXAMPLES / "ami-bake.sh")], check=True)
 
 
-def test_systemd_service_runs_an_existing_command() -> None:
-    unit = (EXAMPLES / "systemd/cnivpc-gc.service").read_text()
-    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
-    command = exec_start.split()[1]
-    assert exec_start.split()[0] == "ExecStart=/opt/cni/bin/cnivpc"
-    assert command in COMMANDS
+def exec_start(unit: str) -> list[str]:
+    text = (EXAMPLES / "systemd" / unit).read_text()
+    return next(line for line in text.splitlines() if line.startswith("ExecStart=")).split()
+
+
+def runs_an_existing_command(argv: list[str]) -> bool:
+    """``cnivpc <command> [<ipam subcommand>]`` names commands the CLI has."""
+    if argv[0] not in COMMANDS:
+        return False
+    return argv[0] != "ipam" or argv[1] in IPAM_COMMANDS
+
+
+@pytest.mark.parametrize("unit", ["cnivpc-gc.service", "cnivpc-warm.service"])
+def test_systemd_service_runs_an_existing_command(unit: str) -> None:
+    argv = exec_start(unit)
+    assert argv[0] == "ExecStart=/opt/cni/bin/cnivpc"
+    assert runs_an_existing_command(argv[1:])
+
+
+def test_warm_service_fills_the_pool_before_kubelet() -> None:
+    assert exec_start("cnivpc-warm.service")[1:] == ["ipam", "warm"]
+    text = (EXAMPLES / "systemd/cnivpc-warm.service").read_text()
+    lines = text.splitlines()
+    assert "Type=oneshot" in lines and "Before=kubelet.service" in lines
+    assert not any(line.startswith(("Requires=", "RequiredBy=")) for line in lines), \
+        "a failed warm step must not keep kubelet from starting"
+    assert any(line.startswith("WantedBy=") and "kubelet.service" in line for line in lines)
+
+
+def test_bake_script_installs_and_enables_every_unit() -> None:
+    script = (EXAMPLES / "ami-bake.sh").read_text()
+    for unit in sorted(p.name for p in (EXAMPLES / "systemd").iterdir()):
+        assert f"systemd/{unit}" in script, unit
+    enable = next(line for line in script.splitlines() if line.startswith("systemctl enable"))
+    assert {"cnivpc-gc.timer", "cnivpc-warm.service"} <= set(enable.split())
+
+
+def test_daemonset_warms_the_pool_after_install_without_failing() -> None:
+    docs = [d for d in yaml.safe_load_all((EXAMPLES / "kubernetes/daemonset.yaml").read_text())
+            if d]
+    spec = next(d for d in docs if d["kind"] == "DaemonSet")["spec"]["template"]["spec"]
+    inits = spec["initContainers"]
+    assert [c["name"] for c in inits] == ["install", "warm"]  # installed first, then warmed
+    warm = inits[1]
+    assert warm["command"][:2] == ["/bin/sh", "-c"]
+    script = warm["command"][2]
+    command, _, fallback = script.partition("||")
+    argv = command.split()
+    assert argv[0].endswith("/opt/cni/bin/cnivpc") and runs_an_existing_command(argv[1:])
+    assert argv[1:] == ["ipam", "warm"] and "echo" in fallback  # never fails the pod
+    mounts = {m["mountPath"] for m in warm["volumeMounts"]}
+    # The IPAM's state, lock and conflist at the host's paths (the conflist's defaults).
+    assert {"/var/lib/cnivpc", "/run/cnivpc", "/etc/cni/net.d"} <= mounts
+    assert warm["securityContext"]["privileged"] is True and spec["hostNetwork"] is True

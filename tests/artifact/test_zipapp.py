@@ -185,7 +185,8 @@ def imported(zipapp: Zipapp, program: str, env: dict[str, str], stdin: str) -> t
     full = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SHIV_ROOT": str(zipapp.shiv_root), **env}
     proc = subprocess.run(["env", "-i", *(f"{k}={v}" for k, v in full.items()), PYTHON, "-sSE",
                            "-c", MODULES, str(zipapp.bin / program)],
-                          input=stdin, capture_output=True, text=True, timeout=120)
+                          input=stdin, capture_output=True, text=True, timeout=120,
+                          cwd="/")  # -c puts the cwd first on sys.path: not the checkout's cnivpc
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("MODULES=")]
     assert lines, proc.stderr
     return proc.stdout, set(json.loads(lines[-1].removeprefix("MODULES=")))

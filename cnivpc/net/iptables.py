@@ -21,7 +21,6 @@ import functools
 import os
 import re
 import shlex
-import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -63,11 +62,17 @@ def parse_version(text: str) -> Version:
 
 @functools.cache
 def _binary(name: str) -> str:
-    path = shutil.which(name) or shutil.which(name, path=FALLBACK_PATH)
-    if path is None:
-        raise IptablesNotFound(f"{name} not found",
-                               f"looked in PATH and {FALLBACK_PATH}; install iptables")
-    return path
+    # Not shutil.which: shutil imports bz2 and lzma (two shared libraries loaded per exec,
+    # ~0.1 s under user-mode-linux) for this one lookup.
+    # Relative PATH entries (and the empty one, meaning the cwd) are skipped: a plugin must
+    # not run whatever iptables lies in the directory the runtime happened to start it in.
+    for directory in [*os.environ.get("PATH", "").split(os.pathsep),
+                      *FALLBACK_PATH.split(os.pathsep)]:
+        path = os.path.join(directory, name)
+        if os.path.isabs(path) and os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    raise IptablesNotFound(f"{name} not found",
+                           f"looked in PATH and {FALLBACK_PATH}; install iptables")
 
 
 @dataclass(frozen=True)

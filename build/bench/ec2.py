@@ -14,15 +14,26 @@ both modes alike).
 
 EC2 calls are counted on the server: the bench wraps the lab's EC2 front door in this process,
 so the figures are what EC2 received (throttled answers and retries included), split into the
-up phase (the burst) and the down phase (the DELs). The plugins' own ``EC2 calls: {...}`` log
-lines are parsed too and kept beside them in ``data`` as a cross-check. Mutating = every
-action that is not a Describe/Get/List/Search (Assign*, Unassign*, Create*, Attach*, Detach*,
-Delete*, ModifyNetworkInterfaceAttribute; the lab's own definition).
+warm step (defaults only), the up phase (the burst) and the down phase (the DELs). An ADD that
+leaves the pool below its warm level refills it after answering, in a detached child: a phase
+ends when those children have exited too (found by a tag in their environment; the wait is
+``background_s``), so their calls count in the phase that caused them. The plugins' own
+``EC2 calls: {...}`` log lines (the children log theirs) are parsed too and kept beside them
+in ``data`` as a cross-check (the warm step's CLI logs none). Mutating = every action that is
+not a Describe/Get/List/Search (Assign*, Unassign*, Create*, Attach*, Detach*, Delete*,
+ModifyNetworkInterfaceAttribute; the lab's own definition).
 
 Modes (the config keys are in the output's ``data.modes.<mode>.config``):
 
 * ``defaults``: cnivpc's defaults (``ipBatchSize`` 0: a new ENI comes with all its IPs, Assigns
-  sized from the warm target; ``warmIPTarget`` 8; ``maxFreeIPs`` -1: DEL keeps IPs).
+  sized from the warm target; ``warmIPTarget`` 8; ``warmENIThreshold`` -1: the next ENI starts
+  in the background below 37 free IPs on an m5.24xlarge; ``maxFreeIPs`` -1: DEL keeps IPs),
+  with the node started the way the DaemonSet and ``examples/systemd/cnivpc-warm.service``
+  start one: ``cnivpc ipam warm`` before the burst (the same zipapp, exec'd in the node's
+  netns, ``--conf`` a conflist holding the same IPAM config). Its time and EC2 calls are
+  reported as the ``warm`` phase and counted in the mode's totals (mutating calls included).
+* ``defaults-cold``: the same defaults without the warm step (the first ADDs find an empty
+  pool), reported as extra rows so nothing is hidden.
 * ``original``: ``ipBatchSize`` 1, ``warmIPTarget`` 0, ``maxFreeIPs`` 0 -- the original's
   allocation policy (lyft.md §1.8-1.10, §1.16): one IP per AssignPrivateIpAddresses, a new ENI
   with its primary IP only, no warm refill, and every DEL unassigns the pod's IP. Every other key
@@ -46,7 +57,8 @@ on this 2-core machine (load 1.2 when the run began), DELs that make no EC2 call
 7.3 s median for 0.44 s of CPU each, and both modes' ADD p50s were 7.0 s: the percentiles
 measured the run queue, not cnivpc. The
 figure, the CPU used (plugins and lab) and the machine's load are in the output. A default
-run takes about 4 minutes on 2 cores (250 s with a test suite running beside it).
+run (three modes) takes about 3 minutes on 2 cores (185 s; longer with a test suite running
+beside it).
 
 Needs root (network namespaces), the dev venv (moto, the lab) and a built zipapp
 (``.venv/bin/python build/zipapp.py``). Talks to humans on stderr; the section JSON goes to
@@ -93,8 +105,12 @@ NODE_EC2_URL = "http://169.254.169.254:8773"
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 MODES: dict[str, dict[str, Any]] = {
     "defaults": {},
+    "defaults-cold": {},
     "original": {"ipBatchSize": 1, "warmIPTarget": 0, "maxFreeIPs": 0},
 }
+WARMED = frozenset({"defaults"})  # modes whose node runs ``cnivpc ipam warm`` first
+TAG = "CNIVPC_BENCH_NODE"  # in every plugin process's environment: finds detached refills
+SETTLE_TIMEOUT = 120.0
 MUTATING_GOAL = 10
 P99_GOAL = 0.3
 READ_PREFIXES = ("Describe", "Get", "List", "Search")
@@ -196,12 +212,14 @@ class Runner:
     lock: threading.Lock = field(default_factory=threading.Lock)
     stopping: threading.Event = field(default_factory=threading.Event)
 
+    tag: str = ""
+
     def env(self, command: str, container_id: str) -> dict[str, str]:
         env = {"PATH": PATH, "CNI_COMMAND": command, "CNI_CONTAINERID": container_id,
                "CNI_NETNS": "/proc/1/ns/net", "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin",
                "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;"
                            f"K8S_POD_NAME={container_id}",
-               "AWS_ENDPOINT_URL_EC2": NODE_EC2_URL}
+               "AWS_ENDPOINT_URL_EC2": NODE_EC2_URL, TAG: self.tag}
         if self.shiv_root:
             env["SHIV_ROOT"] = self.shiv_root
         return env
@@ -271,6 +289,66 @@ class Runner:
             self.kill(proc)
 
 
+def tagged(tag: str) -> list[int]:
+    """Live (not zombie) processes with ``TAG=tag`` in their environment: the plugin processes
+    of one mode and the children they detached."""
+    marker = f"{TAG}={tag}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in env and state != b"Z":
+            found.append(int(entry))
+    return found
+
+
+def settle(tag: str) -> float:
+    """Wait for the mode's detached refills to end; the seconds waited. Past SETTLE_TIMEOUT
+    they are killed (only processes carrying this mode's tag)."""
+    started = time.perf_counter()
+    while pids := tagged(tag):
+        if time.perf_counter() - started > SETTLE_TIMEOUT:
+            say(f"background refills still running after {SETTLE_TIMEOUT:.0f} s: killing "
+                f"{pids}")
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    return time.perf_counter() - started
+
+
+def warm_node(runner: Runner, app: Path, workdir: Path) -> dict[str, Any]:
+    """``cnivpc ipam warm`` on the fresh node as the DaemonSet's init container (or the
+    cnivpc-warm unit) runs it: the zipapp in the node's netns, reading the IPAM settings from
+    a conflist holding the same config the ADDs get."""
+    conflist = workdir / "10-cnivpc.conflist"
+    entry = {k: v for k, v in runner.conf.items() if k not in ("cniVersion", "name")}
+    conflist.write_text(json.dumps({"cniVersion": runner.conf["cniVersion"],
+                                    "name": runner.conf["name"], "plugins": [entry]}))
+    env = {"PATH": PATH, "AWS_ENDPOINT_URL_EC2": NODE_EC2_URL, TAG: runner.tag}
+    if runner.shiv_root:
+        env["SHIV_ROOT"] = runner.shiv_root
+    started = time.perf_counter()
+    proc = subprocess.run(["ip", "netns", "exec", runner.netns, str(app), "ipam", "warm",
+                           "--conf", str(conflist), "--json"], env=env, capture_output=True,
+                          text=True, timeout=OP_TIMEOUT, stdin=subprocess.DEVNULL)
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"bench ec2: cnivpc ipam warm failed ({proc.returncode}): "
+                         f"{proc.stderr.strip()[-500:]}")
+    report: dict[str, Any] = json.loads(proc.stdout)
+    return {"command": f"cnivpc ipam warm --conf {conflist.name} --json (in the node's netns)",
+            "seconds": round(seconds, 3), "report": report}
+
+
 def burst(runner: Runner, command: str, ids: list[str], concurrency: int, log: Path
           ) -> tuple[list[Op], float, float]:
     """All ``ids`` through ``command`` with ``concurrency`` in flight; returns the ops, the wall
@@ -326,15 +404,29 @@ def run_mode(name: str, extra: dict[str, Any], args: argparse.Namespace, workdir
             "dataDir": str(workdir / "state"), "lockPath": str(workdir / "ipam.lock"),
             "logLevel": args.log_level, **extra}
         runner = Runner(plugin=args.plugin, netns=node.netns, conf=conf,
-                        shiv_root=args.shiv_root)
+                        shiv_root=args.shiv_root, tag=str(workdir))
         runners.append(runner)
         ids = [f"{name[:4]}-{i:04d}" for i in range(args.pods)]  # 12-char log prefix
         load_before = os.getloadavg()[0]
 
+        warm: dict[str, Any] | None = None
+        if name in WARMED:
+            say(f"{name}: cnivpc ipam warm on the fresh node (as the DaemonSet does)")
+            warm = warm_node(runner, args.app, workdir)
+            warm_calls, warm_errors = counter.snapshot()
+            warm.update(ec2_calls=dict(sorted(warm_calls.items())), ec2_errors=warm_errors,
+                        ec2_mutating=mutating(warm_calls), ec2_total=sum(warm_calls.values()),
+                        node_after=node_state(lab, node.instance_id))
+            say(f"{name}: warm in {warm['seconds']:.1f} s; EC2 {warm['ec2_mutating']} "
+                f"mutating of {warm['ec2_total']}; {warm['report'].get('free')} free IPs")
+        before_up, before_up_errors = counter.snapshot()
+
         say(f"{name}: {args.pods} ADDs, {args.concurrency} in flight")
         up_log = workdir / "up.log"
         adds, add_wall, add_cpu = burst(runner, "ADD", ids, args.concurrency, up_log)
-        up_calls, up_errors = counter.snapshot()
+        up_settle = settle(runner.tag)
+        up_all, up_all_errors = counter.snapshot()
+        up_calls, up_errors = diff(up_all, before_up), diff(up_all_errors, before_up_errors)
         after_up = node_state(lab, node.instance_id)
         say(f"{name}: up in {add_wall:.1f} s; EC2 {mutating(up_calls)} mutating of "
             f"{sum(up_calls.values())}; {after_up['pod_enis']} pod ENIs with "
@@ -343,8 +435,9 @@ def run_mode(name: str, extra: dict[str, Any], args: argparse.Namespace, workdir
         say(f"{name}: {args.pods} DELs, {args.concurrency} in flight")
         down_log = workdir / "down.log"
         dels, del_wall, del_cpu = burst(runner, "DEL", ids, args.concurrency, down_log)
+        down_settle = settle(runner.tag)
         all_calls, all_errors = counter.snapshot()
-        down_calls = diff(all_calls, up_calls)
+        down_calls = diff(all_calls, up_all)
         after_down = node_state(lab, node.instance_id)
         say(f"{name}: down in {del_wall:.1f} s; EC2 {mutating(down_calls)} mutating of "
             f"{sum(down_calls.values())}; {after_down['pod_enis']} pod ENIs with "
@@ -360,10 +453,11 @@ def run_mode(name: str, extra: dict[str, Any], args: argparse.Namespace, workdir
     return {
         "config": {k: v for k, v in conf.items() if k not in ("dataDir", "lockPath")},
         "load1_before": round(load_before, 2),
-        "up": phase(adds, add_wall, add_cpu, dict(sorted(up_calls.items())), up_errors,
-                    up_logged, after_up),
-        "down": phase(dels, del_wall, del_cpu, down_calls, diff(all_errors, up_errors),
-                      down_logged, after_down),
+        "warm": warm,
+        "up": {**phase(adds, add_wall, add_cpu, up_calls, up_errors, up_logged, after_up),
+               "background_s": round(up_settle, 3)},
+        "down": {**phase(dels, del_wall, del_cpu, down_calls, diff(all_errors, up_all_errors),
+                         down_logged, after_down), "background_s": round(down_settle, 3)},
         "distinct_ips": len(set(ips)),
         "failures": failures,
     }
@@ -418,10 +512,13 @@ def lat(mode: dict[str, Any], ph: str) -> Summary:
     return s
 
 
-def rows_for(ours: dict[str, Any], peer: dict[str, Any], pods: int, conc: int) -> list[Row]:
+def rows_for(ours: dict[str, Any], peer: dict[str, Any], pods: int, conc: int,
+             cold: dict[str, Any] | None = None) -> list[Row]:
     def calls(m: dict[str, Any], key: str) -> tuple[int, str]:
         up, down = m["up"][key], m["down"][key]
-        return up + down, f"{up + down} (up {up}, down {down})"
+        warm = m["warm"][key] if m.get("warm") else 0
+        split = f"warm {warm}, up {up}" if m.get("warm") else f"up {up}"
+        return warm + up + down, f"{warm + up + down} ({split}, down {down})"
 
     o_mut, o_mut_s = calls(ours, "ec2_mutating")
     p_mut, p_mut_s = calls(peer, "ec2_mutating")
@@ -436,9 +533,10 @@ def rows_for(ours: dict[str, Any], peer: dict[str, Any], pods: int, conc: int) -
         return f"{x:.2f} s"
 
     what = f"{pods} pods"
-    return [
-        row(f"EC2 mutating calls, {what} up + down", o_mut_s, p_mut_s, ratio(o_mut, p_mut),
-            f"<= {MUTATING_GOAL} (defaults)", o_mut <= MUTATING_GOAL),
+    warmed = " (warm step included)" if ours.get("warm") else ""
+    rows = [
+        row(f"EC2 mutating calls, {what} up + down{warmed}", o_mut_s, p_mut_s,
+            ratio(o_mut, p_mut), f"<= {MUTATING_GOAL} (defaults)", o_mut <= MUTATING_GOAL),
         row(f"EC2 calls in all (Describe* too), {what} up + down", o_all_s, p_all_s,
             ratio(o_all, p_all)),
         row(f"pod ENIs attached for {what}", str(ours["up"]["node_after"]["pod_enis"]),
@@ -457,6 +555,27 @@ def rows_for(ours: dict[str, Any], peer: dict[str, Any], pods: int, conc: int) -
         row(f"failed ADDs + DELs (of {2 * pods})", str(o_fail), str(p_fail), None,
             "0 (defaults)", o_fail == 0),
     ]
+    if ours.get("warm"):
+        rows.insert(0, row("cnivpc ipam warm on the fresh node, before the burst",
+                           f"{ours['warm']['seconds']:.2f} s, {ours['warm']['ec2_mutating']} "
+                           "mutating EC2 calls", "none (the original has no warm step)"))
+    if cold is not None:
+        c_add = lat(cold, "up")
+        c_mut, c_mut_s = calls(cold, "ec2_mutating")
+        c99 = c_add["p99"] / p_add["p99"] if p_add["p99"] else float("inf")
+        rows += [
+            row(f"cold node (defaults, no warm step): EC2 mutating calls, {what} up + down",
+                c_mut_s, p_mut_s, ratio(c_mut, p_mut)),
+            row(f"cold node: burst of {pods} ADDs: p50", fmt(c_add, "s", 2), fmt(p_add, "s", 2),
+                ratio(c_add["median"], p_add["median"])),
+            row(f"cold node: burst of {pods} ADDs: p99 (max)",
+                f"{sec(c_add['p99'])} ({sec(c_add['max'])})",
+                f"{sec(p_add['p99'])} ({sec(p_add['max'])})", f"{c99:.2f}x"),
+            row(f"cold node: burst of {pods} ADDs: wall time", sec(cold["up"]["wall_s"]),
+                sec(peer["up"]["wall_s"]), ratio(cold["up"]["wall_s"], peer["up"]["wall_s"])),
+            row("cold node: failed ADDs + DELs", str(len(cold["failures"])), str(p_fail)),
+        ]
+    return rows
 
 
 def print_table(rows: Iterable[Row]) -> None:
@@ -508,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zipapp", type=Path, default=REPO / "build" / "out" / "cnivpc")
     parser.add_argument("--shiv-root", default=None,
                         help="SHIV_ROOT for the plugin processes (default: the build's root)")
-    parser.add_argument("--modes", default="defaults,original",
+    parser.add_argument("--modes", default="defaults,defaults-cold,original",
                         help="comma-separated subset of: " + ", ".join(MODES))
     parser.add_argument("--keep", type=Path, default=None,
                         help="keep each mode's state and plugin logs under this directory")
@@ -547,6 +666,7 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, Any] = {}
         with tempfile.TemporaryDirectory(prefix="cnivpc-bench-ec2.") as tmp:
             args.plugin, artifact = snapshot(args.zipapp, Path(tmp, "app"))
+            args.app = Path(tmp, "app", "cnivpc")
             warm_up(args)
             for name in modes:
                 workdir = Path(args.keep or tmp, name)
@@ -567,7 +687,8 @@ def main(argv: list[str] | None = None) -> int:
     limits = limits_for(args.instance_type)
     rows: list[Row] = []
     if "defaults" in results and "original" in results:
-        rows = rows_for(results["defaults"], results["original"], args.pods, args.concurrency)
+        rows = rows_for(results["defaults"], results["original"], args.pods, args.concurrency,
+                        results.get("defaults-cold"))
     data: dict[str, Any] = {
         "pods": args.pods, "concurrency": args.concurrency, "latency_profile": args.latency,
         "instance_type": args.instance_type,

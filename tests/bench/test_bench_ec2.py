@@ -1,7 +1,8 @@
-"""build/bench/ec2.py (issue 7 sections 3-4) runs end to end on a tiny configuration: both modes
-on fresh lab nodes, through a zipapp built from this tree (the artifact tests' session fixture),
-and writes its section. Checks outcomes only (counts, IPs, the table's shape), never timings.
-Needs root (network namespaces) and moto, as the lab tests do."""
+"""build/bench/ec2.py (issue 7 sections 3-4) runs end to end on a tiny configuration: every mode
+(defaults with the DaemonSet's ``cnivpc ipam warm`` step, defaults on a cold node, original
+mode) on fresh lab nodes, through a zipapp built from this tree (the artifact tests' session
+fixture), and writes its section. Checks outcomes only (counts, IPs, the table's shape), never
+timings. Needs root (network namespaces) and moto, as the lab tests do."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def test_both_modes_bring_pods_up_and_down_and_count_ec2_calls(
     data = section["data"]
     assert (data["pods"], data["concurrency"], data["latency_profile"]) == (PODS, 2, "zero")
     modes = data["modes"]
-    assert set(modes) == {"defaults", "original"}
+    assert set(modes) == {"defaults", "defaults-cold", "original"}
     assert modes["original"]["config"] == {
         "cniVersion": "1.0.0", "name": "cnivpc", "type": "cnivpc-ipam", "logLevel": "info",
         "ipBatchSize": 1, "warmIPTarget": 0, "maxFreeIPs": 0}
@@ -59,10 +60,22 @@ def test_both_modes_bring_pods_up_and_down_and_count_ec2_calls(
             assert mode[phase]["ok"] == PODS and mode[phase]["latency_s"]["n"] == PODS
             # what EC2 received is what the plugins say they called
             assert mode[phase]["ec2_calls"] == mode[phase]["ec2_calls_logged_by_plugins"]
+            assert mode[phase]["background_s"] >= 0  # waited for the detached refills
         up = mode["up"]
-        assert up["ec2_calls"]["CreateNetworkInterface"] >= 1, name  # a fresh node
+        first = mode["warm"] or up  # a fresh node: its first ENI comes from the warm step
+        assert first["ec2_calls"]["CreateNetworkInterface"] >= 1, name
         assert up["node_after"]["pod_enis"] >= 1
     defaults, original = modes["defaults"], modes["original"]
+    cold = modes["defaults-cold"]
+    # Only defaults runs the warm step, through the zipapp's CLI, with the same IPAM config.
+    assert cold["warm"] is None and original["warm"] is None
+    warm = defaults["warm"]
+    assert warm["command"].startswith("cnivpc ipam warm")
+    assert warm["report"]["free"] == 15 and warm["ec2_mutating"] == 3  # Create+Attach+Modify
+    assert warm["node_after"]["pod_enis"] == 1
+    assert defaults["up"]["ec2_mutating"] == 0  # 4 pods from the warm pool: no EC2 at all
+    assert cold["up"]["ec2_calls"]["CreateNetworkInterface"] == 1
+    assert cold["config"] == defaults["config"]
     # Original mode: one IP per call, so the pods beyond each new ENI's primary cost Assigns,
     # and every DEL of a secondary IP unassigns it. Defaults: one ENI with all its IPs, and
     # DEL gives nothing back.
@@ -85,8 +98,13 @@ def test_the_table_compares_defaults_with_original_mode(section: dict[str, Any])
         assert r["ours"] and r["peer"], r
     mutating = next(r for r in rows if r["what"].startswith("EC2 mutating calls"))
     modes = section["data"]["modes"]
-    total = sum(modes["defaults"][p]["ec2_mutating"] for p in ("up", "down"))
+    total = sum(modes["defaults"][p]["ec2_mutating"] for p in ("warm", "up", "down"))
+    assert "warm step included" in mutating["what"]
     assert mutating["ours"].startswith(f"{total} ")
     assert mutating["goal"] and mutating["met"] is (total <= 10)
     p99 = next(r for r in rows if r["what"].endswith(": p99"))
     assert p99["goal"] and isinstance(p99["met"], bool)  # reported, never asserted
+    # The warm step and the cold node's figures are rows of their own: nothing hidden.
+    assert any(w.startswith("cnivpc ipam warm") for w in whats)
+    cold = [w for w in whats if w.startswith("cold node")]
+    assert any("p99" in w for w in cold) and any("mutating" in w for w in cold)

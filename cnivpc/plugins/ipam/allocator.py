@@ -183,7 +183,7 @@ class Allocator(Ec2Work):
             return 0
         if self.conf.warm_eni_threshold >= 0:
             return self.conf.warm_eni_threshold
-        return max(self.conf.warm_ip_target, per_eni // 2)
+        return max(self.conf.warm_ip_target, per_eni * 3 // 4)
 
     def pool_level(self, per_eni: int) -> tuple[int, int]:
         """(free IPs, room for more IPs on attached ENIs), over ENIs whose IPs go to pods."""

@@ -10,15 +10,16 @@ refills with one batched call, after its answer, in a detached child; 0 turns ev
 off, as in the original), ``warmENIThreshold`` (start the next ENI ahead of need, in that same
 background refill, when the free IPs plus the room left on attached ENIs drop below this many:
 an ENI takes ~7 s to create, attach and appear, and a burst must not wait for it. -1, the
-default, is half an ENI's IPv4 addresses for the instance type (25 on an m5.24xlarge, 7 on a
-c5.xlarge), never less than ``warmIPTarget``, and 0 when ``warmIPTarget`` is 0; 0 never starts an
-ENI ahead of need. A new ENI comes with all its IPs (``ipBatchSize`` 0), so on an m5.24xlarge
-110 pods still cost three ENIs), ``maxFreeIPs`` (DEL unassigns free IPs above this many, or
-above ``warmIPTarget`` when that is more, never an ENI's primary; -1, the default, keeps them
-all; ENIs are never given back by DEL, so a spare ENI is not churned), ``freeIPMaxAge`` (GC
-unassigns free IPs idle longer than this many seconds beyond the warm target; 0 never),
-``dataDir``, ``lockPath``,
-``lockTimeout``, ``timeout`` (the whole ADD's deadline), ``reconcileInterval``,
+default, is three quarters of an ENI's IPv4 addresses for the instance type (37 on an
+m5.24xlarge, 11 on a c5.xlarge: ~7 s of a burst of 5 pods/s), never less than ``warmIPTarget``,
+and 0 when ``warmIPTarget`` is 0; 0 never starts an ENI ahead of need. With the default at most
+one ENI is ahead: a new ENI comes with all its IPs (``ipBatchSize`` 0), so on an m5.24xlarge 110
+pods still cost three ENIs, as without it), ``maxFreeIPs`` (DEL unassigns free IPs above this
+many, or above ``warmIPTarget`` when that is more, never an ENI's primary; -1, the default,
+keeps them all; ENIs are never given back by DEL, so a spare ENI is not churned),
+``freeIPMaxAge`` (GC unassigns free IPs idle longer than this many seconds beyond the warm
+target; 0 never), ``dataDir``, ``lockPath``, ``lockTimeout``, ``timeout`` (the whole ADD's
+deadline), ``reconcileInterval``,
 ``clusterName`` (tagged on ENIs we create, for GC), ``mtu``.
 
 Imports pydantic (through ``cni.types``) and nothing of AWS or netlink.

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.netns
 MUTATING = ("Assign", "Unassign", "Create", "Attach", "Detach", "Delete", "Modify")
 
 
-def warm(ipam: Ipam, **conf: Any) -> dict[str, Any]:
+def warm_proc(ipam: Ipam, **conf: Any) -> subprocess.CompletedProcess[str]:
     """``cnivpc ipam warm --json`` in the node, with this node's IPAM config."""
     path = ipam.workdir / "warm.conflist"
     path.write_text(json.dumps({"cniVersion": "1.1.0", "name": "cnivpc",
@@ -33,6 +33,11 @@ def warm(ipam: Ipam, **conf: Any) -> dict[str, Any]:
         ["ip", "netns", "exec", ipam.node.netns, sys.executable, "-m", "cnivpc", "ipam", "warm",
          "--conf", str(path), "--json"], env=env, capture_output=True, text=True, timeout=120,
         cwd=REPO)
+    return proc
+
+
+def warm(ipam: Ipam, **conf: Any) -> dict[str, Any]:
+    proc = warm_proc(ipam, **conf)
     assert proc.returncode == 0, proc.stderr
     doc: dict[str, Any] = json.loads(proc.stdout)
     return doc
@@ -67,6 +72,16 @@ def test_warm_from_empty_then_idempotent(ipam_node: Any) -> None:
     assert ipam.ec2_calls() == {}
     off = warm(ipam, warmIPTarget=0)
     assert off["actions"] == [] and mutating(off["ec2_calls"]) == 0
+
+
+def test_warm_reports_ec2_failures_with_exit_1(ipam_node: Any) -> None:
+    ipam: Ipam = ipam_node("c5.xlarge")
+    ipam.lab.ec2.control.deny("CreateNetworkInterface")
+    proc = warm_proc(ipam, timeout=5)
+    assert proc.returncode == 1 and proc.stderr.startswith("error: "), proc.stderr
+    assert pod_enis(ipam) == []
+    ipam.lab.ec2.control.allow("CreateNetworkInterface")
+    assert warm(ipam)["free"] == 15  # and the next run does the work
 
 
 def test_add_answers_before_the_background_refill(ipam_node: Any) -> None:

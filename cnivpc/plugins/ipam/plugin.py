@@ -133,7 +133,9 @@ def _check_prev_result(req: Request[IpamConf], alloc: Allocation) -> None:
 
 def status(req: Request[IpamConf]) -> None:
     """Ready when the metadata answers and an IP can be had: one is free, or there is room for
-    more (then EC2 must be usable)."""
+    more (then EC2 must be usable). It never warms the pool: runtimes call STATUS often and
+    expect a fast, read-only answer, and EC2 throttling must not turn into "not ready";
+    ``cnivpc ipam warm`` (at node start) and ADD's background refill keep the pool warm."""
     conf = req.conf
     store, node = _open(conf)
     with store:

@@ -56,6 +56,15 @@ def conflist(host_interface: str = "eth0", container_interface: str = "eth1",
     }
 
 
+def fused_conflist(chained: dict[str, Any]) -> dict[str, Any]:
+    """The same configuration as one fused entry (type ``cnivpc``): each plugin's keys become
+    its section (``ipam``, ``ipvlan``, ``ptp``). One Python start per pod instead of three."""
+    sections = {p["type"].removeprefix("cnivpc-"): {k: v for k, v in p.items() if k != "type"}
+                for p in chained["plugins"]}
+    return {"cniVersion": chained["cniVersion"], "name": chained["name"],
+            "plugins": [{"type": PROGRAM, **sections}]}
+
+
 def validate_conflist(doc: Any) -> list[str]:
     """Problems with a conflist (empty when it is usable)."""
     from ..cni.skel import validation_details
@@ -167,6 +176,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host-interface", default="eth0")
     p.add_argument("--container-interface", default="eth1")
     p.add_argument("--no-ip-masq", action="store_true")
+    p.add_argument("--fused", action="store_true",
+                   help="write the fused conflist (one entry of type cnivpc: one process per "
+                        "pod instead of three)")
     p.add_argument("--subnet-tag", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--security-group", action="append", default=[], metavar="sg-…")
     p.add_argument("--no-extract", action="store_true", help="skip the pre-extraction run")
@@ -214,6 +226,8 @@ def main(args: list[str], out: TextIO) -> int:
     else:
         doc = conflist(opts.host_interface, opts.container_interface, not opts.no_ip_masq,
                        tags or None, opts.security_group or None)
+        if opts.fused:
+            doc = fused_conflist(doc)
         inst.write_atomic(conf_path, (json.dumps(doc, indent=2) + "\n").encode(), 0o644)
     build_id = _build_id(source)
     if not opts.no_extract and not os.path.isdir(os.path.join(shiv_root,

@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cli.install import fused_conflist
+
+__all__ = ["EXAMPLE_CONFLIST", "PluginFailed", "Runtime", "fused_conflist", "lab_conflist"]
+
 EXAMPLE_CONFLIST = Path(__file__).resolve().parents[2] / "examples" / "cnivpc.conflist"
 
 
@@ -33,14 +37,6 @@ def lab_conflist(workdir: Path, node: int, example: Path = EXAMPLE_CONFLIST) -> 
     for plugin in doc["plugins"]:
         plugin["logFile"] = str(workdir / f"cnivpc{node}.log")
     return doc
-
-
-def fused_conflist(chained: dict[str, Any]) -> dict[str, Any]:
-    """The same configuration as one fused entry: each plugin's keys become its section."""
-    sections = {p["type"].removeprefix("cnivpc-"): {k: v for k, v in p.items() if k != "type"}
-                for p in chained["plugins"]}
-    return {"cniVersion": chained["cniVersion"], "name": chained["name"],
-            "plugins": [{"type": "cnivpc", **sections}]}
 
 
 class PluginFailed(AssertionError):

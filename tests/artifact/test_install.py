@@ -78,3 +78,21 @@ def test_invalid_existing_conflist_is_refused(zipapp: Zipapp, tmp_path: Path) ->
     code, _, err = install(zipapp, tmp_path)
     assert code == 1
     assert "interfaceIndex" in err and "hint:" in err
+
+
+def test_install_fused_writes_one_entry_the_plugin_accepts(zipapp: Zipapp,
+                                                           tmp_path: Path) -> None:
+    root = tmp_path / "node"
+    code, _, err = install(zipapp, root, "--fused", "--no-extract")
+    assert code == 0, err
+    conf = json.loads((root / "etc/cni/net.d/10-cnivpc.conflist").read_text())
+    [entry] = conf["plugins"]
+    assert entry["type"] == "cnivpc" and set(entry) >= {"ipam", "ipvlan", "ptp"}
+    # The runtime execs the entry's type from the bin dir: the installed zipapp itself answers
+    # as the fused plugin (conflist validity is tests/unit/test_examples.py's).
+    run = subprocess.run(["env", "-i", *(f"{k}={v}" for k, v in BASE_ENV.items()),
+                          "CNI_COMMAND=VERSION", str(root / "opt/cni/bin/cnivpc")],
+                         input=json.dumps({**conf, **entry}), capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "1.1.0" in json.loads(run.stdout)["supportedVersions"]

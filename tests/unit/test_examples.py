@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from cnivpc.cli import COMMANDS
-from cnivpc.cli.install import validate_conflist
+from cnivpc.cli.install import conflist as install_conflist
+from cnivpc.cli.install import fused_conflist, validate_conflist
 from cnivpc.cli.ipam import COMMANDS as IPAM_COMMANDS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,6 +94,16 @@ def test_fused_conflist_is_the_same_configuration() -> None:
         section = entry[plugin["type"].removeprefix("cnivpc-")]
         expected = {k: v for k, v in plugin.items() if k not in ("type", "logFile")}
         assert section == expected
+
+
+def test_install_writes_the_fused_form_of_its_chain() -> None:
+    chained = install_conflist(subnet_tags={"cnivpc": "pods"})
+    fused = fused_conflist(chained)
+    assert validate_conflist(fused) == []
+    assert [p["type"] for p in fused["plugins"]] == ["cnivpc"]
+    entry = fused["plugins"][0]
+    assert entry["ipam"] == {"interfaceIndex": 1, "subnetTags": {"cnivpc": "pods"}}
+    assert entry["ptp"]["ipMasq"] is True and entry["ipvlan"] == {"mode": "l2"}
 
 
 def test_bake_script_parses() -> None:

@@ -190,11 +190,13 @@ def _setup_host_iptables(undo: ExitStack, conf: PtpConf, att: Attachment,
                         for rule in naming.masq_chain_rules(ip, att.comment)]
                 nat.append(["-A", "POSTROUTING",
                             *naming.masq_jump_rule(ip, att.chain, att.comment)])
+        # Our NodePort rules carry their comment: with none listed, none is there; a listed one
+        # that covers() does not recognise is confirmed with -C before appending another.
         _, listed = ipt.listing("mangle", containing=naming.NODEPORT_COMMENT)
         mangle = [["-A", "PREROUTING", *rule] for rule in naming.nodeport_rules(
             conf.host_interface, conf.node_ports, conf.node_port_mark)
             if not any(c == "PREROUTING" and iptables.covers(r, rule) for c, r in listed)
-            and not ipt.exists("mangle", "PREROUTING", rule)]
+            and not (listed and ipt.exists("mangle", "PREROUTING", rule))]
         ipt.apply({"nat": nat, "mangle": mangle})
 
 

@@ -68,15 +68,12 @@ def in_uml(argv: list[str]) -> int:
         cwd=REPO).returncode
 
 
-def ec2_calls(log: Path) -> int:
-    return sum(sum(json.loads(line.split(" EC2 calls: ", 1)[1].replace("'", '"')).values())
-               for line in log.read_text().splitlines() if " EC2 calls: " in line) \
-        if log.exists() else 0
-
-
 def measure(runs: int, zipapp: Path, work: Path) -> dict[str, Any]:
     from cnivpc.lab.lab import Lab
-    from cnivpc.lab.runtime import Runtime, fused_conflist, lab_conflist
+    from cnivpc.lab.runtime import Runtime, fused_conflist, lab_conflist, logged_ec2_calls
+
+    def ec2_calls(log: Path) -> int:
+        return sum(logged_ec2_calls(log).values())
 
     bin_dir = work / "bin"
     bin_dir.mkdir()

@@ -99,6 +99,8 @@ sys.path.insert(1, str(REPO))
 
 from common import Row, Summary, fmt, ratio, row, summarize, write_section  # noqa: E402
 
+from cnivpc.lab.runtime import logged_ec2_calls, tagged_processes  # noqa: E402
+
 SECTION = "ec2"
 TITLE = "EC2 economy and pod burst on a fresh node (IPAM, lab)"
 NODE_EC2_URL = "http://169.254.169.254:8773"
@@ -173,17 +175,6 @@ class ServerCounter:
     def snapshot(self) -> tuple[dict[str, int], dict[str, int]]:
         with self._lock:
             return dict(self.calls), dict(self.errors)
-
-
-def logged_calls(log: Path) -> dict[str, int]:
-    """EC2 calls the plugin processes say they made (one ``EC2 calls: {...}`` line each)."""
-    total: dict[str, int] = {}
-    for line in log.read_text().splitlines() if log.exists() else []:
-        if " EC2 calls: " in line:
-            counts = json.loads(line.split(" EC2 calls: ", 1)[1].replace("'", '"'))
-            for op, n in counts.items():
-                total[op] = total.get(op, 0) + int(n)
-    return dict(sorted(total.items()))
 
 
 # -- running the plugin ----------------------------------------------------------------------
@@ -289,31 +280,11 @@ class Runner:
             self.kill(proc)
 
 
-def tagged(tag: str) -> list[int]:
-    """Live (not zombie) processes with ``TAG=tag`` in their environment: the plugin processes
-    of one mode and the children they detached."""
-    marker = f"{TAG}={tag}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker in env and state != b"Z":
-            found.append(int(entry))
-    return found
-
-
 def settle(tag: str) -> float:
     """Wait for the mode's detached refills to end; the seconds waited. Past SETTLE_TIMEOUT
     they are killed (only processes carrying this mode's tag)."""
     started = time.perf_counter()
-    while pids := tagged(tag):
+    while pids := tagged_processes(TAG, tag):
         if time.perf_counter() - started > SETTLE_TIMEOUT:
             say(f"background refills still running after {SETTLE_TIMEOUT:.0f} s: killing "
                 f"{pids}")
@@ -449,7 +420,7 @@ def run_mode(name: str, extra: dict[str, Any], args: argparse.Namespace, workdir
                  "error": o.error}
                 for cmd, ops in (("ADD", adds), ("DEL", dels)) for o in ops if o.error]
     ips = [o.ip for o in adds if o.ip]
-    up_logged, down_logged = logged_calls(up_log), logged_calls(down_log)
+    up_logged, down_logged = logged_ec2_calls(up_log), logged_ec2_calls(down_log)
     return {
         "config": {k: v for k, v in conf.items() if k not in ("dataDir", "lockPath")},
         "load1_before": round(load_before, 2),

@@ -4,12 +4,17 @@ entry with ``cniVersion``, ``name`` and ``prevResult`` injected), execs ``<bin>/
 the node's network namespace with the CNI_* environment, and keeps the final ADD result for
 DEL and CHECK (libcni's result cache). DEL runs the chain in reverse.
 
+Also what the tests and benchmarks read back from plugin runs: the EC2 calls cnivpc-ipam
+processes log (``logged_ec2_calls``), and the processes still running under a tag in their
+environment (``tagged_processes``: plugins and the refills they detached).
+
 Part of the lab: never imported by plugin code, never in the zipapp.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -37,6 +42,38 @@ def lab_conflist(workdir: Path, node: int, example: Path = EXAMPLE_CONFLIST) -> 
     for plugin in doc["plugins"]:
         plugin["logFile"] = str(workdir / f"cnivpc{node}.log")
     return doc
+
+
+def logged_ec2_calls(log: Path) -> dict[str, int]:
+    """EC2 calls the cnivpc-ipam processes logging to ``log`` say they made, by operation: the
+    sum of their ``EC2 calls: {...}`` lines (one per ADD/DEL, one per background refill)."""
+    total: dict[str, int] = {}
+    for line in log.read_text().splitlines() if log.exists() else []:
+        if " EC2 calls: " in line:
+            counts = json.loads(line.split(" EC2 calls: ", 1)[1].replace("'", '"'))
+            for op, n in counts.items():
+                total[op] = total.get(op, 0) + int(n)
+    return dict(sorted(total.items()))
+
+
+def tagged_processes(name: str, value: str) -> list[int]:
+    """Pids of live (not zombie) processes, this one excepted, whose environment has
+    ``name=value``."""
+    marker = f"{name}={value}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in env and state != b"Z":
+            found.append(int(entry))
+    return found
 
 
 class PluginFailed(AssertionError):

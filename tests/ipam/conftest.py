@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from cnivpc.lab.runtime import logged_ec2_calls, tagged_processes
 from tests.fabric.conftest import lab_factory, make_client  # noqa: F401 - fixtures by name
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,14 +111,7 @@ class Ipam:
         """EC2 calls the plugin processes made, from their logs (one line per ADD/DEL, and one
         per background refill: waits for those to end first)."""
         self.settle()
-        total: dict[str, int] = {}
-        log = self.workdir / "cnivpc.log"
-        for line in log.read_text().splitlines() if log.exists() else []:
-            if " EC2 calls: " in line:
-                for op, n in json.loads(line.split(" EC2 calls: ", 1)[1]
-                                        .replace("'", '"')).items():
-                    total[op] = total.get(op, 0) + n
-        return total
+        return logged_ec2_calls(self.workdir / "cnivpc.log")
 
     def enis(self) -> list[dict[str, Any]]:
         client = make_client(self.lab)
@@ -129,25 +123,6 @@ class Ipam:
         out = subprocess.run(["ip", "-n", self.node.netns, "-j", "link", "show"],
                              capture_output=True, text=True, check=True).stdout
         return {link["address"]: link["ifname"] for link in json.loads(out)}
-
-
-def tagged_processes(name: str, value: str) -> list[int]:
-    """Pids of live processes whose environment has ``name=value``."""
-    marker = f"{name}={value}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker in env and state != b"Z":
-            found.append(int(entry))
-    return found
 
 
 @pytest.fixture

@@ -190,26 +190,6 @@ class Iptables:
                 rules.append((words[1], words[2:]))
         return chains, rules
 
-    def rules(self, table: str, chain: str) -> list[list[str]]:
-        """The rules of one chain as argument lists ([] when the chain does not exist)."""
-        chains, rules = self.listing(table, containing=chain)
-        return [rule for c, rule in rules if c == chain] if chain in chains else []
-
-    def ensure_chain(self, table: str, chain: str) -> None:
-        chains, _ = self.listing(table, containing=chain)
-        if chain not in chains:
-            self.must("-t", table, "-N", chain)
-
-    def delete_chain(self, table: str, chain: str) -> bool:
-        """Flush and delete ``chain``; False if it did not exist. Rules jumping to it must be
-        gone first (the kernel refuses to delete a referenced chain)."""
-        chains, _ = self.listing(table, containing=chain)
-        if chain not in chains:
-            return False
-        self.must("-t", table, "-F", chain)
-        self.must("-t", table, "-X", chain)
-        return True
-
 
 @functools.cache
 def _version(ipv6: bool) -> Version:

@@ -94,10 +94,13 @@ def test_sysctl_iptables_and_arp_act_in_the_target_netns(ns_pair: tuple[str, str
     ipt = Iptables(netns_path=a)
     assert ipt.append_unique("nat", "POSTROUTING", ["-o", "lo", "-j", "ACCEPT"])
     assert not ipt.append_unique("nat", "POSTROUTING", ["-o", "lo", "-j", "ACCEPT"])
-    assert ipt.rules("nat", "POSTROUTING") == [["-o", "lo", "-j", "ACCEPT"]]
+    assert ipt.listing("nat")[1] == [("POSTROUTING", ["-o", "lo", "-j", "ACCEPT"])]
     assert "-o lo" not in Iptables().must("-t", "nat", "-S", "POSTROUTING")  # host untouched
-    ipt.ensure_chain("nat", "CNI-test")
-    assert not ipt.delete_chain("nat", "CNI-absent") and ipt.delete_chain("nat", "CNI-test")
+    ipt.apply({"nat": [["-N", "CNI-test"]]})
+    assert "CNI-test" in ipt.listing("nat")[0] and "CNI-absent" not in ipt.listing("nat")[0]
+    assert "CNI-test" not in Iptables().listing("nat")[0]  # host untouched
+    ipt.apply({"nat": [["-F", "CNI-test"], ["-X", "CNI-test"]]})
+    assert "CNI-test" not in ipt.listing("nat")[0]
     assert ipt.delete("nat", "POSTROUTING", ["-o", "lo", "-j", "ACCEPT"])
 
     sh("ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1",

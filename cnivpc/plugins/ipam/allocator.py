@@ -202,10 +202,19 @@ class Allocator(Ec2Work):
         if limits is None:
             return True  # unknown yet: let the refill read them
         free, room = self.pool_level(limits.ipv4_per_eni)
+        need = self._warm_need(free, room, limits.ipv4_per_eni)
+        return need is not None and (need[0] == "assign" or len(self.store.enis()) < limits.enis)
+
+    def _warm_need(self, free: int, room: int, per_eni: int) -> tuple[str, int] | None:
+        """What keeps a pool of ``free`` IPs (``room`` more on attached ENIs) from its warm
+        level: ("assign", IPs short of ``warmIPTarget``) when an attached ENI has room,
+        ("eni", 1) when free IPs plus room are below the ENI threshold
+        (``warmENIThreshold``), None when it is warm."""
         if free < self.conf.warm_ip_target and room > 0:
-            return True
-        return (free + room < self.eni_threshold(limits.ipv4_per_eni)
-                and len(self.store.enis()) < limits.enis)
+            return "assign", self.conf.warm_ip_target - free
+        if free + room < self.eni_threshold(per_eni):
+            return "eni", 1
+        return None
 
     def refill(self) -> Plan | None:
         """Bring the pool toward its warm level with one piece of EC2 work (an Assign, or the
@@ -258,12 +267,11 @@ class Allocator(Ec2Work):
         try:
             limits = self.node.limits()
             free, room = self.pool_level(limits.ipv4_per_eni)
-            if free < self.conf.warm_ip_target and room > 0:
-                plan = self._plan(needed=self.conf.warm_ip_target - free)
-            elif free + room < self.eni_threshold(limits.ipv4_per_eni):
-                plan = self._plan(needed=1, new_eni=True)
-            else:
+            need = self._warm_need(free, room, limits.ipv4_per_eni)
+            if need is None:
                 return None
+            kind, needed = need
+            plan = self._plan(needed=needed, new_eni=kind == "eni")
         except NoCapacity:
             return None
         except (CniError, Ec2Error) as exc:

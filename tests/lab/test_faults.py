@@ -7,11 +7,11 @@ import time
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError, ReadTimeoutError
+from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 from werkzeug.serving import make_server
 
 from cnivpc.lab.ec2 import Ec2Lab, topology
-from cnivpc.lab.faults import Faults
+from cnivpc.lab.faults import Faults, LostRequest, LostResponse
 from cnivpc.lab.profiles import ZERO, Latency
 
 from .conftest import make_client
@@ -53,21 +53,65 @@ def test_fail_randomly_is_seeded() -> None:
     assert faults.take("X") is None
 
 
-def test_timeout_applied_and_not_applied(lab: Ec2Lab) -> None:
+def test_lost_response_is_applied_at_once_and_lost_request_never(lab: Ec2Lab) -> None:
     topo = topology.create(lab)
     impatient = make_client(lab.url, retries=0, read_timeout=0.3)
     patient = make_client(lab.url)
-    lab.control.faults.timeout_next("CreateNetworkInterface", delay=0.8, applied=True)
+
+    def pod_enis() -> list[Any]:
+        enis: list[Any] = patient.describe_network_interfaces(
+            Filters=[{"Name": "subnet-id", "Values": [topo.pod_subnet()]}]
+        )["NetworkInterfaces"]
+        return enis
+
+    lab.control.faults.lose_response_next("CreateNetworkInterface", hold=30)
     with pytest.raises(ReadTimeoutError):
         impatient.create_network_interface(SubnetId=topo.pod_subnet())
-    lab.control.faults.timeout_next("CreateNetworkInterface", delay=0.8, applied=False)
+    # EC2 did the work before the client gave up: a retry now would make a second ENI.
+    assert len(pod_enis()) == 1
+    lab.control.faults.lose_request_next("CreateNetworkInterface", hold=30)
     with pytest.raises(ReadTimeoutError):
         impatient.create_network_interface(SubnetId=topo.pod_subnet())
-    time.sleep(1.0)  # let both held requests finish server-side
-    enis = patient.describe_network_interfaces(
+    lab.control.faults.clear()  # releases the held request: answered 503, never applied
+    assert len(pod_enis()) == 1
+    counts = lab.state.calls.snapshot()["-"]["CreateNetworkInterface"]
+    assert (counts["calls"], counts["ok"], counts["lost"]) == (2, 1, 2)
+    assert counts["errors"] == {"Unavailable": 1}
+
+
+def test_lost_response_by_dropped_connection(lab: Ec2Lab) -> None:
+    topo = topology.create(lab)
+    lab.control.faults.lose_response_next("CreateNetworkInterface", drop=True)
+    with pytest.raises(ConnectionClosedError):
+        make_client(lab.url).create_network_interface(SubnetId=topo.pod_subnet())
+    enis = make_client(lab.url).describe_network_interfaces(
         Filters=[{"Name": "subnet-id", "Values": [topo.pod_subnet()]}]
     )["NetworkInterfaces"]
-    assert len(enis) == 1  # the response got lost once; the request got lost once
+    assert len(enis) == 1
+
+
+def test_timeout_next_keeps_its_two_meanings() -> None:
+    faults = Faults()
+    faults.timeout_next("X", delay=0.5, applied=True)
+    faults.timeout_next("X", delay=0.5, applied=False)
+    assert faults.take("X") == LostResponse(0.5)
+    assert faults.take("X") == LostRequest(0.5)
+    assert faults.take("X") is None
+
+
+def test_faults_and_denials_by_glob(lab: Ec2Lab, client: Any) -> None:
+    lab.control.faults.fail_next("Describe*", 1)
+    with pytest.raises(ClientError) as exc:
+        client.describe_subnets()
+    assert error(exc)[0] == "InternalError"
+    client.describe_subnets()
+    lab.control.deny("Create*")
+    with pytest.raises(ClientError) as exc:
+        client.create_vpc(CidrBlock="10.9.0.0/16")
+    assert error(exc)[0] == "UnauthorizedOperation"
+    client.describe_vpcs()  # not matched
+    lab.control.allow("Create*")
+    client.create_vpc(CidrBlock="10.9.0.0/16")
 
 
 def test_hidden_attach_flag() -> None:

@@ -8,6 +8,7 @@ moto. Stdlib plus the lab's own leaf modules (``profiles``, ``faults``, ``thrott
 from __future__ import annotations
 
 import base64
+import fnmatch
 import os
 import random
 import threading
@@ -62,17 +63,28 @@ class LabControl:
 
     # -- IAM ------------------------------------------------------------------------------------
     def deny(self, *actions: str) -> None:
-        """Calls of these actions answer ``UnauthorizedOperation`` (403), DryRun or not."""
+        """Calls of these actions answer ``UnauthorizedOperation`` (403), DryRun or not.
+
+        Each one is an action name or a glob (``Create*``, ``*NetworkInterface*``), as an IAM
+        policy's ``Action`` element would say ``ec2:Create*``.
+        """
         with self._lock:
             self._denied.update(actions)
 
     def allow(self, *actions: str) -> None:
+        """Withdraw deny entries (exactly as they were given to :meth:`deny`)."""
         with self._lock:
             self._denied.difference_update(actions)
 
     def is_denied(self, action: str) -> bool:
         with self._lock:
-            return action in self._denied
+            return action in self._denied or any(
+                fnmatch.fnmatchcase(action, pattern) for pattern in self._denied
+            )
+
+    def denied(self) -> list[str]:
+        with self._lock:
+            return sorted(self._denied)
 
     @staticmethod
     def encoded_denial() -> str:

@@ -4,31 +4,37 @@ Owns :class:`StrictEc2App`. Per EC2 Query request, in this order:
 
 1. decode the form (``Action=...``); anything that is not an EC2 action (``/moto-api``, other
    services) goes straight to moto;
-2. injected timeout fault (hold the call), then the profile's latency -- both *outside* the lock;
-3. throttling: an armed RequestLimitExceeded burst or an empty token bucket -> 503;
-4. injected 5xx fault;
-5. IAM deny list -> ``UnauthorizedOperation`` 403 (DryRun or not);
-6. under the state lock: the action's strictness rule (``rules``) validates against moto's live
+2. attribute the call to a node (:func:`.calls.attribute`) and take the fault armed for it;
+   a lost request is held and answered 503 here, never applied;
+3. the profile's latency, *outside* the lock;
+4. throttling: an armed RequestLimitExceeded burst or an empty token bucket -> 503;
+5. injected 5xx fault;
+6. IAM deny list -> ``UnauthorizedOperation`` 403 (DryRun or not);
+7. under the state lock: the action's strictness rule (``rules``) validates against moto's live
    state and may rewrite the form; ``DryRun=true`` stops here with ``DryRunOperation`` 412;
-7. forward to moto, then the rule's after-hook (e.g. Assign's answer listing only new addresses);
-8. moto's own errors are re-emitted in EC2's exact error shape; attachment events are delivered
-   after the lock is released.
+8. forward to moto, then the rule's after-hook (e.g. Assign's answer listing only new addresses);
+9. moto's own errors are re-emitted in EC2's exact error shape; attachment events are delivered
+   after the lock is released; the call is counted (``state.calls``);
+10. a lost response withholds the answer only now, after the work and its events: held past the
+    client's read timeout (or until the faults are cleared), or the connection is dropped.
 
 Imports werkzeug-free WSGI plumbing only; moto is reached through the wrapped app and the backend.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import re
+import socket
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..faults import HttpFault, TimeoutFault
-from . import errors, rules
+from ..faults import Fault, HttpFault, LostRequest, LostResponse
+from . import calls, errors, rules
 from .errors import Ec2Error
 from .rules import RULES, Plan, RuleContext
 from .state import LabState
@@ -91,25 +97,47 @@ class StrictEc2App:
             environ["wsgi.input"] = io.BytesIO(body)
             return self.moto_app(environ, start_response)
         request_id = new_request_id()
+        action = form.action
+        with self.state.lock:
+            node = calls.attribute(
+                self.state.backend, str(environ.get("REMOTE_ADDR") or ""), form.params
+            )
+        faults = self.state.control.faults
+        fault = faults.take(action)
+        if isinstance(fault, LostRequest):
+            # Lost on the way in: never applied; the caller, long gone, gets a 503.
+            self.state.calls.record(node, action, "Unavailable", lost=True)
+            faults.hold(fault.hold)
+            exc = Ec2Error("Unavailable", "The request timed out before it was processed.", 503)
+            status, headers, payload = error_response(exc, request_id)
+            start_response(_status_line(status), headers)
+            return [payload]
+        error: str | None = None
         try:
-            status, headers, payload = self._handle(environ, form, request_id)
+            status, headers, payload = self._handle(environ, form, request_id, fault)
         except Ec2Error as exc:
+            error = exc.code
             status, headers, payload = error_response(exc, request_id)
         finally:
             self.state.flush_events()
+        lost = isinstance(fault, LostResponse)
+        self.state.calls.record(node, action, error, lost=lost)
+        if isinstance(fault, LostResponse):
+            # EC2 has done the work (and the hot-plug it triggers has started): only the answer
+            # gets lost on its way back, so a client's retry meets the changed state.
+            if fault.drop:
+                self._drop(environ)
+            else:
+                faults.hold(fault.hold)
         start_response(_status_line(status), headers)
         return [payload]
 
     # -- the pipeline ---------------------------------------------------------------------------
-    def _handle(self, environ: dict[str, Any], form: QueryForm, request_id: str) -> Reply:
+    def _handle(
+        self, environ: dict[str, Any], form: QueryForm, request_id: str, fault: Fault | None
+    ) -> Reply:
         control = self.state.control
         action = form.action
-        fault = control.faults.take(action)
-        if isinstance(fault, TimeoutFault):
-            time.sleep(fault.delay)
-            if not fault.applied:
-                # The request got lost: nothing happens, the (long gone) client sees an error.
-                raise Ec2Error("Unavailable", "The request timed out before it was processed.", 503)
         delay = control.latency_for(action)
         if delay > 0:
             time.sleep(delay)
@@ -136,6 +164,16 @@ class StrictEc2App:
                 self.state.discard_events()
                 log.exception("lab EC2 %s failed", action)
                 raise Ec2Error("InternalError", f"Lab internal error: {exc!r}", 500) from None
+
+    @staticmethod
+    def _drop(environ: dict[str, Any]) -> None:
+        # The werkzeug server hands us its connection; shutting it down makes the client see the
+        # connection close without an answer, and werkzeug's own write then fails quietly
+        # (it treats a broken pipe as a dropped client).
+        conn = environ.get("werkzeug.socket")
+        if isinstance(conn, socket.socket):
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def _run(
         self, environ: dict[str, Any], form: QueryForm, request_id: str, dry_run: bool

@@ -121,8 +121,8 @@ class Ec2Lab:
         """Clean state between tests (~50 ms): moto's EC2 backend rebuilt, knobs back to defaults.
 
         moto re-creates its default VPC and default subnets; the lab's own topology is made on
-        demand with :func:`cnivpc.lab.ec2.topology.create`. Callbacks stay registered; the latency
-        profile and the throttling switch stay as set.
+        demand with :func:`cnivpc.lab.ec2.topology.create`. Call counts start from zero. Callbacks
+        stay registered; the latency profile and the throttling switch stay as set.
         """
         state = self.state
         with state.lock:
@@ -130,6 +130,7 @@ class Ec2Lab:
             state.clear_transitions()
             patches.install(state)
             self.control.reset()
+            state.calls.reset()
 
     # -- accessors ------------------------------------------------------------------------------
     @property

@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any
 
+from .calls import CallCounts
 from .control import LabControl
 from .events import AttachmentEvent, EventHub
 
@@ -23,6 +24,7 @@ class LabState:
         self.backend = backend
         self.control = control
         self.events = events
+        self.calls = CallCounts()  # every call the front door answered, by node and action
         self.lock = threading.RLock()
         self._pending = threading.local()
         # Eventual-consistency windows (monotonic deadlines), see LatencyProfile.

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import afterwards
+from .attachments import ValidAttachments
 from .env import CmdArgs
 
 if TYPE_CHECKING:
-    from .types import Attachment, NetConf, Result
+    from .types import NetConf, Result
 
 ConfT = TypeVar("ConfT", bound="NetConf")
 
@@ -23,14 +24,16 @@ ConfT = TypeVar("ConfT", bound="NetConf")
 @dataclass(frozen=True)
 class Request(Generic[ConfT]):
     """One invocation: environment, parsed config, parsed prevResult (current shape), and for
-    GC the valid attachments. ``raw_config`` is stdin as parsed JSON. ``after_answer``
+    GC the valid attachments (``ValidAttachments``: a GC handler calls ``require()`` before it
+    changes anything, which refuses a request without the list). ``raw_config`` is stdin as
+    parsed JSON (on DEL without the parts the dispatcher set aside as unusable). ``after_answer``
     registers work to run once the answer is out (``cni.afterwards``: in a detached child, so
     the runtime does not wait for it); it can never change the answer or the exit code."""
 
     cmd: CmdArgs
     conf: ConfT
     prev_result: Result | None = None
-    valid_attachments: list[Attachment] | None = None
+    valid_attachments: ValidAttachments = field(default_factory=ValidAttachments.missing)
     raw_config: dict[str, Any] = field(default_factory=dict)
     deferred: list[afterwards.Task] = field(default_factory=afterwards.pending, repr=False,
                                             compare=False)

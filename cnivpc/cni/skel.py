@@ -11,6 +11,14 @@ the answer has been emitted and flushed, in a detached child (``cni.afterwards``
 gets its answer and the exit code as if there were none, whatever that work does or how long it
 takes. With injected stdio (tests in-process) it runs inline, after the answer.
 
+DEL is best effort (spec: it must succeed when the netns, the interface, prevResult or other
+state is gone): an unusable prevResult, or an unusable optional config key, is set aside with a
+warning instead of failing the request (a failed DEL is retried by the kubelet forever, and the
+IPAM's DEL needs neither). Only a required key that is missing or invalid still fails a DEL.
+
+GC gets its valid attachments as a ``cni.attachments.ValidAttachments``, which keeps "no list
+in the request" apart from "an empty list".
+
 VERSION is answered without importing the plugin module, pydantic or anything else heavy.
 """
 
@@ -41,7 +49,6 @@ if TYPE_CHECKING:
     from .env import CmdArgs
     from .plugin import Plugin, Request
 
-GC_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
 # Seconds the work after the answer may take (its child is killed then) when the config names
 # no ``timeout``; otherwise that timeout (the IPAM's deadline) plus 10 s.
 AFTERWARDS_TIMEOUT = 70.0
@@ -132,11 +139,13 @@ class Dispatcher:
     def _call(self, cmd: CmdArgs, config: dict[str, Any], version: str,
               log: Any) -> dict[str, Any] | None:
         from . import logs
+        from .attachments import ValidAttachments
         from .plugin import Request
-        from .types import Attachment, Result
+        from .types import Result
 
         plugin = self.load()
-        conf = _load_conf(plugin, config)
+        best_effort = cmd.command == "DEL"
+        conf, config = _load_conf(plugin, config, best_effort, log)
         timeout = getattr(conf, "timeout", None)
         if isinstance(timeout, (int, float)) and timeout > 0:
             self.timeout = float(timeout) + 10.0
@@ -148,10 +157,15 @@ class Dispatcher:
             try:
                 prev = Result.from_version(conf.prev_result, version)
             except ValueError as exc:  # pydantic's ValidationError is a ValueError
-                raise InvalidConfig("invalid prevResult", validation_details(exc)) from exc
-        attachments = None
+                if not best_effort:
+                    raise InvalidConfig("invalid prevResult", validation_details(exc)) from exc
+                # DEL tears down by names and keys, never by what prevResult says alone.
+                log.warning("DEL: prevResult is unusable, going on without it: %s",
+                            validation_details(exc))
+                config = {k: v for k, v in config.items() if k != "prevResult"}
+        attachments = ValidAttachments.missing()
         if cmd.command == "GC":
-            attachments = _attachments(config, Attachment)
+            attachments = ValidAttachments.from_config(config)
         request: Request[Any] = Request(cmd=cmd, conf=conf, prev_result=prev,
                                         valid_attachments=attachments, raw_config=config)
         if cmd.command == "ADD":
@@ -215,27 +229,47 @@ def validation_details(exc: Exception) -> str:
     return str(exc)
 
 
-def _load_conf(plugin: Plugin[Any], config: dict[str, Any]) -> Any:
+def _load_conf(plugin: Plugin[Any], config: dict[str, Any], best_effort: bool,
+               log: Any) -> tuple[Any, dict[str, Any]]:
+    """The plugin's config model, and the config it was built from. With ``best_effort`` (DEL)
+    optional keys that fail validation are dropped (and logged) and the rest is validated
+    again; a missing or invalid required key fails every command."""
     from .types import NAME_RE
 
     name = config.get("name")
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise InvalidConfig("invalid network name", f"name {name!r} must match {NAME_RE.pattern}")
+    model = plugin.conf_model
     try:
-        return plugin.conf_model.model_validate(config)
+        return model.model_validate(config), config
     except ValueError as exc:
-        raise InvalidConfig(f"invalid {plugin.name} configuration",
-                            validation_details(exc)) from exc
-
-
-def _attachments(config: dict[str, Any], model: Any) -> list[Any]:
-    for key in GC_KEYS:
-        if key in config:
-            raw = config[key]
-            if not isinstance(raw, list):
-                raise InvalidConfig(f"{key} must be a list")
+        error = exc
+    if best_effort:
+        optional = _optional_keys(model)
+        bad = {str(e["loc"][0]) for e in _errors(error) if e.get("loc")}
+        if bad and bad <= optional:
+            log.warning("DEL: setting aside unusable optional keys %s: %s", sorted(bad),
+                        validation_details(error))
+            kept = {k: v for k, v in config.items() if k not in bad}
             try:
-                return [model.model_validate(item) for item in raw]
+                return model.model_validate(kept), kept
             except ValueError as exc:
-                raise InvalidConfig(f"invalid {key}", validation_details(exc)) from exc
-    return []
+                error = exc
+    raise InvalidConfig(f"invalid {plugin.name} configuration",
+                        validation_details(error)) from error
+
+
+def _errors(exc: Exception) -> list[dict[str, Any]]:
+    errors = getattr(exc, "errors", None)
+    return list(errors()) if callable(errors) else []
+
+
+def _optional_keys(model: Any) -> set[str]:
+    """The wire names (alias and field name) of the model's fields that have a default."""
+    keys: set[str] = set()
+    for field_name, info in model.model_fields.items():
+        if not info.is_required():
+            keys.add(field_name)
+            if info.alias:
+                keys.add(info.alias)
+    return keys

@@ -1,5 +1,5 @@
 """pydantic models of the CNI wire format: network config (base of every plugin's config),
-results in the current (1.1) shape, and GC attachments.
+results in the current (1.1) shape (GC's attachments are ``cni.attachments``).
 
 Configs keep unknown keys (``extra="allow"``), as the spec asks plugins to pass them through.
 Output drops ``None`` fields and empty lists/objects the way the reference library's
@@ -148,12 +148,3 @@ class NetConf(WireModel):
     # Logging (ours): a log file per plugin config, and its level.
     log_file: str | None = None
     log_level: str | None = None
-
-
-class Attachment(BaseModel):
-    """One entry of GC's valid-attachments list."""
-
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
-
-    container_id: str = Field(alias="containerID")
-    ifname: str

@@ -5,12 +5,20 @@ chained mode uses. One interpreter start per pod instead of three; the same resu
 Semantics mirror the chain exactly: ADD runs ipam → ipvlan → ptp, each getting the previous
 result as its prevResult (in the current shape, as the chain would after conversion); DEL runs
 ptp → ipvlan → ipam, every step attempted (DEL is best effort), the first error reported; CHECK
-runs the three in order against the final result; STATUS and GC go to all three. A failed ADD
-undoes the steps that succeeded, in reverse, as a runtime's DEL of the chain would.
+runs the three in order against the final result; STATUS and GC go to all three, every part
+attempted, the first error reported. A failed ADD undoes the steps that succeeded, in reverse,
+as a runtime's DEL of the chain would.
 
 Each section is validated by its plugin's own config model, with ``cniVersion``, ``name`` (and
 the section's ``type``) filled in; keys the sections do not set (``logFile``, ``logLevel``)
-are inherited from the top level.
+are inherited from the top level, and GC's valid attachments are handed to every part (the
+``ValidAttachments`` value, and its keys in each part's config, as a runtime would send them).
+``ipam`` and ``ptp`` sections are required, ``ipvlan`` may be left out (its defaults). ADD, CHECK,
+STATUS and GC validate all three sections before any part runs, so a bad section changes
+nothing; DEL builds each part on its own, so a bad section cannot keep the others (the IPAM's
+release above all) from running.
+
+Imports the plugins through the registry; never botocore itself (the IPAM part does).
 """
 
 from __future__ import annotations
@@ -30,7 +38,11 @@ from . import load
 log = logging.getLogger("cnivpc.fused")
 
 STEPS = (("ipam", "cnivpc-ipam"), ("ipvlan", "cnivpc-ipvlan"), ("ptp", "cnivpc-ptp"))
+REQUIRED = {"ipam": "its IPAM keys (at least {} for the defaults)",
+            "ptp": "at least hostInterface and containerInterface"}
 INHERITED = ("logFile", "logLevel")
+
+Part = tuple[Plugin[Any], Request[Any]]
 
 
 class FusedConf(NetConf):
@@ -40,16 +52,19 @@ class FusedConf(NetConf):
 
 
 def _sub_request(req: Request[FusedConf], key: str, program: str,
-                 prev: Result | None) -> tuple[Plugin[Any], Request[Any]]:
-    section = dict(req.raw_config.get(key) or {})
-    if key == "ptp" and not section:
-        raise InvalidConfig("the fused cnivpc plugin needs a 'ptp' section",
-                            "at least hostInterface and containerInterface")
+                 prev: Result | None) -> Part:
+    section = req.raw_config.get(key)
+    if section is None and key in REQUIRED:
+        raise InvalidConfig(f"the fused cnivpc plugin needs its '{key}' section", REQUIRED[key])
+    if not isinstance(section, dict | None):
+        raise InvalidConfig(f"the '{key}' section of the fused cnivpc plugin must be an object",
+                            f"got {type(section).__name__}")
     raw: dict[str, Any] = {k: req.raw_config[k] for k in INHERITED if k in req.raw_config}
-    raw.update(section)
+    raw.update(section or {})
     raw.update(cniVersion=req.conf.cni_version, name=req.conf.name, type=program)
     if "runtimeConfig" in req.raw_config:
         raw["runtimeConfig"] = req.raw_config["runtimeConfig"]
+    raw.update(req.valid_attachments.to_config())
     plugin = load(program)
     try:
         conf = plugin.conf_model.model_validate(raw)
@@ -60,12 +75,18 @@ def _sub_request(req: Request[FusedConf], key: str, program: str,
                            valid_attachments=req.valid_attachments, raw_config=raw)
 
 
+def _parts(req: Request[FusedConf]) -> list[Part]:
+    """All three parts, validated before any of them runs."""
+    return [_sub_request(req, key, program, req.prev_result) for key, program in STEPS]
+
+
 def add(req: Request[FusedConf]) -> Result:
-    done: list[tuple[Plugin[Any], Request[Any]]] = []
+    parts = _parts(req)
+    done: list[Part] = []
     result: Result | None = req.prev_result
     try:
-        for key, program in STEPS:
-            plugin, sub = _sub_request(req, key, program, result)
+        for plugin, sub in parts:
+            sub = replace(sub, prev_result=result)
             result = plugin.add(sub)
             done.append((plugin, replace(sub, prev_result=result)))
     except BaseException:
@@ -92,24 +113,34 @@ def delete(req: Request[FusedConf]) -> None:
         raise first
 
 
-def _each(req: Request[FusedConf], handler: str) -> None:
-    for key, program in STEPS:
-        plugin, sub = _sub_request(req, key, program, req.prev_result)
-        getattr(plugin, handler)(sub)
+def _every(parts: list[Part], handler: str) -> None:
+    """Run ``handler`` of every part, even after one failed; raise the first failure."""
+    first: CniError | None = None
+    for plugin, sub in parts:
+        try:
+            getattr(plugin, handler)(sub)
+        except CniError as exc:
+            log.error("%s: %s failed: %s", handler.upper(), plugin.name, exc)
+            first = first or exc
+    if first is not None:
+        raise first
 
 
 def check(req: Request[FusedConf]) -> None:
     if req.prev_result is None:
         raise InvalidConfig("CHECK needs prevResult")
-    _each(req, "check")
+    for plugin, sub in _parts(req):
+        plugin.check(sub)
 
 
 def status(req: Request[FusedConf]) -> None:
-    _each(req, "status")
+    _every(_parts(req), "status")
 
 
 def gc(req: Request[FusedConf]) -> None:
-    _each(req, "gc")
+    # Refused before any part runs: a GC without the list removes nothing anywhere.
+    req.valid_attachments.require()
+    _every(_parts(req), "gc")
 
 
 PLUGIN = Plugin(name="cnivpc", conf_model=FusedConf, add=add, delete=delete, check=check,

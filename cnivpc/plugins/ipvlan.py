@@ -30,7 +30,7 @@ from ..cni.plugin import Plugin, Request
 from ..cni.types import DNS, Interface, IPConfig, NetConf, Result
 from ..net import ipvlan as slaves
 from ..net import links, netns, routes
-from ..net.errors import LinkNotFound, NetnsNotFound, RouteExists
+from ..net.errors import LinkNotFound, NetnsNotFound, NotANetns, RouteExists
 
 log = logging.getLogger("cnivpc.ipvlan")
 
@@ -199,19 +199,33 @@ def _release_delegated(req: Request[IpvlanConf]) -> None:
 
 
 def delete(req: Request[IpvlanConf]) -> None:
+    """Best effort, as DEL must be: the delegated IPAM's DEL and the slaves in the netns are
+    both attempted; a netns that is gone (or empty, or not a netns any more) took its slaves
+    with it. Fails only when something that exists could not be removed."""
     cmd = req.cmd
+    errors: list[CniError] = []
     kind = _delegated(req.conf)
     if kind:
-        invoke.delegate("DEL", kind, _ipam_config(req))
+        try:
+            invoke.delegate("DEL", kind, _ipam_config(req))
+        except CniError as exc:
+            log.error("DEL: delegated IPAM %s failed: %s", kind, exc)
+            errors.append(exc)
     if not cmd.netns:
-        return
-    try:
-        with netns.iproute(cmd.netns) as ipr:
-            count = max(1, len(req.prev_result.interfaces) if req.prev_result else 1)
-            for name in slave_names(cmd.ifname, max(count, 4)):
-                links.delete(ipr, name)
-    except NetnsNotFound:
-        return  # the sandbox is gone, and its links with it
+        log.info("DEL %s: no netns given: its slaves went with it", cmd.container_id[:12])
+    else:
+        try:
+            with netns.iproute(cmd.netns) as ipr:
+                count = max(1, len(req.prev_result.interfaces) if req.prev_result else 1)
+                for name in slave_names(cmd.ifname, max(count, 4)):
+                    links.delete(ipr, name)
+        except (NetnsNotFound, NotANetns) as exc:
+            log.info("DEL %s: netns gone, and its slaves with it: %s", cmd.container_id[:12],
+                     exc)
+        except CniError as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 def check(req: Request[IpvlanConf]) -> None:
@@ -269,14 +283,11 @@ def status(req: Request[IpvlanConf]) -> None:
 
 def gc(req: Request[IpvlanConf]) -> None:
     """The slaves die with their netns: nothing of ours outlives a pod. A delegated IPAM gets
-    the GC forwarded."""
+    the GC forwarded, with the list (refused, like every GC, when the request has none)."""
+    req.valid_attachments.require()
     kind = _delegated(req.conf)
     if kind:
-        cfg = _ipam_config(req)
-        for key in ("cni.dev/valid-attachments", "cni.dev/attachments"):
-            if key in req.raw_config:
-                cfg[key] = req.raw_config[key]
-        invoke.delegate("GC", kind, cfg)
+        invoke.delegate("GC", kind, {**_ipam_config(req), **req.valid_attachments.to_config()})
 
 
 PLUGIN = Plugin(name="cnivpc-ipvlan", conf_model=IpvlanConf, add=add, delete=delete,

@@ -87,24 +87,27 @@ class Allocator(Ec2Work):
 
     # -- ADD -------------------------------------------------------------------------------------
 
-    def acquire(self, container_id: str, ifname: str, pod: str,
-                netns: str = "") -> tuple[Allocation, EniRecord]:
-        """An IP for the attachment (see the module docstring for the order)."""
+    def acquire(self, container_id: str, ifname: str, pod: str, netns: str = "",
+                network: str | None = None) -> tuple[Allocation, EniRecord]:
+        """An IP for the attachment of ``network`` (see the module docstring for the
+        order)."""
         while True:
             self._check_deadline("waiting for an IP")
             wait_for: int | None = None
             own: tuple[int, Plan] | None = None
             got: tuple[Allocation, EniRecord] | None = None
             with self.decide():
-                held = self.store.allocations(container_id, ifname)
+                held = self.store.allocations(container_id, ifname, network)
                 if held:
+                    if network is not None:
+                        self.store.claim(network, container_id, ifname)
                     eni = self.store.eni(held[0].eni_id)
                     if eni is not None:
                         log.info("attachment already holds %s (a repeated ADD)", held[0].ip)
                         return held[0], eni
                 if self._reconcile_due():
                     self.reconcile()
-                got = self._take_ready(container_id, ifname, pod, netns)
+                got = self._take_ready(container_id, ifname, pod, netns, network)
                 if got is not None:
                     self.refill_wanted = self._refill_due()
                 else:
@@ -157,8 +160,8 @@ class Allocator(Ec2Work):
         return [e for e in self.store.enis()
                 if e.device_index >= self.conf.interface_index and e.link]
 
-    def _take_ready(self, container_id: str, ifname: str, pod: str,
-                    netns: str) -> tuple[Allocation, EniRecord] | None:
+    def _take_ready(self, container_id: str, ifname: str, pod: str, netns: str,
+                    network: str | None = None) -> tuple[Allocation, EniRecord] | None:
         enis = {e.eni_id: e for e in self._eligible()}
         ready = self.store.free_ips(ready_before=self._clock() - self.conf.reuse_ip_wait,
                                     eni_ids=enis)
@@ -167,7 +170,7 @@ class Allocator(Ec2Work):
         # Longest-free first (spreads reuse); among equals the lowest device index, so pods pack
         # onto few ENIs and a surplus ENI can be given back.
         best = min(ready, key=lambda f: (f.freed_at, enis[f.eni_id].device_index, f.ip))
-        alloc = self.store.allocate(best.ip, container_id, ifname, pod, netns)
+        alloc = self.store.allocate(best.ip, container_id, ifname, pod, netns, network)
         return alloc, enis[alloc.eni_id]
 
     def _ready_count(self) -> int:
@@ -447,9 +450,11 @@ class Allocator(Ec2Work):
 
     # -- DEL -----------------------------------------------------------------------------------
 
-    def release(self, container_id: str, ifname: str) -> list[Allocation]:
+    def release(self, container_id: str, ifname: str,
+                network: str | None = None) -> list[Allocation]:
+        """Free the attachment's IPs: ``network``'s only when given (see ``Store.release``)."""
         with self.decide():
-            released = self.store.release(container_id, ifname)
+            released = self.store.release(container_id, ifname, network)
             surplus = self._take_surplus()
         if surplus:
             self._unassign(surplus)

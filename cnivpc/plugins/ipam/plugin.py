@@ -4,8 +4,12 @@ status, gc. Each reads as a short story over the allocator, the store and the no
 ADD returns the ENI's link as the only interface (the ipvlan plugin's master); when it left the
 pool below its warm level, the refill runs after the answer (``refill``, in a detached child:
 see ``cni.afterwards``), so no pod waits for it. DEL releases by
-(container ID, ifname): no netns, no prevResult and no EC2 needed, repeatable. EC2 failures
-never fail DEL (the pool keeps the IP; GC retries the unassign).
+(network, container ID, ifname): no netns, no prevResult and no EC2 needed, repeatable. EC2
+failures never fail DEL (the pool keeps the IP; GC retries the unassign).
+
+Every handler works on its own network's allocations only (``conf.name``; see ``store`` for
+rows from before the network key): a second network using cnivpc-ipam on the same node
+(Multus) is never touched. GC without a valid-attachments list refuses before anything else.
 """
 
 from __future__ import annotations
@@ -59,7 +63,8 @@ def add(req: Request[IpamConf]) -> Result:
     store, node = _open(conf)
     with store:
         allocator = Allocator(conf, store, node)
-        alloc, eni = allocator.acquire(cmd.container_id, cmd.ifname, pod, cmd.netns)
+        alloc, eni = allocator.acquire(cmd.container_id, cmd.ifname, pod, cmd.netns,
+                                       network=conf.name)
         log.info("ADD %s %s -> %s on %s (%s)", cmd.container_id[:12], pod or "-", alloc.ip,
                  eni.eni_id, eni.link)
         result = results.build(alloc, eni, _extra_cidrs(conf, node, eni.vpc_id))
@@ -85,7 +90,8 @@ def delete(req: Request[IpamConf]) -> None:
     conf, cmd = req.conf, req.cmd
     store, node = _open(conf)
     with store:
-        released = Allocator(conf, store, node).release(cmd.container_id, cmd.ifname)
+        released = Allocator(conf, store, node).release(cmd.container_id, cmd.ifname,
+                                                        network=conf.name)
     _log_calls(node)
     for alloc in released:
         log.info("DEL %s released %s from %s", cmd.container_id[:12], alloc.ip, alloc.eni_id)
@@ -98,7 +104,7 @@ def check(req: Request[IpamConf]) -> None:
     conf, cmd = req.conf, req.cmd
     store, node = _open(conf)
     with store:
-        held = store.allocations(cmd.container_id, cmd.ifname)
+        held = store.allocations(cmd.container_id, cmd.ifname, network=conf.name)
         if not held:
             raise CniError(f"no IP is allocated to container {cmd.container_id} {cmd.ifname}",
                            "the IPAM store has no such attachment", code=7)
@@ -164,18 +170,28 @@ def status(req: Request[IpamConf]) -> None:
 
 
 def gc(req: Request[IpamConf]) -> None:
-    """Release allocations of attachments the runtime no longer knows, unassign IPs idle
-    longer than ``freeIPMaxAge``, and delete leaked ENIs (ours, detached, confirmed twice).
-    Every part is attempted; the first failure is reported at the end, as the spec asks."""
+    """Release this network's allocations of attachments the runtime no longer knows, unassign
+    IPs idle longer than ``freeIPMaxAge``, and delete leaked ENIs (ours, detached, confirmed
+    twice). Without the valid-attachments list it refuses and does nothing at all (an empty
+    list is another matter: nothing of this network is valid). Every part is attempted; the
+    first failure is reported at the end, as the spec asks."""
     conf = req.conf
-    valid = {(a.container_id, a.ifname) for a in req.valid_attachments or []}
+    valid = req.valid_attachments.require()
     store, node = _open(conf)
     errors: list[CniError] = []
     with store:
         allocator = Allocator(conf, store, node)
-        stale = {(a.container_id, a.ifname) for a in store.allocations()} - valid
-        for container_id, ifname in sorted(stale):
-            for alloc in allocator.release(container_id, ifname):
+        # Only rows this network holds: another network's (Multus) are not in our list and
+        # not ours to judge; unclaimed rows of schema 1 are left to DEL (see ``store``).
+        held = store.allocations()
+        mine = {(a.container_id, a.ifname) for a in held if a.network == conf.name}
+        # An unclaimed row the runtime lists as valid for this network is this network's.
+        with store.transaction():
+            for container_id, ifname in {(a.container_id, a.ifname) for a in held
+                                         if not a.network} & valid:
+                store.claim(conf.name, container_id, ifname)
+        for container_id, ifname in sorted(mine - valid):
+            for alloc in allocator.release(container_id, ifname, network=conf.name):
                 log.info("GC released %s of gone container %s", alloc.ip, container_id[:12])
         for part in (lambda: allocator.trim_idle(conf.free_ip_max_age),
                      lambda: allocator.leaked_enis(delete=True)):

@@ -6,9 +6,18 @@ Why SQLite: every update is a transaction (crash-safe: a killed plugin leaves th
 never a half-written file, unlike the original's truncate-and-rewrite JSON), WAL lets read-only
 CLI commands read while an ADD writes, and it is one file with 0600 permissions.
 
-Allocations are keyed by (container ID, ifname), as the CNI spec keys attachments, so DEL needs
-neither the netns nor the pod's interface. Allocations made in an earlier boot
-(``/proc/sys/kernel/random/boot_id``) are void: no pod survives a reboot.
+Allocations are keyed by (network name, container ID, ifname), as the CNI spec keys attachments
+(and as host-local keeps one directory per network), so DEL needs neither the netns nor the
+pod's interface, and a GC, DEL or CHECK of one network (Multus: a second network that also uses
+cnivpc-ipam with the same ``dataDir``) never touches another network's allocations. Allocations
+made in an earlier boot (``/proc/sys/kernel/random/boot_id``) are void: no pod survives a reboot.
+
+Rows from before the network column (schema 1, kept by the migration) have no network
+(``Allocation.network == ""``): they are *unclaimed*. A DEL, repeated ADD or CHECK of any network
+for the same (container ID, ifname) claims such a row, since one container cannot have the same
+interface name in two networks; so does a GC whose valid list names it. A GC never releases an
+unclaimed row (it cannot tell whose it is): its pod's DEL, the operator's ``cnivpc gc`` (netns
+gone) or the next boot frees it.
 
 Imports only the stdlib and ``cni.errors``; no pyroute2, no botocore.
 """
@@ -26,7 +35,7 @@ from typing import Any
 
 from ...cni.errors import TryAgainLater
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "ipam.db"
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
@@ -37,6 +46,7 @@ CREATE TABLE IF NOT EXISTS ips (
     eni_id       TEXT NOT NULL,
     container_id TEXT,
     ifname       TEXT,
+    network      TEXT,
     pod          TEXT NOT NULL DEFAULT '',
     netns        TEXT NOT NULL DEFAULT '',
     allocated_at REAL,
@@ -104,6 +114,8 @@ class Allocation:
     pod: str
     allocated_at: float
     netns: str = ""
+    # The network (conflist name) that holds it; "" for an unclaimed row of schema 1.
+    network: str = ""
 
 
 @dataclass(frozen=True)
@@ -176,6 +188,7 @@ class Store:
             if os.path.exists(path + suffix):
                 os.chmod(path + suffix, 0o600)
         store = cls(conn, clock)
+        store._migrate()
         store._check_boot(boot_id or current_boot_id())
         return store
 
@@ -225,6 +238,17 @@ class Store:
         self._conn.execute("INSERT INTO meta(key, value) VALUES(?, ?) "
                            "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
+    def _migrate(self) -> None:
+        """Schema 1 -> 2: the ``network`` column, added in place (existing rows kept, their
+        network unknown: unclaimed, see the module docstring). Under the write lock, so two
+        processes opening an old file at once do not both add it."""
+        with self.transaction():
+            columns = {str(r[1]) for r in self._conn.execute("PRAGMA table_info(ips)")}
+            if "network" not in columns:
+                self._conn.execute("ALTER TABLE ips ADD COLUMN network TEXT")
+            if self._meta("schema_version") != str(SCHEMA_VERSION):
+                self._set_meta("schema_version", str(SCHEMA_VERSION))
+
     def _check_boot(self, boot_id: str) -> None:
         with self.transaction():
             if self._meta("schema_version") is None:
@@ -233,8 +257,9 @@ class Store:
             if previous != boot_id:
                 # A new boot: every pod of the old boot is gone, so its IPs are free right away
                 # (no cooldown: nothing can still be using them).
-                self._conn.execute("UPDATE ips SET container_id = NULL, ifname = NULL, pod = '', "
-                                   "netns = '', allocated_at = NULL, freed_at = 0 "
+                self._conn.execute("UPDATE ips SET container_id = NULL, ifname = NULL, "
+                                   "network = NULL, pod = '', netns = '', allocated_at = NULL, "
+                                   "freed_at = 0 "
                                    "WHERE container_id IS NOT NULL")
                 self._conn.execute("DELETE FROM ops")
                 self._set_meta("boot_id", boot_id)
@@ -250,10 +275,12 @@ class Store:
 
     # -- allocations -------------------------------------------------------------------------
 
-    def allocations(self, container_id: str | None = None,
-                    ifname: str | None = None) -> list[Allocation]:
-        sql = ("SELECT ip, eni_id, container_id, ifname, pod, allocated_at, netns FROM ips "
-               "WHERE container_id IS NOT NULL")
+    def allocations(self, container_id: str | None = None, ifname: str | None = None,
+                    network: str | None = None) -> list[Allocation]:
+        """Allocations, all or one attachment's. With ``network``, only that network's and
+        unclaimed ones (which that network may claim)."""
+        sql = ("SELECT ip, eni_id, container_id, ifname, pod, allocated_at, netns, "
+               "COALESCE(network, '') FROM ips WHERE container_id IS NOT NULL")
         params: list[Any] = []
         if container_id is not None:
             sql += " AND container_id = ?"
@@ -261,31 +288,42 @@ class Store:
         if ifname is not None:
             sql += " AND ifname = ?"
             params.append(ifname)
+        if network is not None:
+            sql += " AND (network = ? OR network IS NULL)"
+            params.append(network)
         rows = self._conn.execute(sql + " ORDER BY allocated_at, ip", params).fetchall()
         return [Allocation(*row) for row in rows]
 
+    def claim(self, network: str, container_id: str, ifname: str) -> None:
+        """Give the attachment's unclaimed (schema 1) rows to ``network``."""
+        self._conn.execute("UPDATE ips SET network = ? WHERE container_id = ? AND ifname = ? "
+                           "AND network IS NULL", (network, container_id, ifname))
+
     def allocate(self, ip: str, container_id: str, ifname: str, pod: str = "",
-                 netns: str = "") -> Allocation:
-        """Give free ``ip`` to the attachment. Raises KeyError if ``ip`` is not a free IP.
-        ``pod`` and ``netns`` are for people (``cnivpc status``, ``doctor``), not decisions."""
+                 netns: str = "", network: str | None = None) -> Allocation:
+        """Give free ``ip`` to the attachment of ``network``. Raises KeyError if ``ip`` is not a
+        free IP. ``pod`` and ``netns`` are for people (``cnivpc status``, ``doctor``), not
+        decisions."""
         now = self._clock()
         cur = self._conn.execute(
-            "UPDATE ips SET container_id = ?, ifname = ?, pod = ?, netns = ?, allocated_at = ?, "
-            "freed_at = NULL WHERE ip = ? AND container_id IS NULL",
-            (container_id, ifname, pod, netns, now, ip))
+            "UPDATE ips SET container_id = ?, ifname = ?, network = ?, pod = ?, netns = ?, "
+            "allocated_at = ?, freed_at = NULL WHERE ip = ? AND container_id IS NULL",
+            (container_id, ifname, network, pod, netns, now, ip))
         if cur.rowcount != 1:
             raise KeyError(f"{ip} is not a free IP")
         row = self._conn.execute("SELECT eni_id FROM ips WHERE ip = ?", (ip,)).fetchone()
-        return Allocation(ip, str(row[0]), container_id, ifname, pod, now, netns)
+        return Allocation(ip, str(row[0]), container_id, ifname, pod, now, netns, network or "")
 
-    def release(self, container_id: str, ifname: str) -> list[Allocation]:
+    def release(self, container_id: str, ifname: str,
+                network: str | None = None) -> list[Allocation]:
         """Free the attachment's IPs (they start their reuse cooldown now). Idempotent: an
-        unknown attachment releases nothing."""
-        released = self.allocations(container_id, ifname)
-        self._conn.execute(
-            "UPDATE ips SET container_id = NULL, ifname = NULL, pod = '', netns = '', "
-            "allocated_at = NULL, freed_at = ? WHERE container_id = ? AND ifname = ?",
-            (self._clock(), container_id, ifname))
+        unknown attachment releases nothing. With ``network``, only that network's rows (and
+        unclaimed ones); without, whichever network holds them (the operator's commands)."""
+        released = self.allocations(container_id, ifname, network)
+        self._conn.executemany(
+            "UPDATE ips SET container_id = NULL, ifname = NULL, network = NULL, pod = '', "
+            "netns = '', allocated_at = NULL, freed_at = ? WHERE ip = ? "
+            "AND container_id IS NOT NULL", [(self._clock(), a.ip) for a in released])
         return released
 
     # -- the free pool -----------------------------------------------------------------------

@@ -17,7 +17,6 @@ from typing import Any
 from ...cni import logs
 from ...cni.errors import CniError, InternalError
 from ...cni.plugin import Request
-from ...cni.skel import GC_KEYS
 from ...net import iptables, links, netns, routes
 from ...net.errors import IptablesError, IptablesNotFound, NetnsNotFound, NotANetns
 from ...net.iptables import Iptables
@@ -130,14 +129,11 @@ def _delete_pod_masq(netns_path: str, ifname: str, versions: list[int]) -> None:
 def gc(req: Request[PtpConf]) -> None:
     """Remove the state of every attachment of this network that is not in
     ``valid_attachments``: veths recognised by their alias, masq chains by their comment,
-    and rules whose host veth no longer exists."""
-    if not any(key in req.raw_config for key in GC_KEYS):
-        # No list at all is not "nothing is valid": refuse to wipe every attachment.
-        log.warning("GC without %s: nothing removed", GC_KEYS[0])
-        return
+    and rules whose host veth no longer exists. Without the list it refuses (code 7) and
+    removes nothing."""
+    valid = req.valid_attachments.require()
+    valid_ids = req.valid_attachments.container_ids()
     network = req.conf.name
-    valid = {(a.container_id, a.ifname) for a in req.valid_attachments or []}
-    valid_ids = {cid for cid, _ in valid}
     errors: list[CniError] = []
     with lock.host_lock(), netns.iproute() as host:
         present = links.list_links(host)

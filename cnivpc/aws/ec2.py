@@ -9,8 +9,16 @@ deadline, and a CNI ADD must answer before kubelet's 2-minute runtime timeout. O
 with ``Ec2Throttled`` (code 11) when the deadline would pass.
 
 Endpoint, region and credentials come from the standard AWS configuration (botocore honours
-``AWS_ENDPOINT_URL_EC2``, profiles and the instance role); the region is passed from the
-identity document. The only module besides ``aws/`` siblings that may import botocore.
+``AWS_ENDPOINT_URL_EC2`` and profiles); the region is passed from the identity document.
+
+The instance role's credentials are fetched by our own IMDSv2 client (``metadata.py``), not by
+botocore's: botocore's fetcher falls back to IMDSv1 when the token PUT fails, and sends its
+requests through ``HTTP(S)_PROXY`` unless ``NO_PROXY`` names the metadata address (a proxy
+inherited from the container runtime's environment then sees, or breaks, the credential fetch).
+Ours speaks IMDSv2 only, over a direct connection. For the same reason an EC2 endpoint on the
+metadata address (the lab's) is never reached through a proxy.
+
+The only module besides ``aws/`` siblings that may import botocore.
 """
 
 from __future__ import annotations
@@ -18,10 +26,13 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from .errors import AwsError, Ec2Throttled
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .metadata import Metadata
 
 # EC2's token buckets (per account and region) for the calls we make: (capacity, refill/s).
 # Our client-side buckets mirror them so that one node never spends more than its share.
@@ -59,19 +70,19 @@ def is_mutating(operation: str) -> bool:
     return operation.startswith(MUTATING_PREFIXES)
 
 
-@dataclass(frozen=True)
-class Ec2Error(Exception):
-    """EC2 answered with an error code we do not retry (e.g. PrivateIpAddressLimitExceeded)."""
+class Ec2Error(AwsError):
+    """EC2 answered with an error code we do not retry (e.g. PrivateIpAddressLimitExceeded).
+    A CNI error (code 999) like every AWS failure; ``aws_code`` is EC2's own code (``code``
+    is the CNI code, as on every CniError)."""
 
-    code: str
-    message: str
-    operation: str
-
-    def __str__(self) -> str:
-        return f"{self.operation}: {self.code}: {self.message}"
+    def __init__(self, aws_code: str, message: str, operation: str) -> None:
+        super().__init__(f"EC2 {operation} failed: {aws_code}", message)
+        self.aws_code = aws_code
+        self.message = message
+        self.operation = operation
 
     def as_cni(self) -> AwsError:
-        return AwsError(f"EC2 {self.operation} failed: {self.code}", self.message)
+        return AwsError(self.msg, self.details)
 
 
 class Ec2:
@@ -82,8 +93,10 @@ class Ec2:
                  connect_timeout: float = 2.0, read_timeout: float = 10.0,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep,
-                 backoff_base: float = 0.2, backoff_cap: float = 5.0) -> None:
+                 backoff_base: float = 0.2, backoff_cap: float = 5.0,
+                 metadata: Metadata | None = None) -> None:
         self.region = region
+        self._metadata = metadata
         self.deadline = deadline
         self.calls: dict[str, int] = {}
         self._limiter = limiter
@@ -101,11 +114,21 @@ class Ec2:
             import botocore.config
             import botocore.session
 
+            from .metadata import Metadata
+
+            metadata = self._metadata or Metadata()
             session = botocore.session.get_session()
+            use_imdsv2_role_credentials(session, metadata)
             config = botocore.config.Config(
                 connect_timeout=self._timeouts[0], read_timeout=self._timeouts[1],
                 retries={"total_max_attempts": 1})
-            self._client = session.create_client("ec2", region_name=self.region, config=config)
+            client = session.create_client("ec2", region_name=self.region, config=config)
+            if _host(client.meta.endpoint_url) in (metadata.host, *LINK_LOCAL_METADATA):
+                # An endpoint on the metadata address: never through a proxy (see above).
+                client = session.create_client("ec2", region_name=self.region,
+                                               config=config.merge(
+                                                   botocore.config.Config(proxies={})))
+            self._client = client
         return self._client
 
     def _wait_for_token(self, operation: str) -> None:
@@ -124,7 +147,13 @@ class Ec2:
 
     def call(self, operation: str, **params: Any) -> dict[str, Any]:
         """Call an EC2 operation (CamelCase name) with retries bounded by the deadline."""
-        from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectionError,
+            HTTPClientError,
+            NoCredentialsError,
+        )
 
         method = getattr(self.client, _snake(operation))
         attempt = 0
@@ -134,6 +163,10 @@ class Ec2:
             try:
                 response: dict[str, Any] = method(**params)
                 return response
+            except NoCredentialsError as exc:
+                raise AwsError(f"EC2 {operation}: no AWS credentials",
+                               "no instance role answered in the instance metadata and no "
+                               "AWS_* credentials or profile are set") from exc
             except ClientError as exc:
                 error = exc.response.get("Error", {})
                 code = str(error.get("Code", "Unknown"))
@@ -143,6 +176,8 @@ class Ec2:
                 reason = f"{code} (HTTP {status})"
             except (ConnectionError, HTTPClientError) as exc:
                 reason = repr(exc)
+            except BotoCoreError as exc:  # configuration problems: retrying cannot help
+                raise AwsError(f"EC2 {operation} could not be sent", str(exc)) from exc
             attempt += 1
             base, cap = self._backoff
             delay = random.uniform(0, min(cap, base * 2 ** attempt))  # full jitter
@@ -164,6 +199,44 @@ class Ec2:
     @property
     def mutating_calls(self) -> int:
         return sum(n for op, n in self.calls.items() if is_mutating(op))
+
+
+# The instance metadata's addresses (IPv4 and IPv6) besides a configured endpoint's host.
+LINK_LOCAL_METADATA = ("169.254.169.254", "fd00:ec2::254", "[fd00:ec2::254]")
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).hostname or ""
+
+
+def use_imdsv2_role_credentials(session: Any, metadata: Metadata) -> None:
+    """Put our IMDSv2-only role-credential provider in place of botocore's ``iam-role`` in
+    ``session``'s credential chain (same position: after environment, profiles and container
+    credentials). Refreshed by botocore before they expire, through ``metadata`` again."""
+    from botocore.credentials import CredentialProvider, RefreshableCredentials
+
+    def fetch() -> dict[str, str]:
+        creds = metadata.role_credentials()
+        if creds is None:
+            raise AwsError("the instance role's credentials are gone from the instance metadata")
+        return creds
+
+    class ImdsV2RoleProvider(CredentialProvider):  # type: ignore[misc]
+        METHOD = "cnivpc-imdsv2-role"
+        CANONICAL_NAME = "Ec2InstanceMetadata"
+
+        def load(self) -> Any:
+            creds = metadata.role_credentials()
+            if creds is None:
+                return None  # no role: the chain goes on, and ends in NoCredentialsError
+            return RefreshableCredentials.create_from_metadata(
+                creds, refresh_using=fetch, method=self.METHOD)
+
+    resolver = session.get_component("credential_provider")
+    resolver.insert_before("iam-role", ImdsV2RoleProvider())
+    resolver.remove("iam-role")
 
 
 def _snake(operation: str) -> str:

@@ -1,11 +1,15 @@
 """IMDSv2 client on the stdlib (``http.client``): token first, short timeouts, retries only
 where metadata is known to lag, and IMDSv1 only when explicitly allowed.
 
-What cnivpc reads: the identity document (region, AZ, instance id and type, account) and the
-``network/interfaces/macs/<mac>/`` tree per ENI. Metadata lags EC2 by seconds (a new ENI's MAC
-can be listed while its sub-keys still 404; new IPs reach ``local-ipv4s`` late), so callers that
-just changed something in EC2 use ``wait_for_interface`` with a deadline; everything else
-treats IMDS as a discovery hint and EC2 (or the local store) as the truth.
+What cnivpc reads: the identity document (region, AZ, instance id and type, account), the
+``network/interfaces/macs/<mac>/`` tree per ENI, and the instance role's credentials (for the EC2
+client: botocore's own fetcher would fall back to IMDSv1 and honour an inherited proxy; this
+client never does either: http.client connects directly).
+
+Metadata lags EC2 by seconds (a new ENI's MAC can be listed while its sub-keys still 404; new
+IPs reach ``local-ipv4s`` late), so callers that just changed something in EC2 use
+``wait_for_interface`` with a deadline; everything else treats IMDS as a discovery hint and
+EC2 (or the local store) as the truth.
 
 Endpoint: ``AWS_EC2_METADATA_SERVICE_ENDPOINT`` (as the AWS SDKs honour it), else
 ``http://169.254.169.254``. Must not import botocore or pyroute2.
@@ -21,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .errors import MetadataNotFound, MetadataUnavailable
+from .errors import AwsError, MetadataNotFound, MetadataUnavailable
 
 DEFAULT_ENDPOINT = "http://169.254.169.254"
 ENDPOINT_ENV = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
@@ -131,6 +135,27 @@ class Metadata:
             return None
 
     # -- what cnivpc reads -------------------------------------------------------------------
+
+    def role_credentials(self) -> dict[str, str] | None:
+        """The instance role's temporary credentials, in the shape botocore's
+        ``RefreshableCredentials.create_from_metadata`` takes; None when the instance has no
+        role (no ``iam/`` subtree, or an empty listing)."""
+        base = "meta-data/iam/security-credentials/"
+        listing = self.get_optional(base)
+        roles = listing.split() if listing else []
+        if not roles:
+            return None
+        try:
+            doc = json.loads(self.get(base + roles[0]))
+            if doc.get("Code", "Success") != "Success":
+                raise AwsError(f"the instance role {roles[0]} has no credentials",
+                               f"{doc.get('Code')}: {doc.get('Message', '')}")
+            return {"role_name": roles[0], "access_key": doc["AccessKeyId"],
+                    "secret_key": doc["SecretAccessKey"], "token": doc["Token"],
+                    "expiry_time": doc["Expiration"]}
+        except (ValueError, KeyError) as exc:
+            raise AwsError(f"the instance role {roles[0]}'s credentials are unreadable",
+                           repr(exc)) from exc
 
     def identity(self) -> Identity:
         doc = json.loads(self.get("dynamic/instance-identity/document"))

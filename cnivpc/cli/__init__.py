@@ -8,12 +8,12 @@ Every command module exposes ``main(args: list[str], out: TextIO) -> int``.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import TextIO
 
 from .. import __version__
-from ..cni.errors import CniError
-from .exits import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CliError
+from .exits import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, as_cli_error
 
 # name -> (module, one-line summary), in help order
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -59,19 +59,19 @@ def main(args: list[str], out: TextIO | None = None, err: TextIO | None = None) 
     if name not in COMMANDS:
         err.write(f"error: unknown command {name!r}\nhint: run 'cnivpc help' for the commands\n")
         return EXIT_USAGE
-    module = importlib.import_module(COMMANDS[name][0])
     try:
+        module = importlib.import_module(COMMANDS[name][0])
         code: int = module.main(rest, out)
         return code
-    except CliError as exc:
-        err.write(f"error: {exc.message}\n")
-        if exc.hint:
-            err.write(f"hint: {exc.hint}\n")
-        return exc.exit_code
     except KeyboardInterrupt:
-        return 130
-    except CniError as exc:  # what the plugins' layers raise: a message, not a traceback
-        err.write(f"error: {exc.msg}\n")
-        if exc.details:
-            err.write(f"detail: {exc.details}\n")
-        return EXIT_ERROR
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # the one boundary: every failure becomes error/hint/exit code
+        failure = as_cli_error(exc)
+        if os.environ.get("CNIVPC_DEBUG"):
+            import traceback
+
+            traceback.print_exc(file=err)
+        err.write(f"error: {failure.message}\n")
+        if failure.hint:
+            err.write(f"hint: {failure.hint}\n")
+        return failure.exit_code

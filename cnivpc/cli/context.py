@@ -2,6 +2,10 @@
 finds it (the first conflist in ``/etc/cni/net.d`` with a ``cnivpc-ipam`` plugin, in lexical
 order), or given with ``--conf``; ``--data-dir`` overrides the state directory.
 
+Every command opens the IPAM's store and node through ``open_node`` (the plugin's own opener,
+``plugins.ipam.session.open_ipam``): the same state, token bucket and lock as the plugins.
+Read-only commands open it read-only and create nothing.
+
 Imports the IPAM plugin's config, store and node view; no botocore at import time.
 """
 
@@ -11,11 +15,15 @@ import argparse
 import glob
 import json
 import os
+import sys
 from typing import Any
 
+from ..aws.metadata import Metadata
 from ..plugins import FUSED
 from ..plugins.ipam.config import IpamConf
-from ..plugins.ipam.store import Allocation
+from ..plugins.ipam.node import Node
+from ..plugins.ipam.session import ReadOnlyStore, ScratchStore, open_ipam
+from ..plugins.ipam.store import Allocation, Store
 from .exits import EXIT_USAGE, CliError
 
 CONF_DIR = "/etc/cni/net.d"
@@ -28,6 +36,22 @@ def netns_gone(allocation: Allocation) -> bool:
     rights over that pid); the link itself is there for exactly as long as the process lives.
     An allocation without a recorded netns is never judged gone."""
     return bool(allocation.netns) and not os.path.lexists(allocation.netns)
+
+
+def open_node(conf: IpamConf, *, read_only: bool, need_state: bool = True,
+              timeout: float | None = None,
+              metadata: Metadata | None = None) -> tuple[Store, Node]:
+    """The IPAM's store and node for a command (see the module docstring). A read-only reader
+    says on stderr what it cannot see: a state from an earlier boot, or no state at all."""
+    store, node = open_ipam(conf, timeout=timeout, read_only=read_only, need_state=need_state,
+                            metadata=metadata)
+    if isinstance(store, ReadOnlyStore) and store.stale_boot:
+        sys.stderr.write("note: the IPAM state is from an earlier boot: its allocations are "
+                         "void (the next pod's setup frees them)\n")
+    if isinstance(store, ScratchStore):
+        sys.stderr.write(f"note: no IPAM state in {conf.data_dir} yet (no pod set up on this "
+                         "node): nothing recorded is shown\n")
+    return store, node
 
 
 def add_conf_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,7 @@
 """``cnivpc doctor``: every check a person would make on a node whose pods get no network, each
 answered ✓ or ✗ (or - when it cannot be checked) with a hint. Read-only: it never takes the
-IPAM lock for long and never changes anything (IAM checks use EC2's DryRun).
+IPAM lock, opens the IPAM's state read-only (and never creates it), and never changes anything
+(IAM checks use EC2's DryRun).
 
 Checks: the instance metadata answers IMDSv2; AWS credentials work; each EC2 action cnivpc
 needs is allowed; the IPAM store is healthy; every ENI EC2 says is attached has a kernel link,
@@ -13,10 +14,8 @@ Exit status 0 when nothing failed, 3 (EXIT_CHECK_FAILED) otherwise.
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -26,9 +25,10 @@ from ..aws.metadata import Metadata
 from ..cni.errors import CniError
 from ..plugins.ipam.config import IpamConf
 from ..plugins.ipam.node import Node
+from ..plugins.ipam.session import ScratchStore
 from ..plugins.ipam.store import Store
-from .context import add_conf_arguments, load_ipam_conf, netns_gone
-from .exits import EXIT_CHECK_FAILED, EXIT_OK
+from .context import add_conf_arguments, load_ipam_conf, netns_gone, open_node
+from .exits import EXIT_CHECK_FAILED, EXIT_OK, Parser
 from .output import emit_json
 
 # EC2 actions cnivpc calls, and whether EC2 can check them with DryRun (Assign/Unassign have
@@ -74,15 +74,19 @@ class Doctor:
                  f"{ident.availability_zone})")
 
     def store_health(self) -> None:
-        self.store = Store.open(self.conf.data_dir, busy_timeout=2.0)
+        self.store, self.node = open_node(self.conf, read_only=True, need_state=False,
+                                          timeout=20)
+        if isinstance(self.store, ScratchStore):
+            self.add("store", None, f"no IPAM state in {self.conf.data_dir} yet (the first pod "
+                     "creates it)")
+            return
         verdict = self.store.quick_check()
         ok = verdict == "ok"
         self.add("store", ok, f"{self.conf.data_dir}: {verdict}",
                  "" if ok else "stop pods on this node and move the state file aside")
 
     def credentials_and_iam(self) -> None:
-        assert self.store is not None
-        self.node = Node(self.store, deadline=time.monotonic() + 20, metadata=Metadata())
+        assert self.node is not None
         ident = self.node.identity
         ec2 = self.node.ec2
         boot = self.node.interfaces()[0]
@@ -105,11 +109,11 @@ class Doctor:
             try:
                 ec2.call(action, **params[action])
             except Ec2Error as exc:
-                if exc.code in ("AuthFailure", "UnrecognizedClientException"):
-                    self.add("credentials", False, f"{exc.code}: {exc.message}",
+                if exc.aws_code in ("AuthFailure", "UnrecognizedClientException"):
+                    self.add("credentials", False, f"{exc.aws_code}: {exc.message}",
                              "check the instance role (or AWS_* credentials) of this node")
                     return
-                if exc.code == "UnauthorizedOperation":
+                if exc.aws_code == "UnauthorizedOperation":
                     denied.append(action)
         self.add("credentials", True, f"EC2 answers in {ident.region} with this node's "
                  "credentials")
@@ -117,7 +121,7 @@ class Doctor:
             try:
                 ec2.call(action, DryRun=True, **params[action])
             except Ec2Error as exc:
-                if exc.code == "UnauthorizedOperation":
+                if exc.aws_code == "UnauthorizedOperation":
                     denied.append(action)
         if denied:
             self.add("iam", False, "not allowed: " + ", ".join(denied),
@@ -201,11 +205,11 @@ class Doctor:
                    "works) and reachable from the host network namespace?")
         self.guard("store", self.store_health, f"is {self.conf.data_dir} writable by root?")
         if self.store is not None:
-            ok = all(c.ok for c in self.checks)
+            ok = all(c.ok is not False for c in self.checks)
             if ok:
                 self.guard("credentials", self.credentials_and_iam,
                            "check the node's instance role and the EC2 endpoint")
-            if self.node is not None:
+            if any(c.name == "credentials" and c.ok for c in self.checks):
                 self.guard("eni", self.enis_vs_kernel, "check EC2 and the node's links")
             self.guard("allocations", self.allocations_vs_netns, "")
             self.guard("veths", self.leftover_veths, "")
@@ -217,8 +221,7 @@ class Doctor:
 
 
 def main(args: list[str], out: TextIO) -> int:
-    parser = argparse.ArgumentParser(prog="cnivpc doctor", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="cnivpc doctor", description=__doc__)
     add_conf_arguments(parser)
     opts = parser.parse_args(args)
     checks = Doctor(load_ipam_conf(opts)).run()

@@ -1,63 +1,102 @@
-"""``cnivpc gc [--dry-run]``: the IPAM's garbage collection, by hand or from the systemd timer.
+"""``cnivpc gc [--dry-run]``: the IPAM's garbage collection, by hand or from the systemd timer
+and the DaemonSet. The same three parts as the plugin's CNI GC, each attempted:
 
 - releases IPs of attachments whose network namespace is gone (the runtime lost a DEL);
+- unassigns free IPs idle longer than the conflist's ``freeIPMaxAge`` in EC2, keeping
+  ``warmIPTarget`` of them and every ENI's primary IP (nothing when ``skipDeallocation``);
 - deletes ENIs tagged as this instance's that sit detached (confirmed twice, 5 minutes apart,
   so an ENI between create and attach is never taken for a leak).
 
 The CNI GC command (runtime-driven, with the runtime's list of valid attachments) does the
-first part with better knowledge; this one needs no runtime. ``--dry-run`` reports only.
+first part with better knowledge; this one needs no runtime (the allocation's recorded netns
+must be visible: hostPID in a pod, for /proc/<pid>/ns/net paths). ``--dry-run`` reports only
+and opens the state read-only; ``--no-ec2`` skips the two EC2 parts.
+
+Exit status: 0 when every part succeeded (also when there was nothing to collect), 1
+(EXIT_ERROR) when one failed: the others still ran, and what each did is printed.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import TextIO
 
-from ..aws.ec2 import Ec2Error
-from ..aws.metadata import Metadata
 from ..cni.errors import CniError
 from ..plugins.ipam.allocator import Allocator
-from ..plugins.ipam.node import Node
+from ..plugins.ipam.config import IpamConf
 from ..plugins.ipam.store import Store
-from .context import add_conf_arguments, load_ipam_conf, netns_gone
-from .exits import EXIT_OK
+from .context import add_conf_arguments, load_ipam_conf, netns_gone, open_node
+from .exits import EXIT_ERROR, EXIT_OK, Parser
 from .output import emit_json
 
 
+def idle_ips(conf: IpamConf, store: Store, now: float) -> list[str]:
+    """What ``Allocator.trim_idle`` would unassign now (for --dry-run; same rule)."""
+    if conf.skip_deallocation or conf.free_ip_max_age <= 0:
+        return []
+    primaries = {e.primary_ip for e in store.enis()}
+    free = [f for f in store.free_ips() if f.ip not in primaries]
+    idle = [f for f in free if f.freed_at <= now - conf.free_ip_max_age]
+    keep = max(0, conf.warm_ip_target - (len(free) - len(idle)))
+    return [f.ip for f in idle[keep:]]
+
+
 def main(args: list[str], out: TextIO) -> int:
-    parser = argparse.ArgumentParser(prog="cnivpc gc", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="cnivpc gc", description=__doc__)
     add_conf_arguments(parser)
     parser.add_argument("--dry-run", action="store_true", help="report, change nothing")
-    parser.add_argument("--no-ec2", action="store_true", help="skip the leaked-ENI sweep")
+    parser.add_argument("--no-ec2", action="store_true",
+                        help="skip the idle-IP unassign and the leaked-ENI sweep")
     opts = parser.parse_args(args)
     conf = load_ipam_conf(opts)
-    report: dict[str, list[str]] = {"released": [], "leaked_enis": [], "errors": []}
-    with Store.open(conf.data_dir) as store:
-        node = Node(store, deadline=time.monotonic() + conf.timeout, metadata=Metadata())
+    report: dict[str, list[str]] = {"released": [], "unassigned": [], "leaked_enis": [],
+                                    "errors": []}
+    store, node = open_node(conf, read_only=opts.dry_run, need_state=False)
+    with store:
         allocator = Allocator(conf, store, node)
-        gone = [a for a in store.allocations() if netns_gone(a)]
-        for alloc in gone:
-            report["released"].append(f"{alloc.ip} ({alloc.pod or alloc.container_id[:12]})")
-            if not opts.dry_run:
-                allocator.release(alloc.container_id, alloc.ifname)
+        for alloc in [a for a in store.allocations() if netns_gone(a)]:
+            try:
+                if not opts.dry_run:
+                    allocator.release(alloc.container_id, alloc.ifname, alloc.network or None)
+                report["released"].append(f"{alloc.ip} ({alloc.pod or alloc.container_id[:12]})")
+            except CniError as exc:
+                report["errors"].append(f"releasing {alloc.ip}: {exc}")
         if not opts.no_ec2:
             try:
+                if opts.dry_run:
+                    report["unassigned"] = idle_ips(conf, store, time.time())
+                else:
+                    taken = [f.ip for f in allocator.trim_idle(conf.free_ip_max_age)]
+                    # trim_idle puts back (and logs) what EC2 refused: that is a failure here
+                    back = {f.ip for f in store.free_ips()}
+                    report["unassigned"] = [ip for ip in taken if ip not in back]
+                    failed = [ip for ip in taken if ip in back]
+                    if failed:
+                        report["errors"].append(f"could not unassign {', '.join(failed)} "
+                                                "(kept in the pool; the log says why)")
+            except CniError as exc:
+                report["errors"].append(f"idle-IP unassign: {exc}")
+            try:
                 report["leaked_enis"] = allocator.leaked_enis(delete=not opts.dry_run)
-            except (CniError, Ec2Error) as exc:
+            except CniError as exc:
                 report["errors"].append(f"leaked-ENI sweep: {exc}")
     if opts.json:
         emit_json(out, report)
     else:
-        verb = "would release" if opts.dry_run else "released"
-        for item in report["released"]:
-            out.write(f"{verb} {item}: its network namespace is gone\n")
-        verb = "would delete" if opts.dry_run else "deleted"
-        for eni in report["leaked_enis"]:
-            out.write(f"{verb} leaked ENI {eni}\n")
-        for err in report["errors"]:
-            out.write(f"warning: {err}\n")
+        verbs = {"released": ("would release", "released", ": its network namespace is gone"),
+                 "unassigned": ("would unassign", "unassigned", ": idle longer than "
+                                f"freeIPMaxAge ({conf.free_ip_max_age:.0f}s)"),
+                 "leaked_enis": ("would delete", "deleted", ": a leaked ENI")}
+        for key, (dry, done, why) in verbs.items():
+            for item in report[key]:
+                out.write(f"{dry if opts.dry_run else done} {item}{why}\n")
         if not any(report.values()):
             out.write("nothing to collect\n")
+    if report["errors"]:
+        # Reported like every CLI failure, after what did succeed (already on stdout).
+        from .exits import CliError
+
+        raise CliError("gc: " + "; ".join(report["errors"]),
+                       "the other parts ran; cnivpc doctor checks the metadata, EC2 and IAM",
+                       EXIT_ERROR)
     return EXIT_OK

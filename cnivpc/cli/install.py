@@ -26,7 +26,7 @@ import sys
 import zipfile
 from typing import Any, TextIO
 
-from .exits import EXIT_OK, EXIT_USAGE, CliError
+from .exits import EXIT_OK, EXIT_USAGE, CliError, Parser
 
 PROGRAM = "cnivpc"
 LINKS = ("cnivpc-ipam", "cnivpc-ipvlan", "cnivpc-ptp")
@@ -164,8 +164,7 @@ def prune_extractions(shiv_root: str, keep_id: str, installer: Installer) -> Non
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cnivpc install", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="cnivpc install", description=__doc__)
     p.add_argument("--source", help="the zipapp to install (default: this running zipapp)")
     p.add_argument("--root", default="/", help="install under this root (default /)")
     p.add_argument("--bin-dir", default="/opt/cni/bin")

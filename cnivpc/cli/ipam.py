@@ -1,22 +1,10 @@
-"""``cnivpc ipam …``: look inside the IPAM and operate it by hand.
+"""``cnivpc ipam …``: look inside the IPAM and operate it by hand. The list of commands in
+``--help`` is rendered from ``COMMANDS`` below, the table the parser is built from, so the two
+cannot disagree (tests/cli/test_cli_help.py checks every command's help against its parser).
 
-Read-only (never take the IPAM lock, never change anything):
-  allocations   pods and the IPs they hold (from the store)
-  free          free IPs, with the cooldown each still has
-  enis          the node's ENIs: device, link, subnet, IPs used/free/total
-  subnets       subnets a new ENI may use (VPC, AZ, tags), most free first
-  limits        ENIs and IPv4 per ENI of this instance type, and max pods
-  vpc-cidrs     the VPC's CIDRs (metadata and, for affected families, EC2)
-  peer-cidrs    CIDRs of peered VPCs
-  bugs          known instance metadata bugs and whether this instance has them
-Operations (take the lock):
-  warm                      bring the pool up to its warm level now (warmIPTarget free IPs,
-                            warmENIThreshold free + room): at node start, before the first pod
-  grow [--count N]          assign N more IPs to the pool (an ENI with room, or a new ENI)
-  new-eni [--count N]       attach a new ENI with N IPs (default: as many as it can hold)
-  remove-eni <eni> [--force]  detach and delete a pod ENI (refused while pods use it)
-  release <ip> [--force]    free an IP held by a pod (only when that pod is gone)
-  trim [--keep N]           unassign free IPs beyond N (past their cooldown) in EC2
+Read-only commands open the IPAM's state read-only and never create it, never take the IPAM
+lock, never change anything (their EC2 calls, all Describe*, still draw on the node's shared
+token bucket). Operations take the lock, as the plugin does.
 
 Imports the IPAM's store/node/allocator; EC2 (botocore) only for commands that need it.
 """
@@ -24,27 +12,23 @@ Imports the IPAM's store/node/allocator; EC2 (botocore) only for commands that n
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TextIO
 
-from ..aws.metadata import Metadata
 from ..cni.errors import CniError
 from ..plugins.ipam.allocator import Allocator
 from ..plugins.ipam.config import IpamConf
-from ..plugins.ipam.node import BROKEN_CIDR_FAMILIES, Node
+from ..plugins.ipam.node import BROKEN_CIDR_FAMILIES
 from ..plugins.ipam.store import Store
-from .context import add_conf_arguments, load_ipam_conf
-from .exits import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, CliError
+from .context import add_conf_arguments, load_ipam_conf, open_node
+from .exits import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, CliError, Parser
 from .maxpods import compute
 from .output import emit_json, table
 
 Handler = Callable[[argparse.Namespace, IpamConf, TextIO], int]
-
-
-def _open(conf: IpamConf, timeout: float = 30.0) -> tuple[Store, Node]:
-    store = Store.open(conf.data_dir)
-    return store, Node(store, deadline=time.monotonic() + timeout, metadata=Metadata())
 
 
 def _show(args: argparse.Namespace, out: TextIO, headers: list[str],
@@ -57,7 +41,8 @@ def _show(args: argparse.Namespace, out: TextIO, headers: list[str],
 
 
 def allocations(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
-    with Store.open(conf.data_dir) as store:
+    store, _ = open_node(conf, read_only=True)
+    with store:
         now = time.time()
         rows = [{"pod": a.pod or "-", "container": a.container_id[:12], "ifname": a.ifname,
                  "ip": a.ip, "eni": a.eni_id, "age": _age(now - a.allocated_at)}
@@ -66,7 +51,8 @@ def allocations(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
 
 
 def free(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
-    with Store.open(conf.data_dir) as store:
+    store, _ = open_node(conf, read_only=True)
+    with store:
         now = time.time()
         rows = [{"ip": f.ip, "eni": f.eni_id,
                  "ready_in": _age(f.freed_at + conf.reuse_ip_wait - now) if
@@ -76,7 +62,7 @@ def free(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
 
 
 def enis(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
-    store, node = _open(conf)
+    store, node = open_node(conf, read_only=True, need_state=False, timeout=30)
     with store:
         counts = store.ip_counts()
         held: dict[str, int] = {}
@@ -97,7 +83,7 @@ def enis(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
 
 
 def subnets(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
-    store, node = _open(conf)
+    store, node = open_node(conf, read_only=True, need_state=False, timeout=30)
     with store:
         boot = node.interfaces()[0]
         rows = [{"subnet": s.subnet_id, "cidr": s.cidr, "available": s.available,
@@ -107,18 +93,18 @@ def subnets(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
 
 
 def limits(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
-    store, node = _open(conf)
+    store, node = open_node(conf, read_only=True, need_state=False, timeout=30)
     with store:
         lim = node.limits()
         row = {"instance_type": node.identity.instance_type, "enis": lim.enis,
                "ipv4_per_eni": lim.ipv4_per_eni, "interface_index": conf.interface_index,
                "max_pods": compute(lim.enis, lim.ipv4_per_eni, conf.interface_index),
-               "source": "fallback" if lim.fallback else "DescribeInstanceTypes"}
+               "source": lim.source}
     return _show(args, out, list(row), [row])
 
 
 def vpc_cidrs(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
-    store, node = _open(conf)
+    store, node = open_node(conf, read_only=True, need_state=False, timeout=30)
     with store:
         rows = [{"eni": e.eni_id, "metadata": list(e.vpc_cidrs), "used": node.vpc_cidrs(e)}
                 for e in node.interfaces()]
@@ -126,15 +112,82 @@ def vpc_cidrs(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
 
 
 def peer_cidrs(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
-    store, node = _open(conf)
+    store, node = open_node(conf, read_only=True, need_state=False, timeout=30)
     with store:
         vpc = node.interfaces()[0].vpc_id
         rows = [{"vpc": vpc, "peer_cidr": c} for c in node.peer_cidrs(vpc)]
     return _show(args, out, ["vpc", "peer_cidr"], rows)
 
 
+def addresses(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
+    """Lyft's ``addr``: what is configured, not what the store believes. Namespaces: the host,
+    every one pinned under /var/run/netns, and every one an allocation recorded (a pod whose
+    netns is only reachable through /proc/<pid>/ns/net). One a listing cannot enter is an
+    error (after the table): a silent gap would make its addresses look free."""
+    rows, unreadable = bound_addresses(conf)
+    code = _show(args, out, ["netns", "link", "address", "pod"], rows)
+    if unreadable:
+        raise CliError("could not list addresses in " + ", ".join(unreadable),
+                       "the listing above is incomplete: run as root; a netns that vanished "
+                       "meanwhile is harmless")
+    return code
+
+
+NETNS_DIRS = ("/var/run/netns", "/run/netns")
+
+
+def bound_addresses(conf: IpamConf) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every IPv4 address on every link of the host and pod namespaces (rows), and the
+    namespaces that could not be read."""
+    from ..net import links, netns
+    from ..plugins.ipam.session import StoreMissing
+
+    pods: dict[str, str] = {}
+    paths: list[str] = []
+    try:
+        store, _ = open_node(conf, read_only=True)
+        with store:
+            for a in store.allocations():
+                pods[a.ip] = a.pod or a.container_id[:12]
+                if a.netns:
+                    paths.append(a.netns)
+    except StoreMissing:
+        pass  # no allocation recorded: the pinned namespaces are all there is to see
+    for directory in NETNS_DIRS:
+        if os.path.isdir(directory):
+            paths += sorted(os.path.join(directory, n) for n in os.listdir(directory))
+    seen: set[tuple[int, int]] = set()
+    try:
+        st = os.stat("/proc/self/ns/net")
+        seen.add((st.st_dev, st.st_ino))
+    except OSError:
+        pass
+    rows: list[dict[str, Any]] = []
+    unreadable: list[str] = []
+    for path in [None, *paths]:
+        if path is not None:
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue  # gone since it was listed (a pod deleted meanwhile)
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+        try:
+            with netns.iproute(path) as ipr:
+                for link in links.list_links(ipr):
+                    for addr in links.addresses(ipr, link.index):
+                        if addr.version == 4:
+                            ip = str(addr.ip)
+                            rows.append({"netns": path or "host", "link": link.name,
+                                         "address": str(addr), "pod": pods.get(ip, "-")})
+        except Exception as exc:  # any failure is reported (below), never skipped silently
+            unreadable.append(f"{path} ({exc})")
+    return rows, unreadable
+
+
 def bugs(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
-    store, node = _open(conf)
+    store, node = open_node(conf, read_only=True, need_state=False, timeout=30)
     with store:
         family = node.identity.instance_type.split(".")[0]
     rows = [{"bug": "broken_cidr", "affected": family in BROKEN_CIDR_FAMILIES,
@@ -145,7 +198,7 @@ def bugs(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
 def warm(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
     """Synchronous and idempotent: each piece of EC2 work it did, one line; a warm pool costs
     no EC2 mutation. Exit 1 (EXIT_ERROR) when EC2 refuses or throttles past the timeout."""
-    store, node = _open(conf, timeout=conf.timeout)
+    store, node = open_node(conf, read_only=False)
     with store:
         allocator = Allocator(conf, store, node)
         started = time.monotonic()
@@ -178,7 +231,7 @@ def grow(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
     if args.count < 1:
         raise CliError("--count must be at least 1", exit_code=EXIT_USAGE)
     conf = conf.model_copy(update={"warm_ip_target": 0, "ip_batch_size": args.count})
-    store, node = _open(conf, timeout=conf.timeout)
+    store, node = open_node(conf, read_only=False)
     with store:
         before = len(store.free_ips())
         plan = Allocator(conf, store, node).grow(args.count)
@@ -192,7 +245,7 @@ def new_eni(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
     if args.count is not None and args.count < 1:
         raise CliError("--count must be at least 1", exit_code=EXIT_USAGE)
     conf = conf.model_copy(update={"warm_ip_target": 0, "ip_batch_size": args.count or 0})
-    store, node = _open(conf, timeout=conf.timeout)
+    store, node = open_node(conf, read_only=False)
     with store:
         before = {e.eni_id for e in store.enis()}
         Allocator(conf, store, node).grow(args.count or 1, new_eni=True)
@@ -205,7 +258,7 @@ def new_eni(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
 
 
 def remove_eni(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
-    store, node = _open(conf, timeout=conf.timeout)
+    store, node = open_node(conf, read_only=False)
     with store:
         try:
             held = Allocator(conf, store, node).remove_eni(args.eni, force=args.force)
@@ -218,7 +271,7 @@ def remove_eni(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
 
 
 def release(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
-    store, node = _open(conf)
+    store, node = open_node(conf, read_only=False)
     with store:
         held = [a for a in store.allocations() if a.ip == args.ip]
         if not held:
@@ -228,34 +281,132 @@ def release(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
         if not args.force:
             raise CliError(f"{args.ip} is held by {alloc.pod or alloc.container_id[:12]}",
                            "release it only if that pod is gone: add --force", EXIT_USAGE)
-        Allocator(conf, store, node).release(alloc.container_id, alloc.ifname)
+        Allocator(conf, store, node).release(alloc.container_id, alloc.ifname,
+                                             alloc.network or None)
     out.write(f"released {args.ip} (was {alloc.pod or alloc.container_id[:12]})\n")
     return EXIT_OK
 
 
-COMMANDS: dict[str, tuple[Handler, str]] = {
-    "allocations": (allocations, "pods and the IPs they hold"),
-    "free": (free, "free IPs and their cooldown"),
-    "enis": (enis, "ENIs with their IPs"),
-    "subnets": (subnets, "subnets usable for new ENIs"),
-    "limits": (limits, "instance limits and max pods"),
-    "vpc-cidrs": (vpc_cidrs, "VPC CIDRs routed via the ENIs"),
-    "peer-cidrs": (peer_cidrs, "peered VPC CIDRs"),
-    "bugs": (bugs, "known instance bugs"),
-    "warm": (warm, "bring the pool up to its warm level now"),
-    "grow": (grow, "assign more IPs to the pool"),
-    "new-eni": (new_eni, "attach a new ENI"),
-    "remove-eni": (remove_eni, "detach and delete a pod ENI"),
-    "release": (release, "free an IP held by a gone pod"),
+@dataclass(frozen=True)
+class Command:
+    handler: Handler
+    summary: str
+    read_only: bool
+    args: str = ""  # positional arguments and options, as --help shows them
+
+
+def unassign(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
+    """Lyft's ``deallocate``, made safe: an IP an allocation holds is refused (release it
+    first, if its pod is gone), so is an ENI's primary IP (EC2 would refuse it), and an IP
+    bound anywhere on the node unless --force. The pool forgets it under the IPAM lock before
+    EC2 is asked, and gets it back if EC2 refuses."""
+    store, node = open_node(conf, read_only=False)
+    with store:
+        allocator = Allocator(conf, store, node)
+        eni_id = _eni_holding(args.ip, store, node)
+        rows, _ = bound_addresses(conf) if not args.force else ([], [])
+        bound = [r for r in rows if r["address"].split("/")[0] == args.ip]
+        if bound:
+            raise CliError(f"{args.ip} is bound on this node: " + ", ".join(
+                f"{r['link']} in {r['netns']}" for r in bound),
+                "something uses it outside cnivpc's records; add --force to unassign anyway",
+                EXIT_USAGE)
+        with allocator.decide():
+            held = [a for a in store.allocations() if a.ip == args.ip]
+            if held:
+                raise CliError(f"{args.ip} is held by {held[0].pod or held[0].container_id[:12]}",
+                               f"if that pod is gone: cnivpc ipam release {args.ip} --force, "
+                               "then unassign it", EXIT_USAGE)
+            taken = store.take_free([args.ip])
+        try:
+            node.ec2.call("UnassignPrivateIpAddresses", NetworkInterfaceId=eni_id,
+                          PrivateIpAddresses=[args.ip])
+        except Exception:
+            with allocator.decide():
+                store.put_back(taken)
+            raise
+    out.write(f"unassigned {args.ip} from {eni_id}\n")
+    return EXIT_OK
+
+
+def _eni_holding(ip: str, store: Store, node: Any) -> str:
+    """The ENI of this instance that has ``ip``, from the metadata (the store may not know IPs
+    assigned outside cnivpc); refuses an ENI's primary IP."""
+    for eni in node.interfaces():
+        if ip in eni.ipv4s:
+            if ip == eni.primary_ip:
+                raise CliError(f"{ip} is the primary IP of {eni.eni_id}",
+                               "EC2 never unassigns an ENI's primary IP: remove the ENI "
+                               "instead (cnivpc ipam remove-eni)", EXIT_USAGE)
+            return str(eni.eni_id)
+    known = store.known_ips().get(ip)
+    if known:
+        return known
+    raise CliError(f"{ip} is not assigned to any ENI of this instance",
+                   "see 'cnivpc ipam enis' and 'cnivpc ipam free'", EXIT_NOT_FOUND)
+
+
+COMMANDS: dict[str, Command] = {
+    "allocations": Command(allocations, "pods and the IPs they hold (from the store)", True),
+    "free": Command(free, "free IPs, with the cooldown each still has", True),
+    "enis": Command(enis, "the node's ENIs: device, link, subnet, IPs, pods, pool", True),
+    "addresses": Command(addresses, "every IPv4 address bound on the host and in every pod "
+                         "network namespace, with the pod holding it", True),
+    "subnets": Command(subnets, "subnets a new ENI may use (VPC, AZ, tags), most free first",
+                       True),
+    "limits": Command(limits, "ENIs and IPv4 per ENI of this instance type, and max pods", True),
+    "vpc-cidrs": Command(vpc_cidrs, "the VPC's CIDRs (metadata and, for affected families, "
+                         "EC2)", True),
+    "peer-cidrs": Command(peer_cidrs, "CIDRs of peered VPCs", True),
+    "bugs": Command(bugs, "known instance metadata bugs and whether this instance has them",
+                    True),
+    "warm": Command(warm, "bring the pool up to its warm level now (warmIPTarget free IPs, "
+                    "warmENIThreshold free + room): at node start, before the first pod", False),
+    "grow": Command(grow, "assign N more IPs to the pool (an ENI with room, or a new ENI)",
+                    False, "[--count N]"),
+    "new-eni": Command(new_eni, "attach a new ENI with N IPs (default: as many as it can hold)",
+                       False, "[--count N]"),
+    "remove-eni": Command(remove_eni, "detach and delete a pod ENI (refused while pods use it)",
+                          False, "<eni> [--force]"),
+    "release": Command(release, "free an IP held by a pod (only when that pod is gone)", False,
+                       "<ip> [--force]"),
+    "unassign": Command(unassign, "unassign a free IP from its ENI in EC2 (refused while an "
+                        "allocation holds it, or it is bound on the node)", False,
+                        "<ip> [--force]"),
 }
 
 
+HELP_HEAD = """\
+Look inside the IPAM and operate it by hand. Every command reads the IPAM settings from the
+first conflist in /etc/cni/net.d using cnivpc-ipam (--conf, --data-dir override); --json for
+scripts. 'cnivpc ipam <command> --help' for a command's options.
+"""
+
+
+def description() -> str:
+    """The command list of ``cnivpc ipam --help``, rendered from COMMANDS."""
+    import textwrap
+
+    width = max(len(f"{name} {c.args}".strip()) for name, c in COMMANDS.items()) + 4
+    lines = [HELP_HEAD]
+    for title, read_only in (("Read-only (change nothing, never create the IPAM state, take "
+                              "no lock):", True), ("Operations (take the IPAM lock):", False)):
+        lines.append(title)
+        for name, c in COMMANDS.items():
+            if c.read_only == read_only:
+                usage = f"  {name} {c.args}".rstrip()
+                lines += textwrap.wrap(c.summary, 96, initial_indent=usage.ljust(width),
+                                       subsequent_indent=" " * width)
+    return "\n".join(lines) + "\n"
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="cnivpc ipam", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    root = Parser(prog="cnivpc ipam", description=description())
     sub = root.add_subparsers(dest="command", required=True, metavar="<command>")
-    for name, (_, summary) in COMMANDS.items():
-        p = sub.add_parser(name, help=summary, description=summary)
+    for name, command in COMMANDS.items():
+        # no help=: the command list is the description's (argparse would print a second one)
+        p = sub.add_parser(name, description=command.summary,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         add_conf_arguments(p)
         if name == "grow":
             p.add_argument("--count", type=int, default=1, help="IPs to add (default 1)")
@@ -267,13 +418,17 @@ def parser() -> argparse.ArgumentParser:
         if name == "release":
             p.add_argument("ip", help="the IP to free")
             p.add_argument("--force", action="store_true", help="free it even if held")
+        if name == "unassign":
+            p.add_argument("ip", help="the IP to unassign from its ENI")
+            p.add_argument("--force", action="store_true",
+                           help="even if the address is bound on this node (never when an "
+                                "allocation holds it)")
     return root
 
 
 def main(args: list[str], out: TextIO) -> int:
     parsed = parser().parse_args(args)
-    handler, _ = COMMANDS[parsed.command]
-    return handler(parsed, load_ipam_conf(parsed), out)
+    return COMMANDS[parsed.command].handler(parsed, load_ipam_conf(parsed), out)
 
 
 def _age(seconds: float) -> str:

@@ -1,12 +1,12 @@
 """``cnivpc status``: one screen on the node: the instance, the IP capacity (used, free, cooling,
 not yet assigned), the ENIs, the pods with their IPs (names from the runtime's CNI_ARGS), and
-the last errors of the plugins' log file. Read-only; works from the store alone when the
-metadata or EC2 cannot be reached (it says so).
+the last errors of the plugins' log file. Read-only (opens the IPAM's state read-only and never
+creates it: a node without state says so); works from the store alone when the metadata or EC2
+cannot be reached (it says so).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from collections import deque
@@ -14,10 +14,9 @@ from typing import Any, TextIO
 
 from ..aws.metadata import Metadata
 from ..cni.errors import CniError
-from ..plugins.ipam.node import Node
-from ..plugins.ipam.store import Store
-from .context import add_conf_arguments, load_ipam_conf
-from .exits import EXIT_OK
+from ..plugins.ipam.session import ScratchStore
+from .context import add_conf_arguments, load_ipam_conf, open_node
+from .exits import EXIT_OK, Parser
 from .maxpods import compute
 from .output import emit_json, table
 
@@ -36,8 +35,12 @@ def last_errors(path: str | None, count: int = ERRORS_SHOWN) -> list[str]:
 def gather(conf: Any) -> dict[str, Any]:
     now = time.time()
     report: dict[str, Any] = {"problems": []}
-    with Store.open(conf.data_dir) as store:
-        node = Node(store, deadline=time.monotonic() + 10, metadata=Metadata(timeout=0.5))
+    store, node = open_node(conf, read_only=True, need_state=False, timeout=10,
+                            metadata=Metadata(timeout=0.5))
+    with store:
+        if isinstance(store, ScratchStore):
+            report["problems"].append(f"no IPAM state in {conf.data_dir} yet: no pod has been "
+                                      "set up on this node")
         try:
             ident = node.identity
             report["instance"] = {"id": ident.instance_id, "type": ident.instance_type,
@@ -72,8 +75,7 @@ def gather(conf: Any) -> dict[str, Any]:
 
 
 def main(args: list[str], out: TextIO) -> int:
-    parser = argparse.ArgumentParser(prog="cnivpc status", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="cnivpc status", description=__doc__)
     add_conf_arguments(parser)
     opts = parser.parse_args(args)
     conf = load_ipam_conf(opts)

@@ -65,11 +65,11 @@ class Ec2Work:
                                         NetworkInterfaceId=plan.eni_id,
                                         SecondaryPrivateIpAddressCount=plan.count)
         except Ec2Error as exc:
-            if exc.code == "PrivateIpAddressLimitExceeded":
+            if exc.aws_code == "PrivateIpAddressLimitExceeded":
                 # Our count was stale (IPs added outside cnivpc): learn the truth and go on.
                 self._refresh_eni_ips(plan.eni_id)
                 return
-            if exc.code == "InsufficientFreeAddressesInSubnet":
+            if exc.aws_code == "InsufficientFreeAddressesInSubnet":
                 raise TryAgainLater(f"the subnet of {plan.eni_id} has no free address",
                                     exc.message) from exc
             raise exc.as_cni() from exc
@@ -107,7 +107,7 @@ class Ec2Work:
         try:
             created = self.node.ec2.call("CreateNetworkInterface", **params)["NetworkInterface"]
         except Ec2Error as exc:
-            if exc.code == "InvalidParameterValue" and "sufficient" in exc.message:
+            if exc.aws_code == "InvalidParameterValue" and "sufficient" in exc.message:
                 self.node.forget_subnets(boot.vpc_id)
                 raise TryAgainLater(f"subnet {plan.subnet.subnet_id} has too few free addresses",
                                     exc.message) from exc

@@ -3,8 +3,9 @@ and peered CIDRs (EC2), each read lazily and cached in the store with a TTL (err
 cached). The EC2 client is created only when a cache misses or work must be done, so the warm
 ADD path never imports botocore.
 
-TTLs: identity 1 h, subnets 5 min, VPC and peer CIDRs 1 h, instance limits 24 h (with fallback
-values, not cached, when DescribeInstanceTypes fails).
+TTLs: identity 1 h, subnets 5 min, VPC and peer CIDRs 1 h, instance limits 24 h (when
+DescribeInstanceTypes fails: the built-in table of ``aws/limits.py`` for types it knows, else
+the original's 4 x 15 guess; neither is cached).
 
 Imports ``aws/`` (IMDS, EC2) and the store; no netlink.
 """
@@ -38,7 +39,11 @@ BROKEN_CIDR_FAMILIES = frozenset({"c5", "m5", "c5d", "m5d", "m5a", "r5", "r5d", 
 class Limits:
     enis: int
     ipv4_per_eni: int
-    fallback: bool = False
+    fallback: bool = False  # a guess (FALLBACK_LIMITS), not this type's real limits
+    # where they come from: "DescribeInstanceTypes" (or its cached answer), "built-in table",
+    # or "fallback guess"
+    source: str = "DescribeInstanceTypes"
+    problem: str = ""  # why EC2 was not the source
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,9 @@ class Node:
     @property
     def ec2(self) -> Ec2:
         if self._ec2 is None:
-            self._ec2 = Ec2(self.identity.region, deadline=self.deadline, limiter=self._limiter)
+            # The node's metadata client also fetches the role credentials (IMDSv2, no proxy).
+            self._ec2 = Ec2(self.identity.region, deadline=self.deadline, limiter=self._limiter,
+                            metadata=self.metadata)
         return self._ec2
 
     @property
@@ -100,9 +107,17 @@ class Node:
             info = answer["InstanceTypes"][0]["NetworkInfo"]
             value = (int(info["MaximumNetworkInterfaces"]), int(info["Ipv4AddressesPerInterface"]))
         except (Ec2Error, KeyError, IndexError) as exc:
+            from ...aws.limits import known_limits
+
+            known = known_limits(itype)
+            if known is not None:
+                log.warning("cannot read limits of %s (%s); using the built-in table: %s",
+                            itype, exc, known)
+                return Limits(*known, source="built-in table", problem=str(exc))
             log.warning("cannot read limits of %s (%s); using fallback %s", itype, exc,
                         FALLBACK_LIMITS)
-            return Limits(*FALLBACK_LIMITS, fallback=True)
+            return Limits(*FALLBACK_LIMITS, fallback=True, source="fallback guess",
+                          problem=str(exc))
         self.store.cache_put(f"limits:{itype}", list(value), LIMITS_TTL)
         return Limits(*value)
 

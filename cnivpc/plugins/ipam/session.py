@@ -81,6 +81,9 @@ class ReadOnlyStore(Store):
     def cache_put(self, key: str, value: Any, ttl: float) -> None:
         return  # a cache is an optimisation: a reader goes without rather than write
 
+    def _forget_ops(self, op_ids: list[int]) -> None:
+        return  # ops whose lease is gone are left for the next writer to forget
+
     def cache_drop(self, key: str) -> None:
         return
 

@@ -24,8 +24,11 @@ Imports only the stdlib and ``cni.errors``; no pyroute2, no botocore.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -85,14 +88,29 @@ CREATE TABLE IF NOT EXISTS buckets (
 """
 
 
-def _alive(pid: int) -> bool:
+# An op's lease is an exclusive flock on leases/<op id> held by the process doing the work (and
+# by a child it forks): the kernel drops it when the last holder dies, whatever pid namespace
+# the holder or the reader is in (the DaemonSet's containers, `kubectl exec`, `unshare -p`), and
+# a pid reused by an unrelated process cannot fake it, which a recorded pid and kill(pid, 0)
+# could not tell. The age cap is the last resort for a holder that is alive but stuck: the
+# plugin's own deadline (``timeout`` <= 110 s) ends every op long before.
+LEASE_DIR = "leases"
+LEASE_MAX_AGE = 600.0
+
+
+def _lease_held(path: str) -> bool:
+    """True while some process holds the lease file's exclusive lock."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
         return False
-    except PermissionError:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    return True
+    finally:
+        os.close(fd)  # also drops the shared lock we may have got
+    return False
 
 
 def current_boot_id() -> str:
@@ -138,7 +156,7 @@ class EniRecord:
 class Op:
     """Slow EC2 work in flight (an Assign, or a Create+Attach), recorded so that concurrent
     ADDs wait for its IPs instead of starting more work: ``claimed`` of ``expected`` IPs are
-    spoken for. A row whose process died is stale and ignored."""
+    spoken for. Alive while its lease is held (see ``LEASE_DIR``); ``pid`` is only shown."""
 
     id: int
     kind: str
@@ -166,6 +184,10 @@ class Store:
         self._conn = conn
         self._clock = clock
         self._depth = 0
+        # Next to the state file, wherever that is (the same for every opener of it).
+        db_path = str(conn.execute("PRAGMA database_list").fetchone()[2])
+        self._lease_dir = os.path.join(os.path.dirname(db_path), LEASE_DIR)
+        self._leases: dict[int, int] = {}  # op id -> the fd holding its lease (ours)
 
     @classmethod
     def open(cls, data_dir: str, *, boot_id: str | None = None,
@@ -173,26 +195,50 @@ class Store:
         """Open (creating if needed) the store in ``data_dir``: directory 0700, file 0600."""
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
         path = os.path.join(data_dir, DB_NAME)
-        # Create the file ourselves so it is born 0600 (sqlite would honour the umask).
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        # Opening is serialised by a flock of its own: the switch to WAL and the first schema
+        # script take locks SQLite's busy handler does not wait for, so a fresh node's first
+        # burst (4 processes opening a new file at once) failed with "database is locked" in
+        # about 1 trial of 6. The lock is held for the open only (a few ms), and dies with us.
+        lock_fd = os.open(os.path.join(data_dir, DB_NAME + ".open-lock"),
+                          os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL is durable against process crashes (what a killed plugin is); a power loss
-            # may lose the last transaction, and a reboot voids allocations anyway.
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-        except sqlite3.OperationalError as exc:
-            raise TryAgainLater(f"IPAM state {path} is busy or unreadable", str(exc)) from exc
-        for suffix in ("-wal", "-shm"):
-            if os.path.exists(path + suffix):
-                os.chmod(path + suffix, 0o600)
-        store = cls(conn, clock)
-        store._migrate()
-        store._check_boot(boot_id or current_boot_id())
+            deadline = time.monotonic() + busy_timeout
+            while True:
+                try:
+                    fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise TryAgainLater(f"IPAM state {path} is busy",
+                                            "another process has been opening it for "
+                                            f"{busy_timeout:.0f}s") from None
+                    time.sleep(0.005)
+            # Create the file ourselves so it is born 0600 (sqlite would honour the umask).
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            try:
+                conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                # NORMAL is durable against process crashes (what a killed plugin is); a power
+                # loss may lose the last transaction, and a reboot voids allocations anyway.
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(_SCHEMA)
+            except sqlite3.OperationalError as exc:
+                raise TryAgainLater(f"IPAM state {path} is busy or unreadable",
+                                    str(exc)) from exc
+            for suffix in ("-wal", "-shm"):
+                if os.path.exists(path + suffix):
+                    os.chmod(path + suffix, 0o600)
+            store = cls(conn, clock)
+            store._migrate()
+            store._check_boot(boot_id or current_boot_id())
+        finally:
+            os.close(lock_fd)
         return store
 
     def close(self) -> None:
+        for fd in self._leases.values():
+            os.close(fd)
+        self._leases.clear()
         self._conn.close()
 
     def __enter__(self) -> Store:
@@ -263,6 +309,7 @@ class Store:
                                    "WHERE container_id IS NOT NULL")
                 self._conn.execute("DELETE FROM ops")
                 self._set_meta("boot_id", boot_id)
+                shutil.rmtree(self._lease_dir, ignore_errors=True)  # no holder survives a boot
 
     def quick_check(self) -> str:
         """SQLite's own consistency check: "ok" when the file is sound."""
@@ -423,23 +470,53 @@ class Store:
 
     def start_op(self, kind: str, expected: int, *, eni_id: str = "",
                  device_index: int | None = None) -> int:
+        """Record work this process is about to do, with its lease taken (inside the caller's
+        transaction: nobody sees the row before its lease is held). The pid is for people."""
         cur = self._conn.execute(
             "INSERT INTO ops(kind, eni_id, device_index, expected, claimed, pid, started) "
             "VALUES(?, ?, ?, ?, 1, ?, ?)",
             (kind, eni_id, device_index, expected, os.getpid(), self._clock()))
-        return int(cur.lastrowid or 0)
+        op_id = int(cur.lastrowid or 0)
+        os.makedirs(self._lease_dir, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(self._lease_dir, str(op_id)),
+                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise
+        self._leases[op_id] = fd
+        return op_id
 
     def ops(self) -> list[Op]:
-        """Live ops; rows of dead processes are deleted on the way."""
+        """Live ops: rows whose lease is held, younger than the age cap. The others (their
+        process died, in whatever pid namespace) are forgotten on the way."""
         live: list[Op] = []
+        dead: list[int] = []
+        oldest = self._clock() - LEASE_MAX_AGE
         for row in self._conn.execute("SELECT id, kind, eni_id, device_index, expected, claimed, "
                                       "pid, started FROM ops ORDER BY id").fetchall():
             op = Op(*row)
-            if _alive(op.pid):
+            held = op.id in self._leases or _lease_held(self._lease_path(op.id))
+            if held and op.started >= oldest:
                 live.append(op)
             else:
-                self._conn.execute("DELETE FROM ops WHERE id = ?", (op.id,))
+                dead.append(op.id)
+        if dead:
+            self._forget_ops(dead)
         return live
+
+    def _lease_path(self, op_id: int) -> str:
+        return os.path.join(self._lease_dir, str(op_id))
+
+    def _forget_ops(self, op_ids: list[int]) -> None:
+        for op_id in op_ids:
+            self._conn.execute("DELETE FROM ops WHERE id = ?", (op_id,))
+            fd = self._leases.pop(op_id, None)
+            if fd is not None:
+                os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._lease_path(op_id))
 
     def claim_op(self) -> Op | None:
         """Claim one IP of an in-flight op that has unclaimed IPs, if any."""
@@ -457,7 +534,7 @@ class Store:
         return any(op.id == op_id for op in self.ops())
 
     def finish_op(self, op_id: int) -> None:
-        self._conn.execute("DELETE FROM ops WHERE id = ?", (op_id,))
+        self._forget_ops([op_id])
 
     # -- caches (EC2 answers with a TTL; errors are never cached) ------------------------------
 

@@ -11,6 +11,10 @@ until SIGINT or SIGTERM and tears everything down (exit 0).
 ``down [--lab-id ID]`` stops the live lab(s) (SIGTERM, then SIGKILL after 10 s) and removes every
 namespace any lab left; with ``--lab-id`` only that lab. Prints one JSON line of what it removed.
 
+``fault``, ``latency``, ``imds-lag``, ``detach``, ``unassign``, ``reboot``, ``terminate``,
+``counts``, ``status``: commands to a running lab from another process, through its control
+endpoint (``control`` in the ``up`` line); see :mod:`cnivpc.lab.remote`.
+
 Owns only argument parsing and signal handling; the work is in :mod:`cnivpc.lab.lab` and
 :mod:`cnivpc.lab.fabric`. Must not be imported by plugin code.
 """
@@ -24,6 +28,11 @@ import signal
 import sys
 import threading
 from types import FrameType
+
+# The commands for a running lab (cnivpc.lab.remote.COMMANDS, kept here so that `up` and
+# `down` do not import the client, nor the client this module's lab imports).
+REMOTE_COMMANDS = frozenset({"fault", "latency", "imds-lag", "detach", "unassign", "reboot",
+                             "terminate", "counts", "status"})
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -59,6 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import main as demo
 
         return demo(argv[1:])
+    if argv[:1] and argv[0] in REMOTE_COMMANDS:  # talk to a running lab: no moto import
+        from . import remote
+
+        control = argparse.ArgumentParser(prog="python -m cnivpc.lab",
+                                          description="commands to a running lab")
+        remote.build_parser(control)
+        return remote.run(control.parse_args(argv))
     parser = argparse.ArgumentParser(prog="python -m cnivpc.lab", description="VPC-in-a-box lab")
     parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--region", default="us-east-1")
     down = sub.add_parser("down", help="stop running labs and remove their leftovers")
     sub.add_parser("demo", help="cnivpc end to end in the lab (see python -m cnivpc.lab demo -h)")
+    for name in sorted(REMOTE_COMMANDS):
+        sub.add_parser(name, help=f"to a running lab (see python -m cnivpc.lab {name} -h)")
     down.add_argument("--lab-id", default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)

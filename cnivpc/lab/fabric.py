@@ -27,8 +27,9 @@ Nitro kernels with predictable names would call it ``ens5+N``). If ``ethN`` is t
 fresh NIC: configuring it is cnivpc's job. MTU is 9001 (ENA's jumbo default) on every VPC link.
 
 Ownership of a lab id is recorded in ``/run/cnivpc-lab/<id>.pid`` (pid and process start time);
-``cleanup_stale`` removes namespaces whose owner is gone (a SIGKILLed lab), ``cleanup_all`` also
-stops live owners (``python -m cnivpc.lab down``).
+the lab keeps its control socket (``<id>.sock``) and nodes' boot ids (``<id>/``) next to it.
+``cleanup_stale`` removes namespaces and those files whose owner is gone (a SIGKILLed lab),
+``cleanup_all`` also stops live owners (``python -m cnivpc.lab down``).
 
 Uses the ``ip`` command (iproute2) and ``setns(2)`` through ctypes; nothing else. Must not import
 moto, botocore, or cnivpc plugin code (the UML tests build a fabric without any EC2).
@@ -41,6 +42,7 @@ import ctypes
 import ipaddress
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -178,6 +180,13 @@ def _owner_alive(lab_id: str) -> int | None:
     return pid if _start_time(pid) == start and _running(pid) else None
 
 
+def live_labs() -> list[str]:
+    """Ids of the labs whose owning process is alive."""
+    with contextlib.suppress(FileNotFoundError):
+        return sorted(f.stem for f in REGISTRY.glob("*.pid") if _owner_alive(f.stem) is not None)
+    return []
+
+
 def lab_namespaces() -> dict[str, list[str]]:
     """lab id -> its namespace names, for every ``cnl-*`` namespace on the host."""
     out: dict[str, list[str]] = {}
@@ -201,9 +210,13 @@ def cleanup_stale() -> list[str]:
                 _delete_netns(n)
                 removed.append(n)
     with contextlib.suppress(FileNotFoundError):
-        for f in REGISTRY.glob("*.pid"):
-            if _owner_alive(f.stem) is None:
-                f.unlink(missing_ok=True)
+        for f in REGISTRY.iterdir():
+            # <id>.pid, the control socket <id>.sock and the boot id directory <id>/
+            if _owner_alive(f.name.split(".", 1)[0]) is None:
+                if f.is_dir():
+                    shutil.rmtree(f, ignore_errors=True)
+                else:
+                    f.unlink(missing_ok=True)
     return removed
 
 
@@ -220,7 +233,9 @@ def cleanup_lab(lab_id: str, timeout: float = 10.0) -> list[str]:
     names = lab_namespaces().get(lab_id, [])
     for n in names:
         _delete_netns(n)
-    (REGISTRY / f"{lab_id}.pid").unlink(missing_ok=True)
+    for suffix in (".pid", ".sock"):
+        (REGISTRY / f"{lab_id}{suffix}").unlink(missing_ok=True)
+    shutil.rmtree(REGISTRY / lab_id, ignore_errors=True)
     return names
 
 
@@ -269,6 +284,7 @@ class Node:
     gateway: str
     imds_netns: str  # where 169.254.169.254 lives for this node (see add_node)
     ports: dict[str, Port] = field(default_factory=dict)
+    forwarding: bool = True  # net.ipv4.ip_forward at boot
 
 
 class Fabric:
@@ -393,44 +409,70 @@ class Fabric:
             prefixlen = ipaddress.ip_network(subnet).prefixlen
             netns = f"{PREFIX}{self.lab_id}-{name}"
             md_ns = f"{netns}-md"
-            node = Node(name, netns, mac.lower(), ip_addr, prefixlen, gw, md_ns)
-            ip("netns", "add", netns)
+            node = Node(name, netns, mac.lower(), ip_addr, prefixlen, gw, md_ns,
+                        forwarding=forwarding)
             ip("netns", "add", md_ns)
             self.nodes[name] = node
-            port = self._plug_link(node, "eth0", mac, key="primary")
-            node.ports["primary"] = port
-            ip_batch(
-                [
-                    "link set lo up",
-                    f"link set eth0 mtu {VPC_MTU} up",
-                    f"addr add {ip_addr}/{prefixlen} dev eth0",
-                    f"route add default via {gw} dev eth0",
-                    f"link add imds0 type veth peer name eth0 netns {md_ns}",
-                    "link set imds0 up",
-                    f"route add {IMDS_ADDR}/32 dev imds0 src {ip_addr}",
-                ],
-                ns=netns,
-            )
-            # IMDS (and the lab's EC2 endpoint) live in their own netns behind `imds0`, one
-            # routed hop from the node as on AWS (where they are off-box): a pod's packets are
-            # *forwarded* by the node, so the token response's TTL (the hop limit) is
-            # decremented on the way to a pod and a hop limit of 1 silences pods, not the node.
-            ip_batch(
-                [
-                    "link set lo up",
-                    f"addr add {IMDS_ADDR}/32 dev eth0",
-                    "link set eth0 up",
-                    "route add default dev eth0",
-                ],
-                ns=md_ns,
-            )
-            # replies to pod IPs: the node answers ARP for what it routes elsewhere
-            write_sysctl(netns, "net.ipv4.conf.imds0.proxy_arp", "1")
-            if forwarding:
-                write_sysctl(netns, "net.ipv4.ip_forward", "1")
+            self._boot(node)
             if public:
                 self.set_public(ip_addr, True)
             return node
+
+    def reboot_node(self, name: str) -> None:
+        """The node's OS restarts: its netns is made anew as at boot.
+
+        Every link in it goes (hot-plugged ENI netdevs, pods' host-side veths, so pods lose
+        their network), with every address, route, rule and iptables rule; then ``eth0`` (the
+        primary ENI) and ``imds0`` come back configured, as the OS's boot does. The caller
+        re-plugs the ENIs still attached in EC2 (:meth:`plug`): they come back DOWN without
+        addresses, as fresh NICs. The ``-md`` netns, where the lab's listening sockets live,
+        stays.
+        """
+        with self._lock:
+            node = self.nodes[name]
+            # Delete the fabric ends first: a process still inside the old netns (a detached
+            # refill) would keep it, and its veths on br0, alive past `ip netns del`.
+            for port in node.ports.values():
+                ip("link", "del", port.port, ns=self.vpc_ns, check=False)
+            ip("link", "del", "imds0", ns=node.netns, check=False)
+            node.ports.clear()
+            _delete_netns(node.netns)
+            self._boot(node)
+
+    def _boot(self, node: Node) -> None:
+        """Create the node netns with eth0 (primary ENI) and imds0 configured (add and reboot)."""
+        netns, md_ns = node.netns, node.imds_netns
+        ip("netns", "add", netns)
+        node.ports["primary"] = self._plug_link(node, "eth0", node.mac, key="primary")
+        ip_batch(
+            [
+                "link set lo up",
+                f"link set eth0 mtu {VPC_MTU} up",
+                f"addr add {node.ip}/{node.prefixlen} dev eth0",
+                f"route add default via {node.gateway} dev eth0",
+                f"link add imds0 type veth peer name eth0 netns {md_ns}",
+                "link set imds0 up",
+                f"route add {IMDS_ADDR}/32 dev imds0 src {node.ip}",
+            ],
+            ns=netns,
+        )
+        # IMDS (and the lab's EC2 endpoint) live in their own netns behind `imds0`, one
+        # routed hop from the node as on AWS (where they are off-box): a pod's packets are
+        # *forwarded* by the node, so the token response's TTL (the hop limit) is
+        # decremented on the way to a pod and a hop limit of 1 silences pods, not the node.
+        ip_batch(
+            [
+                "link set lo up",
+                f"addr add {IMDS_ADDR}/32 dev eth0",
+                "link set eth0 up",
+                "route add default dev eth0",
+            ],
+            ns=md_ns,
+        )
+        # replies to pod IPs: the node answers ARP for what it routes elsewhere
+        write_sysctl(netns, "net.ipv4.conf.imds0.proxy_arp", "1")
+        if node.forwarding:
+            write_sysctl(netns, "net.ipv4.ip_forward", "1")
 
     def remove_node(self, name: str) -> None:
         with self._lock:

@@ -34,10 +34,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -45,8 +48,10 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from . import fabric as fab
 from .ec2 import AttachmentEvent, Ec2Lab, LabRequestHandler
+from .ec2.addressing import eni_ipv4s
 from .ec2.topology import Topology
 from .ec2.topology import create as create_topology
+from .endpoint import ControlEndpoint, LabCommandError, control_socket
 from .imds import ImdsConfig, ImdsServer, moto_source
 from .profiles import LatencyProfile, get_profile
 
@@ -110,6 +115,8 @@ class Lab:
         self._sync_stop = threading.Event()
         self._sync_lock = threading.Lock()
         self._sync_thread: threading.Thread | None = None
+        self._boot_ids: dict[str, str] = {}  # instance id -> the boot id its OS has now
+        self._endpoint: ControlEndpoint | None = None
         self._started = False
 
     @property
@@ -155,6 +162,7 @@ class Lab:
                 target=self._sync_loop, name="lab-address-sync", daemon=True
             )
             self._sync_thread.start()
+            self._endpoint = ControlEndpoint(self, control_socket(self.lab_id)).start()
         except BaseException:
             self.stop()
             raise
@@ -165,6 +173,11 @@ class Lab:
         if not self._started:
             return
         self._started = False
+        if self._endpoint is not None:
+            self._endpoint.close()
+            self._endpoint = None
+        # Release answers held by lost-response faults: their threads must not outlive the lab.
+        self.ec2.faults.clear()
         with contextlib.suppress(Exception):
             self.ec2.remove_callback(self._on_attach)
             self.ec2.remove_callback(self._on_detach)
@@ -184,6 +197,7 @@ class Lab:
             thread.join(timeout=5)  # each one stops within its 50 ms poll interval
         self._wsgi.clear()
         self.fabric.destroy()
+        shutil.rmtree(fab.REGISTRY / self.lab_id, ignore_errors=True)
         self.ec2.stop()
 
     def __enter__(self) -> Lab:
@@ -233,20 +247,128 @@ class Lab:
             imds_url=self.imds.listen_tcp(info.instance_id),
         )
         self.nodes[info.instance_id] = lab_node
+        self._new_boot(info.instance_id)
         self.sync_addresses()
         return lab_node
 
-    def terminate_node(self, instance_id: str) -> None:
-        """TerminateInstances, and the node netns goes away with the instance."""
+    def terminate_node(self, instance_id: str) -> dict[str, list[str]]:
+        """TerminateInstances, and the node netns goes away with the instance.
+
+        Returns the ENIs EC2 deleted (DeleteOnTermination) and those it detached (left
+        ``available``), as ``{"deleted": [...], "detached": [...]}``.
+        """
         assert self.topology is not None
-        node = self.nodes.pop(instance_id)
+        node = self.nodes[instance_id]
+        with self.ec2.lock:
+            before = [e.id for e in self.ec2.backend.enis.values()
+                      if e.instance is not None and e.instance.id == instance_id]
+        self.nodes.pop(instance_id)
         self.topology.terminate(instance_id)
         self.fabric.remove_node(node.name)
+        self._boot_ids.pop(instance_id, None)
+        self.boot_id_file(instance_id, node.name).unlink(missing_ok=True)
+        with self.ec2.lock:
+            left = set(self.ec2.backend.enis)
+        return {"deleted": sorted(e for e in before if e not in left),
+                "detached": sorted(e for e in before if e in left)}
+
+    # -- behind the plugin's back: what happens to a node outside cnivpc's control ------------
+
+    def boot_id(self, instance_id: str) -> str:
+        """The node OS's current boot id (what /proc/sys/kernel/random/boot_id says on it)."""
+        return self._boot_ids[instance_id]
+
+    def boot_id_file(self, instance_id: str, name: str | None = None) -> Path:
+        """A file holding the node's boot id, to bind-mount over
+        /proc/sys/kernel/random/boot_id for processes run "on" the node (the host kernel has
+        one boot id for every netns; see :class:`cnivpc.lab.runtime.Runtime`)."""
+        return fab.REGISTRY / self.lab_id / f"{name or self.nodes[instance_id].name}.boot_id"
+
+    def _new_boot(self, instance_id: str) -> str:
+        boot_id = str(uuid.uuid4())
+        path = self.boot_id_file(instance_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(boot_id + "\n")
+        tmp.replace(path)  # readers see the old or the new id, never a torn file
+        self._boot_ids[instance_id] = boot_id
+        return boot_id
+
+    def reboot_node(self, instance_id: str) -> dict[str, Any]:
+        """Reboot the instance's OS: every link of the node goes down with the netns it lives in
+        (pods lose theirs), the node comes back with eth0 and imds0 configured, a new boot id,
+        and the ENIs that stay attached in EC2 as fresh NICs (DOWN, no addresses) by device
+        index. EC2 and IMDS see no change, as on AWS."""
+        node = self.nodes[instance_id]
+        with self._lock:
+            # hot-plugs still pending for this instance are void: the boot plugs what is attached
+            for key in [k for k in self._gen if k[0] == instance_id]:
+                self._gen[key] += 1
+        self.fabric.reboot_node(node.name)
+        boot_id = self._new_boot(instance_id)
+        view = moto_source(self.ec2.backend, self.ec2.lock)(instance_id)
+        plugged: dict[str, str] = {}
+        for eni in sorted(view.enis if view else (), key=lambda e: e.device_index):
+            if eni.eni_id == node.eni_id or self.ec2.faults.attach_hidden(instance_id, eni.eni_id):
+                continue
+            plugged[eni.eni_id] = self.fabric.plug(node.name, eni.eni_id, eni.mac,
+                                                   eni.device_index)
+        self.sync_addresses()
+        return {"instance_id": instance_id, "boot_id": boot_id, "enis": plugged}
+
+    def detach_eni(self, eni_id: str) -> dict[str, Any]:
+        """Detach an ENI in EC2 as someone else would (console, another controller): IMDS and
+        the node's netdev follow through the usual detach event. It is ``available`` at once
+        (no ``detaching`` window: that belongs to calls through the API)."""
+        with self.ec2.lock:
+            eni = self._eni(eni_id)
+            if eni.instance is None:
+                raise LabCommandError(f"{eni_id} is not attached",
+                                      "attach it first, or pick another ENI")
+            if eni.device_index == 0:
+                raise LabCommandError(f"{eni_id} is the primary ENI of {eni.instance.id}",
+                                      "EC2 never detaches a primary ENI; terminate the node")
+            instance_id = str(eni.instance.id)
+            self.ec2.backend.detach_network_interface(eni.attachment_id)
+        self.ec2.state.flush_events()
+        return {"eni": eni_id, "instance_id": instance_id}
+
+    def unassign_ips(self, eni_id: str, ips: list[str] | None = None) -> dict[str, Any]:
+        """Unassign secondary private IPs of an ENI in EC2 (all of them when ``ips`` is empty);
+        the VPC stops delivering them and IMDS drops them after its remove lag."""
+        with self.ec2.lock:
+            eni = self._eni(eni_id)
+            secondaries = [a for a in eni_ipv4s(eni) if a != eni.private_ip_address]
+            wanted = list(ips) if ips else secondaries
+            if eni.private_ip_address in wanted:
+                raise LabCommandError(f"{eni.private_ip_address} is {eni_id}'s primary IP",
+                                      "only secondary IPs can be unassigned")
+            missing = [a for a in wanted if a not in secondaries]
+            if missing:
+                raise LabCommandError(f"not assigned to {eni_id}: {', '.join(missing)}",
+                                      f"its secondary IPs: {', '.join(secondaries) or 'none'}")
+            if wanted:
+                self.ec2.backend.unassign_private_ip_addresses(eni_id, wanted)
+        self.sync_addresses()
+        return {"eni": eni_id, "unassigned": wanted}
+
+    def _eni(self, eni_id: str) -> Any:
+        eni = self.ec2.backend.enis.get(eni_id)
+        if eni is None:
+            raise LabCommandError(f"no ENI {eni_id} in this lab",
+                                  "list them with aws ec2 describe-network-interfaces")
+        return eni
 
     def node(self, index_or_id: int | str = 0) -> LabNode:
+        """A node by index, instance id or fabric name (``i1234abcd``)."""
         if isinstance(index_or_id, int):
             return list(self.nodes.values())[index_or_id]
-        return self.nodes[index_or_id]
+        if index_or_id in self.nodes:
+            return self.nodes[index_or_id]
+        for node in self.nodes.values():
+            if node.name == index_or_id:
+                return node
+        raise KeyError(index_or_id)
 
     def _serve_ec2(self, sock: Any) -> None:
         # werkzeug dups the fd (socket.fromfd); the original can go.
@@ -393,5 +515,8 @@ class Lab:
             },
             "internet": {"netns": self.fabric.inet_ns, "ip": fab.INET_ADDR},
             "subnets": subnets,
-            "nodes": [asdict(n) for n in self.nodes.values()],
+            "nodes": [{**asdict(n), "boot_id": self._boot_ids.get(n.instance_id),
+                       "boot_id_file": str(self.boot_id_file(n.instance_id))}
+                      for n in self.nodes.values()],
+            "control": str(control_socket(self.lab_id)),
         }

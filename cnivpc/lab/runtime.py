@@ -87,6 +87,11 @@ class Runtime:
     node_ns: str
     env: dict[str, str] = field(default_factory=dict)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The node's boot id (``Lab.boot_id_file``): when set, plugins see it as
+    # /proc/sys/kernel/random/boot_id (bind-mounted in the mount namespace `ip netns exec`
+    # makes for each run), so `python -m cnivpc.lab reboot` voids their allocations as a real
+    # reboot would. Off by default: it costs two execs per plugin run.
+    boot_id_file: Path | None = None
     timings: list[tuple[str, str, float]] = field(default_factory=list)
 
     def _exec(self, plugin: dict[str, Any], command: str, container_id: str, netns: str,
@@ -102,8 +107,11 @@ class Runtime:
                            f"K8S_POD_NAME={container_id};K8S_POD_INFRA_CONTAINER_ID={container_id}",
                **self.env}
         started = time.monotonic()
+        boot = [] if self.boot_id_file is None else [
+            "sh", "-c", 'mount --bind "$0" /proc/sys/kernel/random/boot_id && exec "$@"',
+            str(self.boot_id_file)]
         proc = subprocess.run(
-            ["ip", "netns", "exec", self.node_ns, "env", "-i",
+            ["ip", "netns", "exec", self.node_ns, *boot, "env", "-i",
              *(f"{k}={v}" for k, v in env.items()), str(self.bin_dir / plugin["type"])],
             input=json.dumps(stdin), capture_output=True, text=True, timeout=300)
         self.timings.append((plugin["type"], command, time.monotonic() - started))

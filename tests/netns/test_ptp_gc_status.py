@@ -59,8 +59,9 @@ def test_gc_ignores_other_networks_and_needs_the_list(topo: Topo) -> None:
     other = config("1.1.0", **{"cni.dev/valid-attachments": []})
     other["name"] = "another-network"
     ok(cni(topo, "GC", other, netns=""))
-    # No valid-attachments key at all is not "nothing is valid".
-    ok(cni(topo, "GC", config("1.1.0"), netns=""))
+    # No valid-attachments key at all is not "nothing is valid": refused, nothing removed.
+    refused = cni(topo, "GC", config("1.1.0"), netns="")
+    assert refused.code == 1 and refused.error["code"] == 7
     assert veth("ctr1") in [link["ifname"] for link in ip_json(topo.node, "link", "show")]
     assert chain("ctr1") in "\n".join(iptables_rules(topo.node, "nat"))
 

@@ -27,6 +27,12 @@ Endpoints seen from inside a node netns (what plugins get with production defaul
 
 From the host (tests): ``Lab.ec2.url`` and ``LabNode.imds_url`` (127.0.0.1, one port per node).
 
+From other processes: the control endpoint (:mod:`.endpoint`, ``/run/cnivpc-lab/<id>.sock``)
+arms faults and runs what happens to nodes outside cnivpc's control (``detach_eni``,
+``unassign_ips``, ``reboot_node``, ``terminate_node``). Each node has a boot id, in a file that
+plugins run "on" the node may see as ``/proc/sys/kernel/random/boot_id`` (one kernel, one real
+boot id for every netns); a reboot changes it.
+
 Must not be imported by plugin code; never in the zipapp.
 """
 

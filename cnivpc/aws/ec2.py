@@ -82,7 +82,9 @@ class Ec2Error(AwsError):
         self.operation = operation
 
     def as_cni(self) -> AwsError:
-        return AwsError(self.msg, self.details)
+        """A fresh copy to raise (``from`` this one): still an Ec2Error, so the CLI's boundary
+        can name EC2's code and its remedy."""
+        return Ec2Error(self.aws_code, self.message, self.operation)
 
 
 class Ec2:

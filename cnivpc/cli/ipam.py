@@ -303,6 +303,7 @@ def unassign(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
     store, node = open_node(conf, read_only=False)
     with store:
         allocator = Allocator(conf, store, node)
+        _refuse_if_held(args.ip, store)
         eni_id = _eni_holding(args.ip, store, node)
         rows, _ = bound_addresses(conf) if not args.force else ([], [])
         bound = [r for r in rows if r["address"].split("/")[0] == args.ip]
@@ -312,11 +313,7 @@ def unassign(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
                 "something uses it outside cnivpc's records; add --force to unassign anyway",
                 EXIT_USAGE)
         with allocator.decide():
-            held = [a for a in store.allocations() if a.ip == args.ip]
-            if held:
-                raise CliError(f"{args.ip} is held by {held[0].pod or held[0].container_id[:12]}",
-                               f"if that pod is gone: cnivpc ipam release {args.ip} --force, "
-                               "then unassign it", EXIT_USAGE)
+            _refuse_if_held(args.ip, store)  # again, under the lock: an ADD may have taken it
             taken = store.take_free([args.ip])
         try:
             node.ec2.call("UnassignPrivateIpAddresses", NetworkInterfaceId=eni_id,
@@ -327,6 +324,14 @@ def unassign(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
             raise
     out.write(f"unassigned {args.ip} from {eni_id}\n")
     return EXIT_OK
+
+
+def _refuse_if_held(ip: str, store: Store) -> None:
+    held = [a for a in store.allocations() if a.ip == ip]
+    if held:
+        raise CliError(f"{ip} is held by {held[0].pod or held[0].container_id[:12]}",
+                       f"if that pod is gone: cnivpc ipam release {ip} --force, then "
+                       "unassign it", EXIT_USAGE)
 
 
 def _eni_holding(ip: str, store: Store, node: Any) -> str:

@@ -164,3 +164,38 @@ def test_daemonset_warms_the_pool_after_install_without_failing() -> None:
     # The IPAM's state, lock and conflist at the host's paths (the conflist's defaults).
     assert {"/var/lib/cnivpc", "/run/cnivpc", "/etc/cni/net.d"} <= mounts
     assert warm["securityContext"]["privileged"] is True and spec["hostNetwork"] is True
+
+
+def test_iam_policy_scopes_eni_mutations_to_cnivpc_tags() -> None:
+    """Mutations of ENIs only on ENIs tagged by cnivpc; creation only with that tag; tagging
+    only as part of the creation."""
+    policy = json.loads((EXAMPLES / "iam-policy.json").read_text())
+    tag = "cnivpc.io/instance-id"
+    for stmt in policy["Statement"]:
+        actions = stmt["Action"] if isinstance(stmt["Action"], list) else [stmt["Action"]]
+        resources = stmt["Resource"] if isinstance(stmt["Resource"], list) else [stmt["Resource"]]
+        conditions = json.dumps(stmt.get("Condition", {}))
+        on_enis = any(r.endswith(":network-interface/*") for r in resources)
+        if not on_enis:
+            continue
+        if actions == ["ec2:CreateNetworkInterface"]:
+            assert f"aws:RequestTag/{tag}" in conditions, stmt["Sid"]
+        elif actions == ["ec2:CreateTags"]:
+            assert "ec2:CreateAction" in conditions and "CreateNetworkInterface" in conditions
+        else:
+            assert f"aws:ResourceTag/{tag}" in conditions, stmt["Sid"]
+
+
+def test_daemonset_gc_sees_the_host_pids_it_judges_pods_by() -> None:
+    """Allocations record /proc/<pid>/ns/net paths; gc releases an IP when that path is gone,
+    so without hostPID it would release every live pod's IP."""
+    docs = [d for d in yaml.safe_load_all((EXAMPLES / "kubernetes/daemonset.yaml").read_text())
+            if d]
+    spec = next(d for d in docs if d["kind"] == "DaemonSet")["spec"]["template"]["spec"]
+    assert spec.get("hostPID") is True
+    gc = next(c for c in spec["containers"] if c["name"] == "gc")
+    mounts = {m["mountPath"] for m in gc["volumeMounts"]}
+    # state, lock, conflist, the binary and the pinned netns: what gc reads and writes
+    assert mounts == {"/host/opt/cni/bin", "/etc/cni/net.d", "/var/lib/cnivpc", "/run/cnivpc",
+                      "/var/run/netns"}
+    assert not spec.get("hostIPC")

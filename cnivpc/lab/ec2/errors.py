@@ -238,3 +238,11 @@ def unauthorized(encoded: str | None) -> Ec2Error:
     if encoded:
         base += f" Encoded authorization failure message: {encoded}"
     return Ec2Error("UnauthorizedOperation", base, 403)
+
+
+def idempotent_parameter_mismatch(token: str) -> Ec2Error:
+    """A ClientToken reused with other parameters (AWS: 400 IdempotentParameterMismatch)."""
+    return Ec2Error(
+        "IdempotentParameterMismatch",
+        f"The client token '{token}' has already been used with different parameters.",
+    )

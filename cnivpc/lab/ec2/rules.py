@@ -218,6 +218,30 @@ def unassign_private_ip_addresses(ctx: RuleContext) -> Plan:
 # -- CreateNetworkInterface ------------------------------------------------------------------------
 @rule("CreateNetworkInterface")
 def create_network_interface(ctx: RuleContext) -> Plan:
+    # moto ignores ClientToken. AWS: a retry with the same token and parameters answers the first
+    # call's ENI and creates nothing; the same token with other parameters is refused. This is
+    # what lets a client retry a create whose answer it never got without leaking an ENI.
+    token = ctx.form.get("ClientToken") or ""
+    request = tuple(sorted((k, v) for k, v in ctx.form.params.items()
+                           if k not in ("ClientToken", "DryRun")))
+    if token and token in ctx.state.client_tokens:
+        first, body = ctx.state.client_tokens[token]
+        if first != request:
+            raise errors.idempotent_parameter_mismatch(token)
+        return Plan(reply=body)
+    plan = _create_network_interface(ctx)
+    if token and not ctx.dry_run:
+        created_after = plan.after
+
+        def remember(body: bytes) -> bytes | None:
+            ctx.state.client_tokens[token] = (request, body)
+            return created_after(body) if created_after else None
+
+        plan.after = remember
+    return plan
+
+
+def _create_network_interface(ctx: RuleContext) -> Plan:
     form = ctx.form
     subnet_id = require(form, "SubnetId")
     try:

@@ -30,6 +30,8 @@ class LabState:
         # Eventual-consistency windows (monotonic deadlines), see LatencyProfile.
         self.detaching: dict[str, float] = {}  # eni id -> when it becomes "available"
         self.invisible: dict[str, float] = {}  # eni id -> when calls naming it stop 404-ing
+        # ClientToken -> (the request's other parameters, the answer): EC2's idempotency.
+        self.client_tokens: dict[str, tuple[tuple[tuple[str, str], ...], bytes]] = {}
 
     def settle(self) -> None:
         """Finish transitions whose time has come (call under the lock, before reading state)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PYTHON, Zipapp
+from tests.support.zipapp import PYTHON, Zipapp
 
 pytestmark = pytest.mark.artifact
 

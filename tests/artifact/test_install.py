@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BASE_ENV, Zipapp
+from tests.support.zipapp import BASE_ENV, Zipapp
 
 pytestmark = pytest.mark.artifact
 

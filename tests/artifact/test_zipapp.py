@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from cnivpc import __version__, plugins
-
-from .conftest import PYTHON, REPO, Zipapp, build
+from tests.support.zipapp import PYTHON, REPO, Zipapp, build
 
 pytestmark = pytest.mark.artifact
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Zipapp
+from tests.support.zipapp import Zipapp
 
 pytestmark = pytest.mark.artifact
 

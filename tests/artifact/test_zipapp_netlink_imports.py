@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.zipapp import BASE_ENV, PYTHON, Zipapp
+
 from ..netns.conftest import Topo, config, ip_json, prev_result, topo
-from .conftest import BASE_ENV, PYTHON, Zipapp
 
 pytestmark = [pytest.mark.artifact, pytest.mark.netns]
 __all__ = ["topo"]  # the fixture, re-exported so pytest finds it here

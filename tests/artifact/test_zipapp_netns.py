@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.zipapp import BASE_ENV, Run, Zipapp
+
 from ..netns.conftest import NODE_IP, POD_IP, Topo, config, ip_json, prev_result, sh, topo
-from .conftest import BASE_ENV, Run, Zipapp
 
 pytestmark = [pytest.mark.artifact, pytest.mark.netns]
 __all__ = ["topo"]  # the fixture, re-exported so pytest finds it here

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.artifact.conftest import Zipapp, zipapp  # noqa: F401 - fixture by name
 from tests.conftest import CLEARED_PREFIXES
+from tests.support.zipapp import Zipapp
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "build" / "bench" / "ec2.py"
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.netns
 
 
 @pytest.fixture(scope="module")
-def section(zipapp: Zipapp, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
+def section(zipapp: Zipapp, tmp_path_factory: pytest.TempPathFactory
             ) -> dict[str, Any]:
     """Name: section. Scope: module (one run for every check). Depends: zipapp (session)."""
     pytest.importorskip("moto")

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.artifact.conftest import Zipapp, zipapp  # noqa: F401 - fixture by name
+from tests.support.zipapp import Zipapp
 
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.netns
 
 
-def test_quick_bench_of_the_host_sections(zipapp: Zipapp, tmp_path: Path) -> None:  # noqa: F811
+def test_quick_bench_of_the_host_sections(zipapp: Zipapp, tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces)")
     if not Path("/usr/lib/cni/ptp").exists():

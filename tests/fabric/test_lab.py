@@ -21,8 +21,8 @@ import pytest
 
 from cnivpc.lab import fabric as fab
 from cnivpc.lab.profiles import get_profile
+from tests.support.lab import make_client, ping, run_in
 
-from .conftest import make_client, ping, run_in
 from .imdsutil import get, token
 
 pytestmark = pytest.mark.netns

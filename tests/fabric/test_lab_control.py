@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from cnivpc.lab import fabric as fab
+from tests.support.lab import ping, run_in
 
-from .conftest import ping, run_in
 from .imdsutil import get, token
 from .test_lab import wait_until
 

@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.fabric.conftest import make_client
-
-from .conftest import Ipam
+from tests.support.ipam import Ipam
+from tests.support.lab import make_client
 
 pytestmark = pytest.mark.netns
 

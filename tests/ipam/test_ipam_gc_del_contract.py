@@ -28,8 +28,7 @@ from typing import Any
 import pytest
 
 from cnivpc.plugins.ptp import naming
-
-from .conftest import REPO, TAG, Ipam, Reply
+from tests.support.ipam import REPO, TAG, Ipam, Reply
 
 pytestmark = pytest.mark.netns
 

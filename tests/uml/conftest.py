@@ -6,8 +6,8 @@ Where the kernel cannot do ipvlan the tests skip, except when CNL_REQUIRE_UML=1 
 build/dev's UML run): there a missing ipvlan is a failure, so a broken harness never turns into
 silently skipped tests.
 
-Fixtures: the fabric ones from tests/fabric/conftest.py, imported by name (``fabric``, ``in_ns``);
-no EC2 here: moto's first call costs 13-16 s inside UML, and the fabric code is the same.
+Fixtures: the fabric ones of the tests.support.lab plugin (``fabric``, ``in_ns``); no EC2
+here: moto's first call costs 13-16 s inside UML, and the fabric code is the same.
 """
 
 from __future__ import annotations
@@ -17,10 +17,6 @@ import os
 import subprocess
 
 import pytest
-
-from tests.fabric.conftest import fabric, in_ns
-
-__all__ = ["fabric", "in_ns"]
 
 
 @functools.cache

@@ -29,8 +29,7 @@ import pytest
 
 from cnivpc.lab.probes import serve_whoami, whoami
 from cnivpc.lab.runtime import Runtime, fused_conflist, lab_conflist
-
-from ..fabric.conftest import ping, run_in
+from tests.support.lab import ping, run_in
 
 pytestmark = pytest.mark.uml
 

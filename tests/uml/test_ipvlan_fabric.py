@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from cnivpc.lab.fabric import INET_ADDR, Fabric
-
-from ..fabric.conftest import ping, run_in
+from tests.support.lab import ping, run_in
 
 pytestmark = pytest.mark.uml
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.fabric.conftest import lab_factory  # noqa: F401 - fixture by name
-from tests.ipam.conftest import REPO, Ipam, ipam_node  # noqa: F401 - fixture by name
+from tests.support.ipam import REPO, Ipam
 
 WITH_CONF = ("status", "ipam", "doctor", "gc", "max-pods")
 
@@ -39,17 +37,16 @@ class Cli:
 
     def __call__(self, *args: str, env: dict[str, str] | None = None) -> Out:
         full = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-                "AWS_ENDPOINT_URL_EC2": "http://169.254.169.254:8773",
-                "PYTHONPATH": str(REPO), **(env or {})}
+                "AWS_ENDPOINT_URL_EC2": "http://169.254.169.254:8773", **(env or {})}
         proc = subprocess.run(
-            ["ip", "netns", "exec", self.ipam.node.netns, sys.executable, "-m", "cnivpc",
-             *args, *(["--conf", str(self.conflist)] if args[0] in WITH_CONF else [])],
-            env=full, capture_output=True, text=True, timeout=120, cwd=REPO)
+            self.ipam.command(*args, *(["--conf", str(self.conflist)]
+                                       if args[0] in WITH_CONF else []), env=full),
+            capture_output=True, text=True, timeout=120, cwd=REPO)
         return Out(proc.returncode, proc.stdout, proc.stderr)
 
 
 @pytest.fixture
-def cli(ipam_node: Callable[..., Ipam], tmp_path: Path) -> Callable[..., Cli]:  # noqa: F811
+def cli(ipam_node: Callable[..., Ipam], tmp_path: Path) -> Callable[..., Cli]:
     """Name: cli. Scope: function. ``cli(instance_type, **ipam conf)`` -> Cli."""
 
     def make(instance_type: str = "c5.xlarge", **conf: Any) -> Cli:

@@ -1,6 +1,7 @@
-"""Fixtures for the artifact tests: the zipapp is built once per session with build/zipapp.py
-(into a tmp dir, never build/out) and run the way a container runtime runs it: through the
-``cnivpc-*`` symlinks, under ``env -i`` (no HOME), with a tmp SHIV_ROOT.
+"""The zipapp fixture (a plugin: the artifact, IPAM and bench tests use it): the zipapp is built
+once per session with build/zipapp.py (into a tmp dir, never build/out) and run the way a
+container runtime runs it: through the ``cnivpc-*`` symlinks, under ``env -i`` (no HOME), with a
+tmp SHIV_ROOT.
 
 Builds use a snapshot of the source taken once per session and a fixed SOURCE_DATE_EPOCH, so
 the reproducibility test compares builds of the same input even while the tree is edited.

@@ -1,4 +1,5 @@
-"""Fixtures for the lab's fabric, nodes and IMDS (tests/fabric and tests/uml use them).
+"""Fixtures for the lab's fabric, nodes and IMDS (a plugin: tests/fabric, tests/uml, the IPAM
+and CLI tests use them).
 
 * ``lab`` -- a started :class:`cnivpc.lab.lab.Lab` (2 nodes, profile ``zero``), new per test,
   so every test starts from clean EC2 state and fresh namespaces; torn down after the test.

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from cnivpc.lab.runtime import logged_ec2_calls, tagged_processes
-from tests.fabric.conftest import lab_factory, make_client  # noqa: F401 - fixtures by name
+from tests.support.lab import make_client
 
 REPO = Path(__file__).resolve().parents[2]
 # In every plugin process's environment (and so its detached children's): finds them.
@@ -50,6 +50,34 @@ class Ipam:
     node: Any
     workdir: Path
     conf: dict[str, Any] = field(default_factory=dict)
+    # The program a run execs: the checkout's ``python -m cnivpc`` (default), or the built
+    # zipapp (``use_zipapp``), exec'd under ``env -i`` as a runtime does.
+    zipapp: Any = None
+    # The node's own boot id file (``Lab.boot_id_file``), bind-mounted over
+    # /proc/sys/kernel/random/boot_id for each run, so a lab ``reboot`` is a reboot to the IPAM.
+    boot_id_file: Path | None = None
+
+    def use_zipapp(self, zipapp: Any) -> Ipam:
+        self.zipapp = zipapp
+        return self
+
+    def with_node_boot_id(self) -> Ipam:
+        self.boot_id_file = self.lab.boot_id_file(self.node.instance_id)
+        return self
+
+    def command(self, *args: str, env: dict[str, str]) -> list[str]:
+        """The argv that runs ``cnivpc <args>`` in the node netns with exactly ``env``."""
+        boot = [] if self.boot_id_file is None else [
+            "sh", "-c", 'mount --bind "$0" /proc/sys/kernel/random/boot_id && exec "$@"',
+            str(self.boot_id_file)]
+        if self.zipapp is None:
+            program = [sys.executable, "-m", "cnivpc"]
+            env = {**env, "PYTHONPATH": str(REPO)}
+        else:
+            program = [str(self.zipapp.path)]
+            env = {**env, "SHIV_ROOT": str(self.zipapp.shiv_root)}
+        return ["ip", "netns", "exec", self.node.netns, *boot, "env", "-i",
+                *(f"{k}={v}" for k, v in env.items()), *program, *args]
 
     def config(self, **extra: Any) -> dict[str, Any]:
         return {"cniVersion": "1.0.0", "name": "cnivpc", "type": "cnivpc-ipam",
@@ -63,15 +91,15 @@ class Ipam:
         full = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
                 "CNI_COMMAND": command, "CNI_PATH": "/opt/cni/bin",
                 "AWS_ENDPOINT_URL_EC2": "http://169.254.169.254:8773",
-                "PYTHONPATH": str(REPO), TAG: str(self.workdir)}
+                TAG: str(self.workdir)}
         if container_id:
             full.update(CNI_CONTAINERID=container_id, CNI_IFNAME=ifname, CNI_NETNS=netns,
                         CNI_ARGS=f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;"
                                  f"K8S_POD_NAME=pod-{container_id}")
         full.update(env or {})
         proc = subprocess.run(
-            ["ip", "netns", "exec", self.node.netns, sys.executable, "-m", "cnivpc", "ipam"],
-            input=json.dumps(conf if conf is not None else self.config()), env=full,
+            self.command("ipam", env=full),
+            input=json.dumps(conf if conf is not None else self.config()),
             capture_output=True, text=True, timeout=timeout, cwd=REPO)
         doc = json.loads(proc.stdout) if proc.stdout.strip() else {}
         return Reply(proc.returncode, doc, proc.stderr)
@@ -126,7 +154,7 @@ class Ipam:
 
 
 @pytest.fixture
-def ipam_node(lab_factory: Callable[..., Any], tmp_path: Path) -> Iterator[Callable[..., Ipam]]:  # noqa: F811
+def ipam_node(lab_factory: Callable[..., Any], tmp_path: Path) -> Iterator[Callable[..., Ipam]]:
     """Name: ipam_node. Scope: function. Depends: lab_factory (root, moto)."""
 
     def make(instance_type: str = "c5.xlarge", latency: str = "zero",

@@ -5,7 +5,11 @@ and the DaemonSet. The same three parts as the plugin's CNI GC, each attempted:
 - unassigns free IPs idle longer than the conflist's ``freeIPMaxAge`` in EC2, keeping
   ``warmIPTarget`` of them and every ENI's primary IP (nothing when ``skipDeallocation``);
 - deletes ENIs tagged as this instance's that sit detached (confirmed twice, 5 minutes apart,
-  so an ENI between create and attach is never taken for a leak).
+  so an ENI between create and attach is never taken for a leak), and, cluster-wide, detached
+  ENIs cnivpc created in the VPC (this ``clusterName``'s when set) for an instance that no
+  longer exists (it died between create and attach): never another live node's ENI;
+- finishes DeleteOnTermination marks left pending (a failed Modify, ENIs adopted after a
+  crash or a reboot).
 
 The CNI GC command (runtime-driven, with the runtime's list of valid attachments) does the
 first part with better knowledge; this one needs no runtime (the allocation's recorded netns
@@ -66,20 +70,31 @@ def main(args: list[str], out: TextIO) -> int:
                 if opts.dry_run:
                     report["unassigned"] = idle_ips(conf, store, time.time())
                 else:
-                    taken = [f.ip for f in allocator.trim_idle(conf.free_ip_max_age)]
-                    # trim_idle puts back (and logs) what EC2 refused: that is a failure here
-                    back = {f.ip for f in store.free_ips()}
-                    report["unassigned"] = [ip for ip in taken if ip not in back]
-                    failed = [ip for ip in taken if ip in back]
-                    if failed:
-                        report["errors"].append(f"could not unassign {', '.join(failed)} "
-                                                "(kept in the pool; the log says why)")
+                    outcome = allocator.trim_idle(conf.free_ip_max_age)
+                    report["unassigned"] = outcome.done
+                    if outcome.kept:
+                        report["errors"].append(f"could not unassign {', '.join(outcome.kept)} "
+                                                f"(kept in the pool): {'; '.join(outcome.errors)}")
+                    if outcome.unknown:
+                        report["errors"].append(
+                            f"could not unassign {', '.join(outcome.unknown)} nor ask EC2 "
+                            "whether it was done (out of the pool until reconciliation finds "
+                            f"them): {'; '.join(outcome.errors)}")
             except CniError as exc:
                 report["errors"].append(f"idle-IP unassign: {exc}")
             try:
                 report["leaked_enis"] = allocator.leaked_enis(delete=not opts.dry_run)
             except CniError as exc:
                 report["errors"].append(f"leaked-ENI sweep: {exc}")
+            try:
+                vpcs = [e.vpc_id for e in store.enis()[:1]] or [
+                    node.interfaces()[0].vpc_id]
+                report["leaked_enis"] += allocator.orphaned_enis(vpcs[0],
+                                                                 delete=not opts.dry_run)
+            except CniError as exc:
+                report["errors"].append(f"sweep of gone instances' ENIs: {exc}")
+            if not opts.dry_run:
+                allocator.settle_delete_on_termination()  # failures stay pending, and logged
     if opts.json:
         emit_json(out, report)
     else:

@@ -22,9 +22,9 @@ from ..cni.errors import CniError
 from ..plugins.ipam.allocator import Allocator
 from ..plugins.ipam.config import IpamConf
 from ..plugins.ipam.node import BROKEN_CIDR_FAMILIES
-from ..plugins.ipam.store import Store
+from ..plugins.ipam.store import FreeIP, Store
 from .context import add_conf_arguments, load_ipam_conf, open_node
-from .exits import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, CliError, Parser
+from .exits import EXIT_CHECK_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, CliError, Parser
 from .maxpods import compute
 from .output import emit_json, table
 
@@ -203,7 +203,7 @@ def warm(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
         allocator = Allocator(conf, store, node)
         started = time.monotonic()
         plans = allocator.warm()
-        per_eni = node.limits().ipv4_per_eni if conf.warm_ip_target > 0 else 0
+        per_eni = node.limits().pod_ips_per_eni if conf.warm_ip_target > 0 else 0
         free, room = allocator.pool_level(per_eni) if per_eni else (len(store.free_ips()), 0)
         threshold = allocator.eni_threshold(per_eni) if per_eni else 0
         calls = node.ec2_calls
@@ -315,15 +315,50 @@ def unassign(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
         with allocator.decide():
             _refuse_if_held(args.ip, store)  # again, under the lock: an ADD may have taken it
             taken = store.take_free([args.ip])
-        try:
-            node.ec2.call("UnassignPrivateIpAddresses", NetworkInterfaceId=eni_id,
-                          PrivateIpAddresses=[args.ip])
-        except Exception:
-            with allocator.decide():
-                store.put_back(taken)
-            raise
+        if not taken:  # not in the pool (assigned outside cnivpc): unassign it all the same
+            taken = [FreeIP(args.ip, eni_id, 0.0)]
+        outcome = allocator.unassign(taken)
+        if args.ip not in outcome.done:
+            where = ("it is back in the pool" if outcome.kept else
+                     "EC2 could not be asked whether it was done; it stays out of the pool "
+                     "until reconciliation finds it")
+            raise CliError(f"could not unassign {args.ip} from {eni_id}: "
+                           f"{'; '.join(outcome.errors)}", where)
     out.write(f"unassigned {args.ip} from {eni_id}\n")
     return EXIT_OK
+
+
+def audit(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
+    """Every violation of the IPAM's invariants (``plugins.ipam.invariants``) on this node:
+    the store against EC2 and the kernel. Read-only; ``--repair`` applies the safe repairs
+    under the IPAM lock, then audits again. Exit 3 while any violation is left."""
+    from ..plugins.ipam import audit as auditing
+
+    store, node = open_node(conf, read_only=not args.repair)
+    with store:
+        allocator = Allocator(conf, store, node)
+        found = auditing.snapshot(store, node, conf, time.time(), ask_ec2=not args.no_ec2)
+        from ..plugins.ipam.invariants import violations
+
+        problems = violations(found)
+        repaired: list[str] = []
+        if args.repair and problems:
+            repaired = auditing.repair(allocator, problems)
+            problems = violations(auditing.snapshot(store, node, conf, time.time(),
+                                                    ask_ec2=not args.no_ec2))
+    rows = [{"invariant": v.invariant, "subject": v.subject, "detail": v.detail,
+             "repair": v.repair or "-"} for v in problems]
+    if args.json:
+        emit_json(out, {"violations": rows, "repaired": repaired, "ec2": not args.no_ec2})
+    else:
+        for line in repaired:
+            out.write(f"repaired: {line}\n")
+        if rows:
+            table(out, ["invariant", "subject", "detail", "repair"],
+                  [[r["invariant"], r["subject"], r["detail"], r["repair"]] for r in rows])
+        else:
+            out.write("no violation" + ("" if not args.no_ec2 else " (EC2 not asked)") + "\n")
+    return EXIT_CHECK_FAILED if rows else EXIT_OK
 
 
 def _refuse_if_held(ip: str, store: Store) -> None:
@@ -365,6 +400,9 @@ COMMANDS: dict[str, Command] = {
     "peer-cidrs": Command(peer_cidrs, "CIDRs of peered VPCs", True),
     "bugs": Command(bugs, "known instance metadata bugs and whether this instance has them",
                     True),
+    "audit": Command(audit, "check the IPAM's invariants (store against EC2 and the kernel); "
+                     "exit 3 when any is violated; --repair fixes what is safe (under the "
+                     "lock) and audits again", True, "[--repair] [--no-ec2]"),
     "warm": Command(warm, "bring the pool up to its warm level now (warmIPTarget free IPs, "
                     "warmENIThreshold free + room): at node start, before the first pod", False),
     "grow": Command(grow, "assign N more IPs to the pool (an ENI with room, or a new ENI)",
@@ -423,6 +461,11 @@ def parser() -> argparse.ArgumentParser:
         if name == "release":
             p.add_argument("ip", help="the IP to free")
             p.add_argument("--force", action="store_true", help="free it even if held")
+        if name == "audit":
+            p.add_argument("--repair", action="store_true",
+                           help="apply the safe repairs (takes the IPAM lock), then audit again")
+            p.add_argument("--no-ec2", action="store_true",
+                           help="check the store and the kernel only (no EC2 call)")
         if name == "unassign":
             p.add_argument("ip", help="the IP to unassign from its ENI")
             p.add_argument("--force", action="store_true",

@@ -1,9 +1,10 @@
 """``cnivpc max-pods``: the value for kubelet's ``--max-pods`` on this node.
 
-Pods get every IPv4 address (ENI primaries included) of the ENIs at ``interfaceIndex`` and up:
-(ENIs - interfaceIndex) x IPv4 per ENI. ``--host-network-pods N`` adds pods that need no IP
-(kube-proxy, cnivpc's own DaemonSet…); ``--cap N`` lowers the answer (kubelet's default 110
-is a sane ceiling for small control planes).
+Pods get every IPv4 address but the primary of the ENIs at ``interfaceIndex`` and up (an ENI's
+primary IP is never a pod's): (ENIs - interfaceIndex) x (IPv4 per ENI - 1).
+``--host-network-pods N`` adds pods that need no IP (kube-proxy, cnivpc's own DaemonSet…);
+``--cap N`` lowers the answer (kubelet's default 110 is a sane ceiling for small control
+planes).
 
 The limits of this instance's type (or ``--instance-type``'s) come from, in order: the answer
 to DescribeInstanceTypes the IPAM cached (24 h) in its state, if there is one; EC2's
@@ -31,7 +32,7 @@ LIMITS_TIMEOUT = 20.0
 
 def compute(enis: int, ipv4_per_eni: int, interface_index: int, host_network_pods: int = 0,
             cap: int = 0) -> int:
-    pods = max(0, enis - interface_index) * ipv4_per_eni + host_network_pods
+    pods = max(0, enis - interface_index) * max(0, ipv4_per_eni - 1) + host_network_pods
     return min(pods, cap) if cap > 0 else pods
 
 

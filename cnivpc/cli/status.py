@@ -91,7 +91,8 @@ def main(args: list[str], out: TextIO) -> int:
             f"{ips['cooling']} cooling)")
     if cap:
         line += (f", {ips['unassigned']} more can be assigned; max {cap['max_pods']} "
-                 f"({cap['enis'] - conf.interface_index} ENIs x {cap['ipv4_per_eni']})")
+                 f"({cap['enis'] - conf.interface_index} ENIs x {cap['ipv4_per_eni'] - 1} "
+                 "secondary IPs)")
     out.write(line + "\n\n")
     if report["enis"]:
         table(out, ["device", "eni", "link", "subnet", "pods", "free"],

@@ -21,11 +21,17 @@ MTU_RANGE = (1000, 9001)
 def link_by_mac(mac: str) -> links.Link | None:
     """The link in the current netns whose hardware address is ``mac`` (not a ipvlan slave or
     other upper device sharing it: those have a kind, an ENI's netdev has none)."""
+    return links_by_mac().get(mac.lower())
+
+
+def links_by_mac() -> dict[str, links.Link]:
+    """Every link that can carry an ENI, by lower-case MAC, from one dump."""
+    found: dict[str, links.Link] = {}
     with iproute() as ipr:
         for link in links.list_links(ipr):
-            if link.mac.lower() == mac.lower() and link.kind in ("", "veth"):
-                return link
-    return None
+            if link.kind in ("", "veth") and link.mac:
+                found.setdefault(link.mac.lower(), link)
+    return found
 
 
 def wait_for_link(mac: str, deadline: float, *, interval: float = 0.1,

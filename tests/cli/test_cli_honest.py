@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 
 from cnivpc.cli.exits import EXIT_ERROR, EXIT_NOT_FOUND, EXIT_USAGE
-from tests.fabric.conftest import make_client
-
-from .conftest import REPO, Cli, Out
+from tests.support.cli import REPO, Cli, Out
+from tests.support.lab import make_client
 
 pytestmark = pytest.mark.netns
 
@@ -51,7 +50,7 @@ def test_max_pods_when_ec2_refuses(cli: Any) -> None:
     c.ipam.lab.ec2.control.deny("DescribeInstanceTypes")
     known = c("max-pods")
     # c5.xlarge is in the built-in table: a number, and a note saying where it came from
-    assert known.code == 0 and known.stdout == "45\n", known.stderr
+    assert known.code == 0 and known.stdout == "42\n", known.stderr
     assert "built-in table" in known.stderr and "UnauthorizedOperation" in known.stderr
     assert c("max-pods", "--json").doc["source"] == "built-in table"
     unknown = c("max-pods", "--instance-type", "x9.weird")
@@ -65,7 +64,7 @@ def test_max_pods_uses_the_ipam_cache(cli: Any) -> None:
     assert c.ipam.add("web").code == 0  # the plugin caches DescribeInstanceTypes' answer
     c.ipam.lab.ec2.control.deny("DescribeInstanceTypes")
     cached = c("max-pods", "--json")
-    assert cached.code == 0 and cached.doc["source"] == "cache" and cached.doc["max_pods"] == 45
+    assert cached.code == 0 and cached.doc["source"] == "cache" and cached.doc["max_pods"] == 42
     assert cached.stderr == ""
 
 
@@ -100,7 +99,7 @@ def test_read_only_commands_create_nothing(cli: Any) -> None:
             assert "no IPAM state" in out.stderr and "hint: " in out.stderr
         else:
             assert out.code in (0, 3), (argv, out.code, out.stderr)  # doctor: 3 (a veth? no)
-    assert c("ipam", "limits", "--json").doc[0]["max_pods"] == 45  # EC2 still answers
+    assert c("ipam", "limits", "--json").doc[0]["max_pods"] == 42  # EC2 still answers
 
 
 def test_read_only_commands_write_nothing_to_existing_state(cli: Any) -> None:
@@ -146,7 +145,8 @@ def test_gc_unassigns_idle_ips(cli: Any) -> None:
     with sqlite3.connect(state_dir(c) / "ipam.db") as conn:
         conn.execute("UPDATE ips SET freed_at = 0 WHERE container_id IS NULL")
     dry = c("gc", "--dry-run", "--json")
-    assert dry.code == 0 and len(dry.doc["unassigned"]) == 3  # the ENI's primary stays
+    # The new ENI's 4 pod IPs are all secondaries (its primary is never in the pool).
+    assert dry.code == 0 and len(dry.doc["unassigned"]) == 4
     done = c("gc", "--json")
     assert done.code == 0 and sorted(done.doc["unassigned"]) == sorted(dry.doc["unassigned"])
     eni = next(e for e in c.ipam.enis() if e["Attachment"]["DeviceIndex"] == 1)

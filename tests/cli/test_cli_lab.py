@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.fabric.conftest import make_client
-
-from .conftest import Cli
+from tests.support.cli import Cli
+from tests.support.lab import make_client
 
 pytestmark = pytest.mark.netns
 
@@ -24,7 +23,7 @@ def test_status_and_listings(cli: Any) -> None:
     assert c.ipam.node.instance_id in human.stdout and "2 in use" in human.stdout
     assert "default/pod-web" in human.stdout  # pod names from the runtime's CNI_ARGS
     doc = c("status", "--json").doc
-    assert doc["ips"]["in_use"] == 2 and doc["capacity"]["max_pods"] == 45
+    assert doc["ips"]["in_use"] == 2 and doc["capacity"]["max_pods"] == 42
     assert {p["pod"] for p in doc["pods"]} == {"default/pod-web", "default/pod-db"}
 
     allocations = c("ipam", "allocations", "--json").doc
@@ -32,18 +31,18 @@ def test_status_and_listings(cli: Any) -> None:
     table = c("ipam", "allocations").stdout.splitlines()
     assert table[0].split() == ["pod", "container", "ifname", "ip", "eni", "age"]
     assert len(table) == 3
-    assert len(c("ipam", "free", "--json").doc) == 13  # a new ENI comes with 15 IPs
+    assert len(c("ipam", "free", "--json").doc) == 12  # a new ENI: 15 IPs, its primary kept out
     enis = c("ipam", "enis", "--json").doc
     assert [e["device"] for e in enis] == [0, 1] and enis[1]["pods"] == 2
     subnets = c("ipam", "subnets", "--json").doc
     assert any(s["tags"].get("cnivpc") == "pods" for s in subnets)
     limits = c("ipam", "limits", "--json").doc[0]
-    assert (limits["enis"], limits["ipv4_per_eni"], limits["max_pods"]) == (4, 15, 45)
+    assert (limits["enis"], limits["ipv4_per_eni"], limits["max_pods"]) == (4, 15, 42)
     assert c("ipam", "vpc-cidrs", "--json").doc[0]["used"] == ["10.0.0.0/16"]
     assert c("ipam", "peer-cidrs", "--json").doc == []
     bugs = c("ipam", "bugs", "--json").doc
     assert bugs[0]["affected"] is True  # c5 is a broken_cidr family
-    assert c("max-pods").stdout.strip() == "45"
+    assert c("max-pods").stdout.strip() == "42"
     assert c("max-pods", "--cap", "30").stdout.strip() == "30"
 
 
@@ -132,7 +131,7 @@ def test_new_eni_and_safe_remove(cli: Any) -> None:
     assert made.code == 0, made.stderr
     assert "at device 1" in made.stdout and "with 4 IPs" in made.stdout
     eni = next(e for e in c.ipam.enis() if e["Attachment"]["DeviceIndex"] == 1)
-    assert len(eni["PrivateIpAddresses"]) == 4
+    assert len(eni["PrivateIpAddresses"]) == 5  # 4 pod IPs and its primary, never a pod's
     assert c.ipam.add("web").code == 0
     refused = c("ipam", "remove-eni", eni["NetworkInterfaceId"])
     assert refused.code == 2 and "default/pod-web" in refused.stderr

@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.fabric.conftest import make_client
-
-from .conftest import Ipam
+from tests.support.ipam import Ipam
+from tests.support.lab import make_client
 
 pytestmark = pytest.mark.netns
 
@@ -24,11 +23,11 @@ def test_del_unassigns_surplus_but_never_a_primary(ipam_node: Any) -> None:
     ids = [f"c{i}" for i in range(4)]
     assert all(r.code == 0 for r in ipam.many("ADD", ids, workers=1))
     (eni, ips), = pod_eni_ips(ipam).items()
-    assert len(ips) == 15  # a new ENI comes full: 4 used, 11 free
-    assert ipam.delete("c0").code == 0  # 12 free now: keep 2, unassign 10
+    assert len(ips) == 15  # a new ENI comes full: its primary, 4 used, 10 free
+    assert ipam.delete("c0").code == 0  # 11 free now: keep 2, unassign 9
     after = pod_eni_ips(ipam)[eni]
-    assert len(after) == 5  # 3 pods + 2 kept free
-    assert ips[0] in after  # the primary stays, whatever happened to its pod
+    assert len(after) == 6  # the primary, 3 pods, 2 kept free
+    assert ips[0] in after  # the primary stays (never a pod's, never unassigned)
     assert ipam.ec2_calls()["UnassignPrivateIpAddresses"] == 1  # one call per ENI
 
 
@@ -40,10 +39,10 @@ def test_check_finds_an_ip_removed_behind_our_back(ipam_node: Any) -> None:
     wrong = ipam.run("CHECK", "c1", conf=ipam.config(prevResult={
         **added.doc, "ips": [{"address": "10.0.99.9/20"}]}))
     assert wrong.code == 1 and wrong.doc["code"] == 7
-    # The first pod got the new ENI's primary (which EC2 cannot unassign): take a second one.
+    # A pod never holds an ENI's primary (which EC2 cannot unassign): take c2's IP away.
     second = ipam.add("c2")
     eni, on_eni = next(iter(pod_eni_ips(ipam).items()))
-    assert second.ip != on_eni[0]
+    assert second.ip != on_eni[0] and added.ip != on_eni[0]
     make_client(ipam.lab).unassign_private_ip_addresses(
         NetworkInterfaceId=eni, PrivateIpAddresses=[second.ip])
     gone = ipam.run("CHECK", "c2", conf=ipam.config(prevResult=second.doc))

@@ -5,6 +5,7 @@ pool before the first pod, and DEL keeps the warm target."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import REPO, TAG, Ipam
+from tests.support.ipam import REPO, TAG, Ipam
 
 pytestmark = pytest.mark.netns
 
@@ -60,9 +61,10 @@ def pod_enis(ipam: Ipam) -> list[dict[str, Any]]:
 def test_warm_from_empty_then_idempotent(ipam_node: Any) -> None:
     ipam: Ipam = ipam_node("c5.xlarge")
     first = warm(ipam)
-    assert first["actions"] and first["actions"][0].startswith("create 15 IPs"), first
-    assert first["free"] == 15 >= first["warm_ip_target"] == 8  # a new ENI comes full
-    assert first["warm_eni_threshold"] == 11  # max(warmIPTarget, 15 * 3 // 4)
+    # A new ENI comes full: 14 pod IPs (15 less its primary, never a pod's).
+    assert first["actions"] and first["actions"][0].startswith("create 14 IPs"), first
+    assert first["free"] == 14 >= first["warm_ip_target"] == 8
+    assert first["warm_eni_threshold"] == 10  # max(warmIPTarget, 14 * 3 // 4)
     assert len(pod_enis(ipam)) == 1
     again = warm(ipam)
     assert again["actions"] == [] and mutating(again["ec2_calls"]) == 0, again
@@ -81,17 +83,17 @@ def test_warm_reports_ec2_failures_with_exit_1(ipam_node: Any) -> None:
     assert proc.returncode == 1 and proc.stderr.startswith("error: "), proc.stderr
     assert pod_enis(ipam) == []
     ipam.lab.ec2.control.allow("CreateNetworkInterface")
-    assert warm(ipam)["free"] == 15  # and the next run does the work
+    assert warm(ipam)["free"] == 14  # and the next run does the work
 
 
 def test_add_answers_before_the_background_refill(ipam_node: Any) -> None:
     ipam: Ipam = ipam_node("c5.xlarge", latency="aws-like")
-    warm(ipam)  # one pod ENI, 15 free IPs; the next ENI below 11 free
+    warm(ipam)  # one pod ENI, 14 free IPs; the next ENI below 10 free
     for i in range(4):
         assert ipam.add(f"p{i}").code == 0
-    assert ipam.background() == [] and len(pod_enis(ipam)) == 1  # 11 free: still warm
+    assert ipam.background() == [] and len(pod_enis(ipam)) == 1  # 10 free: still warm
     started = time.monotonic()
-    reply = ipam.add("p4")  # leaves 10 free: the next ENI, after the answer
+    reply = ipam.add("p4")  # leaves 9 free: the next ENI, after the answer
     add_seconds = time.monotonic() - started
     assert reply.code == 0, reply.doc
     children = ipam.background()
@@ -100,7 +102,10 @@ def test_add_answers_before_the_background_refill(ipam_node: Any) -> None:
     with open(f"/proc/{child}/stat", "rb") as f:
         fields = f.read().rsplit(b")", 1)[1].split()
     assert int(fields[3]) == child  # its own session (setsid)
-    fds = {fd: os.readlink(f"/proc/{child}/fd/{fd}") for fd in os.listdir(f"/proc/{child}/fd")}
+    fds = {}
+    for fd in os.listdir(f"/proc/{child}/fd"):
+        with contextlib.suppress(FileNotFoundError):  # the child opens and closes files
+            fds[fd] = os.readlink(f"/proc/{child}/fd/{fd}")
     assert {fds["0"], fds["1"], fds["2"]} == {"/dev/null"}
     assert not [t for t in fds.values() if t.startswith("pipe:")]
     refill_seconds = add_seconds + ipam.settle()
@@ -108,7 +113,7 @@ def test_add_answers_before_the_background_refill(ipam_node: Any) -> None:
     # not wait for them.
     assert add_seconds < refill_seconds / 2, (add_seconds, refill_seconds)
     assert len(pod_enis(ipam)) == 2
-    assert free_count(ipam) == 10 + 15
+    assert free_count(ipam) == 9 + 14
     calls = ipam.ec2_calls()  # the child logged its own line
     assert calls["CreateNetworkInterface"] == 1 and calls["AttachNetworkInterface"] == 1
 
@@ -119,20 +124,21 @@ def test_concurrent_adds_claim_the_ips_of_a_background_create(ipam_node: Any) ->
     for i in range(5):  # the fifth starts the next ENI in the background
         assert ipam.add(f"p{i}").code == 0
     assert ipam.background(), "the background create is in flight"
-    # 10 free IPs for 14 pods: 4 of them wait for the ENI being created, none creates its own.
-    replies = ipam.many("ADD", [f"q{i:02d}" for i in range(14)], workers=14)
+    # 9 free IPs for 13 pods: 4 of them wait for the ENI being created, none creates its own.
+    replies = ipam.many("ADD", [f"q{i:02d}" for i in range(13)], workers=13)
     assert [r.doc for r in replies if r.code] == []
-    assert len({r.ip for r in replies}) == 14
+    assert len({r.ip for r in replies}) == 13
     ipam.settle()
-    assert len(pod_enis(ipam)) == 2  # 19 pods on 30 IPs, 11 free: no third ENI
+    assert len(pod_enis(ipam)) == 2  # 18 pods on 28 pod IPs, 10 free: no third ENI
     calls = ipam.ec2_calls()
     assert calls.get("CreateNetworkInterface") == 1, calls  # the background one only
     assert calls.get("AssignPrivateIpAddresses", 0) == 0
 
 
 def test_eni_ahead_of_need_during_a_burst(ipam_node: Any) -> None:
-    """m5.24xlarge (50 IPs per ENI): the next ENI starts below 37 free, so a burst does not find
-    the pool empty, and 110 pods still cost three ENIs (40 free at the end: no fourth)."""
+    """m5.24xlarge (49 pod IPs per ENI: 50 less its primary): the next ENI starts below 36
+    free, so a burst does not find the pool empty, and 110 pods still cost three ENIs (37 free
+    at the end: no fourth)."""
     ipam: Ipam = ipam_node("m5.24xlarge")
     warm(ipam)
     replies = ipam.many("ADD", [f"b{i:03d}" for i in range(110)], workers=8)
@@ -154,7 +160,8 @@ def test_del_keeps_the_warm_target(ipam_node: Any) -> None:
         assert ipam.delete(cid).code == 0
     ipam.settle()
     (eni,) = pod_enis(ipam)
-    assert len(eni["PrivateIpAddresses"]) == 8  # maxFreeIPs 0, but never below warmIPTarget
+    # maxFreeIPs 0, but never below warmIPTarget: 8 pod IPs, and the ENI's primary.
+    assert len(eni["PrivateIpAddresses"]) == 9
     assert free_count(ipam) == 8 and ipam.allocations() == {}
     calls = ipam.ec2_calls()
     assert calls.get("UnassignPrivateIpAddresses") == 3  # each DEL gives back its surplus

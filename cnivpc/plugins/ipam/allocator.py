@@ -36,16 +36,15 @@ from ...aws.ec2 import Ec2Error
 from ...aws.errors import AwsError
 from ...cni.errors import CniError, TryAgainLater
 from ..hostlock import host_lock
+from . import invariants
+from . import reconcile as reconciling
 from .config import IpamConf
-from .ec2work import Ec2Work, Plan
-from .node import Node, Subnet
+from .ec2work import Ec2Work, Plan, Unassigned
+from .node import Node, NotPrefetched, Subnet
 from .store import Allocation, EniRecord, FreeIP, Store
 
 log = logging.getLogger("cnivpc.ipam")
 
-# How long an unassigned IP is kept out of reconciliation: the metadata keeps listing removed
-# IPs for tens of seconds (aws-reference.md §2.4).
-UNASSIGN_TOMBSTONE = 300.0
 OP_POLL = 0.05
 
 
@@ -70,14 +69,20 @@ class Allocator(Ec2Work):
         # the plugin runs refill() after answering (in a detached child).
         self.refill_wanted = False
 
+    def now(self) -> float:
+        """The allocator's clock (wall time: the store's timestamps)."""
+        return self._clock()
+
     # -- locking -------------------------------------------------------------------------------
 
     @contextmanager
     def decide(self) -> Iterator[None]:
-        """The host lock plus a store transaction: one decision, atomically."""
+        """The host lock plus a store transaction: one decision, atomically. No network call
+        inside (the node is offline: ``NotPrefetched``): other ADDs, DELs and STATUS wait on
+        this lock, and a slow or throttled EC2 must not make them wait."""
         remaining = max(0.05, min(self.conf.lock_timeout, self.node.deadline - self._monotonic()))
         with host_lock(self.conf.lock_path, remaining, holder="another cnivpc-ipam process"), \
-                self.store.transaction():
+                self.store.transaction(), self.node.offline():
             yield
 
     def _check_deadline(self, what: str) -> None:
@@ -91,11 +96,15 @@ class Allocator(Ec2Work):
                 network: str | None = None) -> tuple[Allocation, EniRecord]:
         """An IP for the attachment of ``network`` (see the module docstring for the
         order)."""
+        must_observe = False
         while True:
             self._check_deadline("waiting for an IP")
             wait_for: int | None = None
             own: tuple[int, Plan] | None = None
             got: tuple[Allocation, EniRecord] | None = None
+            unread: NotPrefetched | None = None
+            obs = self._observe(always=must_observe)
+            must_observe = False
             with self.decide():
                 held = self.store.allocations(container_id, ifname, network)
                 if held:
@@ -105,8 +114,8 @@ class Allocator(Ec2Work):
                     if eni is not None:
                         log.info("attachment already holds %s (a repeated ADD)", held[0].ip)
                         return held[0], eni
-                if self._reconcile_due():
-                    self.reconcile()
+                if obs is not None:
+                    reconciling.apply(self.store, self.conf, obs, self._clock())
                 got = self._take_ready(container_id, ifname, pod, netns, network)
                 if got is not None:
                     self.refill_wanted = self._refill_due()
@@ -115,20 +124,29 @@ class Allocator(Ec2Work):
                     if op is not None:
                         wait_for = op.id
                     else:
-                        wait_for, own = self._start_or_wait()
+                        try:
+                            wait_for, own = self._start_or_wait(observed=obs is not None)
+                        except NotPrefetched as exc:
+                            unread = exc
             if got is not None:
                 return got
-            if wait_for is not None:
+            if unread is not None:
+                log.debug("reading %s before deciding again", unread)
+                self._prefetch()
+                must_observe = True
+            elif wait_for is not None:
                 self._wait_op(wait_for)
             elif own is not None:
                 self._run_op(*own, best_effort=False)
 
-    def _start_or_wait(self) -> tuple[int | None, tuple[int, Plan] | None]:
+    def _start_or_wait(self, observed: bool) -> tuple[int | None, tuple[int, Plan] | None]:
         """No IP ready and none coming for us: start EC2 work, or wait for work in flight
         that will make room. One new ENI at a time: an ENI being created has room beyond the
         IPs it was asked for (with a small ``ipBatchSize``), so a second ADD waits for it and
         assigns there instead of creating another ENI; and the node is only full (NoCapacity)
-        when no work is in flight."""
+        when no work is in flight. A new ENI is only planned on a fresh view of the instance
+        (``observed``): an ENI attached by a process killed before recording it holds a device
+        index the store does not know (and IPs it can adopt)."""
         ops = self.store.ops()
         try:
             plan = self._plan(needed=1)
@@ -139,14 +157,18 @@ class Allocator(Ec2Work):
         creating = [op for op in ops if op.kind == "create"]
         if plan.kind == "create" and creating:
             return creating[0].id, None
+        if plan.kind == "create" and not observed:
+            raise NotPrefetched("a view of the instance before creating an ENI")
         op_id = self.store.start_op(plan.kind, plan.count, eni_id=plan.eni_id,
                                     device_index=plan.device_index)
         return None, (op_id, plan)
 
     def grow(self, count: int, *, new_eni: bool = False) -> Plan:
         """Add ``count`` IPs to the pool now (the operator's ``cnivpc ipam grow``/``new-eni``)."""
+        obs = reconciling.observe(self.node, self.conf, self._clock())
+        self._prefetch(obs)
         with self.decide():
-            self.reconcile()
+            reconciling.apply(self.store, self.conf, obs, self._clock())
             plan = self._plan(needed=count, new_eni=new_eni)
             if plan.kind == "assign":
                 plan = Plan("assign", min(count, plan.count), eni_id=plan.eni_id)
@@ -165,11 +187,27 @@ class Allocator(Ec2Work):
         enis = {e.eni_id: e for e in self._eligible()}
         ready = self.store.free_ips(ready_before=self._clock() - self.conf.reuse_ip_wait,
                                     eni_ids=enis)
+        if ready:
+            suspects = self.store.cache_items("ip-missing:")  # see reconcile
+            ready = [f for f in ready if f.ip not in suspects]
         if not ready:
             return None
         # Longest-free first (spreads reuse); among equals the lowest device index, so pods pack
         # onto few ENIs and a surplus ENI can be given back.
-        best = min(ready, key=lambda f: (f.freed_at, enis[f.eni_id].device_index, f.ip))
+        ready.sort(key=lambda f: (f.freed_at, enis[f.eni_id].device_index, f.ip))
+        primaries = self._primaries()
+        held = {a.ip for a in self.store.allocations()}
+        for best in ready:
+            problem = invariants.handout_problem(best.ip, enis[best.eni_id],
+                                                 interface_index=self.conf.interface_index,
+                                                 primaries=primaries, held=held)
+            if problem is None:
+                break
+            # Never reached by construction; if it is, the pool is wrong, not the pod's IP.
+            log.error("not handing out %s: %s (forgetting it)", best.ip, problem)
+            self.store.forget([best.ip])
+        else:
+            return None
         alloc = self.store.allocate(best.ip, container_id, ifname, pod, netns, network)
         return alloc, enis[alloc.eni_id]
 
@@ -204,8 +242,8 @@ class Allocator(Ec2Work):
         limits = self.node.cached_limits()
         if limits is None:
             return True  # unknown yet: let the refill read them
-        free, room = self.pool_level(limits.ipv4_per_eni)
-        need = self._warm_need(free, room, limits.ipv4_per_eni)
+        free, room = self.pool_level(limits.pod_ips_per_eni)
+        need = self._warm_need(free, room, limits.pod_ips_per_eni)
         return need is not None and (need[0] == "assign" or len(self.store.enis()) < limits.enis)
 
     def _warm_need(self, free: int, room: int, per_eni: int) -> tuple[str, int] | None:
@@ -225,11 +263,16 @@ class Allocator(Ec2Work):
         instead of starting work of their own. Runs after an ADD's answer, in a detached child
         (``cni.afterwards``): failures are logged, never raised."""
         try:
+            # Off the answer's path: a fresh view of the instance first (see _start_or_wait).
+            obs = reconciling.observe(self.node, self.conf, self._clock())
+            self._prefetch(obs)
             with self.decide():
+                reconciling.apply(self.store, self.conf, obs, self._clock())
                 planned = self._plan_refill()
-        except CniError as exc:
+        except (CniError, Ec2Error) as exc:
             log.warning("refilling the IP pool: %s", exc)
             return None
+        self.settle_delete_on_termination()
         if planned is None:
             return None
         self._run_op(*planned, best_effort=True)
@@ -243,8 +286,10 @@ class Allocator(Ec2Work):
         for _ in range(max_steps):
             wait_for: int | None = None
             planned: tuple[int, Plan] | None = None
+            obs = reconciling.observe(self.node, self.conf, self._clock())
+            self._prefetch(obs)
             with self.decide():
-                self.reconcile()
+                reconciling.apply(self.store, self.conf, obs, self._clock())
                 ops = self.store.ops()
                 if ops:
                     wait_for = ops[0].id
@@ -257,6 +302,7 @@ class Allocator(Ec2Work):
                 break
             self._run_op(*planned, best_effort=False)
             done.append(planned[1])
+        self.settle_delete_on_termination()
         return done
 
     def _plan_refill(self, *, strict: bool = False) -> tuple[int, Plan] | None:
@@ -269,8 +315,8 @@ class Allocator(Ec2Work):
             return None
         try:
             limits = self.node.limits()
-            free, room = self.pool_level(limits.ipv4_per_eni)
-            need = self._warm_need(free, room, limits.ipv4_per_eni)
+            free, room = self.pool_level(limits.pod_ips_per_eni)
+            need = self._warm_need(free, room, limits.pod_ips_per_eni)
             if need is None:
                 return None
             kind, needed = need
@@ -301,7 +347,8 @@ class Allocator(Ec2Work):
         pending = {op.eni_id: op.expected for op in ops if op.kind == "assign"}
         candidates = []
         for eni in [] if new_eni else self._eligible():
-            room = limits.ipv4_per_eni - counts.get(eni.eni_id, 0) - pending.get(eni.eni_id, 0)
+            room = (limits.pod_ips_per_eni - counts.get(eni.eni_id, 0)
+                    - pending.get(eni.eni_id, 0))
             if room > 0:
                 candidates.append((room, -eni.device_index, eni))
         if candidates:
@@ -314,13 +361,13 @@ class Allocator(Ec2Work):
             raise NoCapacity(
                 f"no free IP on this node: all {limits.enis} ENIs of a "
                 f"{self.node.identity.instance_type} are in use and full",
-                f"{self._max_pods(limits.enis, limits.ipv4_per_eni)} pod IPs with "
+                f"{self._max_pods(limits.enis, limits.pod_ips_per_eni)} pod IPs with "
                 f"interfaceIndex {self.conf.interface_index}; free a pod or use a larger type")
         device_index = next(i for i in range(max(1, self.conf.interface_index), 1000)
                             if i not in used)
         subnet = self._subnet_for_new_eni()
-        count = limits.ipv4_per_eni if self.conf.ip_batch_size == 0 else min(
-            self.conf.ip_batch_size, limits.ipv4_per_eni)
+        count = limits.pod_ips_per_eni if self.conf.ip_batch_size == 0 else min(
+            self.conf.ip_batch_size, limits.pod_ips_per_eni)
         return Plan("create", min(count, max(1, subnet.available)),
                     device_index=device_index, subnet=subnet)
 
@@ -349,10 +396,8 @@ class Allocator(Ec2Work):
         return best
 
     def _boot_eni(self) -> EniRecord:
+        # Every path to a plan observed the instance first when the store knew no ENI.
         enis = self.store.enis()
-        if not enis:
-            self.reconcile()
-            enis = self.store.enis()
         if not enis:
             raise TryAgainLater("the instance metadata lists no ENI yet")
         return enis[0]
@@ -385,46 +430,49 @@ class Allocator(Ec2Work):
     # -- reconciliation with the metadata ------------------------------------------------------
 
     def _reconcile_due(self) -> bool:
+        """``reconcileInterval`` 0 means every decision reconciles (it meant once a second)."""
+        if self.conf.reconcile_interval <= 0:
+            return True
         last = self.store.cache_get("reconciled-at")
         return last is None or not self.store.enis()
 
-    def reconcile(self) -> None:
-        """Bring the store in line with the instance metadata: record every ENI (with its link
-        name), adopt IPs on our ENIs that the store does not know (with a cooldown: we cannot
-        tell who used them last), and forget ENIs that are gone. Called under the lock."""
-        from ...net import eni as eni_links
+    def _observe(self, *, always: bool = False) -> reconciling.Observation | None:
+        """Read the instance for a reconciliation, outside the lock, when one is due (or
+        ``always``). When it cannot be read and the store knows ENIs, the decision goes on
+        without it (the pool serves; EC2 or the metadata being down must not fail pods that a
+        free IP can serve); with nothing known, the error is the answer."""
+        if not (always or self._reconcile_due()):
+            return None
+        try:
+            return reconciling.observe(self.node, self.conf, self._clock())
+        except (CniError, Ec2Error) as exc:
+            if not self.store.enis():
+                raise
+            log.warning("cannot reconcile with the instance now (deciding from the store): %s",
+                        exc)
+            return None
 
-        seen_macs = set(self.node.metadata.macs())
-        recent = self.store.recently_unassigned(self._clock() - UNASSIGN_TOMBSTONE)
-        known = self.store.known_ips()
-        for eni in self.node.interfaces():
-            link = eni_links.link_by_mac(eni.mac)
-            self.store.put_eni(EniRecord(
-                eni_id=eni.eni_id, mac=eni.mac, device_index=eni.device_number,
-                subnet_id=eni.subnet_id, subnet_cidr=eni.subnet_cidr, vpc_id=eni.vpc_id,
-                vpc_cidrs=tuple(self.node.vpc_cidrs(eni)), link=link.name if link else "",
-                primary_ip=eni.primary_ip))
-            if eni.device_number < self.conf.interface_index or link is None:
-                continue
-            unknown = [ip for ip in eni.ipv4s if ip not in known and ip not in recent]
-            if unknown:
-                log.info("adopting %d IPs found on %s: %s", len(unknown), eni.eni_id,
-                         ", ".join(unknown))
-                self.store.add_free(unknown, eni.eni_id, freed_at=self._clock())
-        for record in self.store.enis():
-            if record.mac not in seen_macs:
-                log.warning("ENI %s (%s) is gone from the instance; forgetting it",
-                            record.eni_id, record.mac)
-                self.store.drop_eni(record.eni_id)
-        self.store.cache_put("reconciled-at", self._clock(),
-                             max(1.0, self.conf.reconcile_interval))
+    def _prefetch(self, obs: reconciling.Observation | None = None) -> None:
+        """What a plan needs from the network (the instance's limits, the subnets for a new
+        ENI), read outside the lock so the decision under it makes no call. The VPC is the boot
+        ENI's: from the store, or from an observation not applied yet (a fresh node)."""
+        self.node.limits()  # never fails: a built-in table or a guess stands in
+        vpcs = [e.vpc_id for e in self.store.enis()[:1]]
+        vpcs += [s.meta.vpc_id for s in (obs.enis if obs else ()) if s.meta.device_number == 0]
+        if vpcs:
+            try:
+                self.node.subnets(vpcs[0])
+            except (CniError, Ec2Error) as exc:
+                # Only a new ENI needs them: the decision raises this if it comes to that.
+                log.info("cannot read the subnets now: %s", exc)
 
     def remove_eni(self, eni_id: str, *, force: bool) -> list[Allocation]:
         """Detach and delete one of the node's pod ENIs (the operator's ``ipam remove-eni``).
         Refuses the boot ENI always, and an ENI whose IPs pods hold unless ``force`` (then those
         allocations are released: the pods lose their network). Returns what was released."""
+        obs = reconciling.observe(self.node, self.conf, self._clock())
         with self.decide():
-            self.reconcile()
+            reconciling.apply(self.store, self.conf, obs, self._clock())
             record = self.store.eni(eni_id)
             if record is None:
                 raise CniError(f"{eni_id} is not an ENI of this node", code=7)
@@ -457,7 +505,7 @@ class Allocator(Ec2Work):
             released = self.store.release(container_id, ifname, network)
             surplus = self._take_surplus()
         if surplus:
-            self._unassign(surplus)
+            self.unassign(surplus)
         return released
 
     def _take_surplus(self) -> list[FreeIP]:
@@ -477,17 +525,15 @@ class Allocator(Ec2Work):
     def _primaries(self) -> set[str]:
         return {e.primary_ip for e in self.store.enis()}
 
-    def trim_idle(self, max_age: float) -> list[FreeIP]:
+    def trim_idle(self, max_age: float) -> Unassigned:
         """GC: unassign free IPs idle longer than ``max_age`` seconds, keeping ``warmIPTarget``
-        of them and every ENI's primary. Returns what was unassigned (or put back)."""
+        of them and every ENI's primary."""
         if self.conf.skip_deallocation or max_age <= 0:
-            return []
+            return Unassigned()
         with self.decide():
             primaries = self._primaries()
             free = [f for f in self.store.free_ips() if f.ip not in primaries]
             idle = [f for f in free if f.freed_at <= self._clock() - max_age]
             keep = max(0, self.conf.warm_ip_target - (len(free) - len(idle)))
             taken = self.store.take_free([f.ip for f in idle[keep:]])
-        if taken:
-            self._unassign(taken)
-        return taken
+        return self.unassign(taken)

@@ -11,14 +11,16 @@ Imports the store, the node view (aws/) and, lazily, ``net.eni``.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ...aws.ec2 import Ec2Error
 from ...cni.errors import CniError, TryAgainLater
 from .config import IpamConf
 from .node import Node, Subnet
+from .reconcile import DOT_PENDING_TTL
 from .store import EniRecord, FreeIP, Store
 
 log = logging.getLogger("cnivpc.ipam")
@@ -30,6 +32,20 @@ TAG_CREATED = "cnivpc.io/created-at"
 # A detached ENI with our tags is deleted by GC only when seen detached twice this far apart:
 # an ENI between CreateNetworkInterface and AttachNetworkInterface is briefly "available" too.
 LEAK_CONFIRM_AFTER = 300.0
+# How long an IP EC2 just gave us is trusted while the metadata does not list it yet.
+FRESH_IP_TTL = 120.0
+
+
+@dataclass
+class Unassigned:
+    """What an unassign did to each IP: ``done`` (EC2 no longer has it), ``kept`` (EC2 still
+    has it: back in the pool), ``unknown`` (EC2 could not be asked: out of the pool until
+    reconciliation finds it still there); ``errors`` says why anything was not done."""
+
+    done: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,13 @@ class Ec2Work:
         log.info("assigned %d IPs to %s: %s", len(new), plan.eni_id, ", ".join(new))
         with self.decide():
             self.store.add_free(new, plan.eni_id)
+            self._mark_fresh(new)
+
+    def _mark_fresh(self, ips: list[str]) -> None:
+        """EC2 just told us these IPs are on our ENI: reconciliation trusts that over a
+        metadata listing that lags behind (``METADATA_GRACE``)."""
+        for ip in ips:
+            self.store.cache_put(f"ip-fresh:{ip}", 1, FRESH_IP_TTL)
 
     def _refresh_eni_ips(self, eni_id: str) -> None:
         ips = self.node.eni_ips(eni_id)
@@ -102,8 +125,11 @@ class Ec2Work:
             "Description": f"cnivpc pod ENI of {identity.instance_id}",
             "TagSpecifications": [{"ResourceType": "network-interface", "Tags": tags}],
         }
-        if plan.count > 1:  # the ENI's primary IP is one of the pod IPs
-            params["SecondaryPrivateIpAddressCount"] = plan.count - 1
+        # The pod IPs are all secondaries: the ENI's primary IP is never a pod's.
+        params["SecondaryPrivateIpAddressCount"] = plan.count
+        # Our retries of a create whose answer was lost (a read timeout, a 5xx after EC2 acted)
+        # carry the same token, so EC2 answers the first ENI instead of creating a second one.
+        params["ClientToken"] = os.urandom(16).hex()
         try:
             created = self.node.ec2.call("CreateNetworkInterface", **params)["NetworkInterface"]
         except Ec2Error as exc:
@@ -113,25 +139,12 @@ class Ec2Work:
                                     exc.message) from exc
             raise exc.as_cni() from exc
         eni_id, mac = created["NetworkInterfaceId"], created["MacAddress"]
-        ips = [a["PrivateIpAddress"] for a in created.get("PrivateIpAddresses", [])]
-        primary = created.get("PrivateIpAddress") or (ips[0] if ips else "")
-        try:
-            attachment = self.node.ec2.call(
-                "AttachNetworkInterface", NetworkInterfaceId=eni_id,
-                InstanceId=identity.instance_id, DeviceIndex=plan.device_index)["AttachmentId"]
-        except CniError:
-            self._delete_quietly(eni_id)
-            raise
-        except Ec2Error as exc:
-            self._delete_quietly(eni_id)
-            raise exc.as_cni() from exc
-        try:
-            self.node.ec2.call("ModifyNetworkInterfaceAttribute", NetworkInterfaceId=eni_id,
-                               Attachment={"AttachmentId": attachment,
-                                           "DeleteOnTermination": True})
-        except (Ec2Error, CniError) as exc:
-            log.warning("could not mark %s delete-on-termination (GC will clean it): %s",
-                        eni_id, exc)
+        addresses = created.get("PrivateIpAddresses", [])
+        primary = created.get("PrivateIpAddress") or next(
+            (a["PrivateIpAddress"] for a in addresses if a.get("Primary")), "")
+        ips = [a["PrivateIpAddress"] for a in addresses if a["PrivateIpAddress"] != primary]
+        attachment = self._attach(eni_id, identity.instance_id, plan.device_index)
+        self.ensure_delete_on_termination(eni_id, attachment)
         try:
             link = eni_links.wait_for_link(mac, self.node.deadline)
             eni_links.bring_up(link, self.conf.mtu or eni_links.mtu_of(boot.link))
@@ -149,14 +162,101 @@ class Ec2Work:
         with self.decide():
             self.store.put_eni(record)
             self.store.add_free(ips, eni_id)
+            self._mark_fresh(ips)
         self.node.forget_subnets(boot.vpc_id)  # its free count just dropped
+
+    def _attach(self, eni_id: str, instance_id: str, device_index: int) -> str:
+        """Attach, and return the attachment id. Attach has no ClientToken: when it fails
+        (including a retry refused because a lost first answer had already attached it), ask
+        EC2 what happened before rolling back, so an ENI attached to us is used, not leaked."""
+        try:
+            answer = self.node.ec2.call("AttachNetworkInterface", NetworkInterfaceId=eni_id,
+                                        InstanceId=instance_id, DeviceIndex=device_index)
+            return str(answer["AttachmentId"])
+        except (Ec2Error, CniError) as exc:
+            attached = self._attachment_of(eni_id, instance_id, device_index)
+            if attached is not None:
+                log.warning("AttachNetworkInterface of %s failed (%s) but EC2 shows it attached "
+                            "as %s: using it", eni_id, exc, attached)
+                return attached
+            self._delete_quietly(eni_id)
+            if isinstance(exc, Ec2Error):
+                raise exc.as_cni() from exc
+            raise
+
+    def _attachment_of(self, eni_id: str, instance_id: str, device_index: int) -> str | None:
+        """The ENI's attachment id when EC2 has it attached to this instance at this index."""
+        try:
+            answer = self.node.ec2.call("DescribeNetworkInterfaces",
+                                        NetworkInterfaceIds=[eni_id])
+        except (Ec2Error, CniError) as exc:
+            log.warning("could not verify the attachment of %s: %s", eni_id, exc)
+            return None
+        for eni in answer.get("NetworkInterfaces", []):
+            att = eni.get("Attachment") or {}
+            if (att.get("InstanceId") == instance_id
+                    and int(att.get("DeviceIndex", -1)) == device_index
+                    and att.get("Status") in ("attaching", "attached")):
+                return str(att["AttachmentId"])
+        return None
+
+    def ensure_delete_on_termination(self, eni_id: str, attachment: str) -> bool:
+        """Mark the attachment DeleteOnTermination (idempotent in EC2). On failure the ENI is
+        remembered (``dot-pending:``) and the next refill, ``ipam warm`` or ``gc`` tries again:
+        until then, terminating the instance would leave the ENI behind."""
+        key = f"dot-pending:{eni_id}"
+        try:
+            self.node.ec2.call("ModifyNetworkInterfaceAttribute", NetworkInterfaceId=eni_id,
+                               Attachment={"AttachmentId": attachment,
+                                           "DeleteOnTermination": True})
+        except (Ec2Error, CniError) as exc:
+            log.warning("could not mark %s delete-on-termination (retried by the next refill, "
+                        "ipam warm or gc): %s", eni_id, exc)
+            with self.store.transaction():
+                self.store.cache_put(key, attachment, DOT_PENDING_TTL)
+            return False
+        with self.store.transaction():
+            self.store.cache_drop(key)
+        return True
+
+    def settle_delete_on_termination(self) -> None:
+        """Finish the DeleteOnTermination marks left pending (a failed Modify after a create,
+        ENIs adopted rather than created): one Describe of them all, one Modify per ENI whose
+        attachment lacks it. Off the ADD's path: the refill, ``ipam warm`` and GC call it.
+        Failures stay pending for the next one."""
+        with self.store.transaction():
+            pending = self.store.cache_items("dot-pending:")
+        if not pending:
+            return
+        try:
+            found = {e["NetworkInterfaceId"]: e for e in self.node.ec2.paginate(
+                "DescribeNetworkInterfaces", "NetworkInterfaces",
+                Filters=[{"Name": "network-interface-id", "Values": sorted(pending)}])}
+        except (Ec2Error, CniError) as exc:
+            log.warning("cannot check DeleteOnTermination of %s now: %s",
+                        ", ".join(sorted(pending)), exc)
+            return
+        instance = self.node.identity.instance_id
+        for eni_id in pending:
+            att = (found.get(eni_id) or {}).get("Attachment") or {}
+            if att.get("InstanceId") != instance or att.get("DeleteOnTermination"):
+                # Gone, not ours any more, or already marked: nothing left to do.
+                with self.store.transaction():
+                    self.store.cache_drop(f"dot-pending:{eni_id}")
+                continue
+            self.ensure_delete_on_termination(eni_id, str(att["AttachmentId"]))
 
     def _delete_quietly(self, eni_id: str) -> None:
         try:
             self.node.ec2.call("DeleteNetworkInterface", NetworkInterfaceId=eni_id)
-        except (Ec2Error, CniError) as exc:
-            log.warning("could not delete ENI %s after a failed attach (GC will): %s",
-                        eni_id, exc)
+        except Ec2Error as exc:
+            if exc.aws_code == "InvalidNetworkInterfaceID.NotFound":
+                return  # a retry of a delete whose answer was lost: it is gone
+            log.warning("could not delete ENI %s after a failed attach (the leaked-ENI sweep "
+                        "of cnivpc gc will): %s", eni_id, exc)
+        except CniError as exc:
+            log.warning("could not delete ENI %s after a failed attach (the leaked-ENI sweep "
+                        "of cnivpc gc will): %s", eni_id, exc)
 
     def _detach_and_delete(self, eni_id: str, attachment: str) -> None:
         try:
@@ -205,18 +305,83 @@ class Ec2Work:
                 log.warning("could not delete leaked ENI %s: %s", eni_id, exc)
         return confirmed
 
-    def _unassign(self, surplus: list[FreeIP]) -> None:
+    def orphaned_enis(self, vpc_id: str, *, delete: bool) -> list[str]:
+        """Cluster-wide: detached ENIs cnivpc created (its tag, this ``clusterName`` when set)
+        in the VPC whose instance no longer exists (terminated, or unknown to EC2): an instance
+        that died between CreateNetworkInterface and AttachNetworkInterface left them, and no
+        node of its own will ever collect them. Deleted when ``delete``. An ENI of a live
+        instance is never touched here (that node's own sweep, ``leaked_enis``, owns it)."""
+        filters = [{"Name": "vpc-id", "Values": [vpc_id]},
+                   {"Name": "status", "Values": ["available"]},
+                   {"Name": "tag-key", "Values": [TAG_INSTANCE]}]
+        if self.conf.cluster_name:
+            filters.append({"Name": f"tag:{TAG_CLUSTER}", "Values": [self.conf.cluster_name]})
+        owners: dict[str, str] = {}
+        for eni in self.node.ec2.paginate("DescribeNetworkInterfaces", "NetworkInterfaces",
+                                          MaxResults=100, Filters=filters):
+            tags = {t["Key"]: t["Value"] for t in eni.get("TagSet", [])}
+            owners[eni["NetworkInterfaceId"]] = tags.get(TAG_INSTANCE, "")
+        if not owners:
+            return []
+        # A filter, not InstanceIds: EC2 refuses the whole call when one id is unknown.
+        alive = set()
+        for reservation in self.node.ec2.paginate(
+                "DescribeInstances", "Reservations", MaxResults=1000,
+                Filters=[{"Name": "instance-id", "Values": sorted(set(owners.values()))}]):
+            for inst in reservation.get("Instances", []):
+                if inst.get("State", {}).get("Name") not in ("terminated", "shutting-down"):
+                    alive.add(inst["InstanceId"])
+        orphans = sorted(e for e, owner in owners.items() if owner and owner not in alive)
+        for eni_id in orphans if delete else []:
+            try:
+                self.node.ec2.call("DeleteNetworkInterface", NetworkInterfaceId=eni_id)
+                log.info("deleted ENI %s of the gone instance %s", eni_id, owners[eni_id])
+            except Ec2Error as exc:
+                if exc.aws_code != "InvalidNetworkInterfaceID.NotFound":
+                    log.warning("could not delete ENI %s of the gone instance %s: %s", eni_id,
+                                owners[eni_id], exc)
+        return orphans
+
+    def unassign(self, surplus: list[FreeIP]) -> Unassigned:
+        """Unassign IPs already taken out of the pool (``Store.take_free``), per ENI. Never
+        raises for EC2: DEL and GC carry on, and the outcome says what happened to each IP."""
+        outcome = Unassigned()
         by_eni: dict[str, list[FreeIP]] = {}
         for f in surplus:
             by_eni.setdefault(f.eni_id, []).append(f)
         for eni_id, items in by_eni.items():
+            ips = [f.ip for f in items]
             try:
                 self.node.ec2.call("UnassignPrivateIpAddresses", NetworkInterfaceId=eni_id,
-                                   PrivateIpAddresses=[f.ip for f in items])
-                log.info("unassigned %d surplus IPs from %s", len(items), eni_id)
+                                   PrivateIpAddresses=ips)
+                log.info("unassigned %d IPs from %s", len(items), eni_id)
+                outcome.done += ips
+                continue
             except (Ec2Error, CniError) as exc:
-                # DEL never fails for EC2: the IPs go back to the pool; GC retries later.
-                log.warning("could not unassign %s from %s: %s",
-                            ", ".join(f.ip for f in items), eni_id, exc)
+                failure = f"{eni_id}: {exc}"
+            # The unassign may have happened all the same (a lost answer, or a retry refused
+            # because the first try had acted): only IPs EC2 still has on the ENI go back to
+            # the pool. An IP put back that EC2 no longer has may already be another node's
+            # pod's. When EC2 cannot tell us, none go back: the tombstone keeps them out, and
+            # reconciliation adopts any that are still there once it has passed.
+            try:
+                still = set(self.node.eni_ips(eni_id))
+            except (Ec2Error, CniError) as verify_exc:
+                log.warning("could not unassign %s (%s) nor verify it (%s): left out of the "
+                            "pool", ", ".join(ips), failure, verify_exc)
+                outcome.unknown += ips
+                outcome.errors.append(failure)
+                continue
+            back = [f for f in items if f.ip in still]
+            outcome.done += [f.ip for f in items if f.ip not in still]
+            if back:
+                log.warning("could not unassign %s: %s; EC2 still has them: back in the pool",
+                            ", ".join(f.ip for f in back), failure)
+                outcome.kept += [f.ip for f in back]
+                outcome.errors.append(failure)
                 with self.decide():
-                    self.store.put_back(items)
+                    self.store.put_back(back)
+            else:
+                log.info("UnassignPrivateIpAddresses on %s answered %s, but EC2 no longer has "
+                         "%s: done", eni_id, failure, ", ".join(ips))
+        return outcome

@@ -15,12 +15,14 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from ...aws.ec2 import Ec2, Ec2Error
 from ...aws.metadata import EniMetadata, Identity, Metadata
+from ...cni.errors import CniError
 from .store import Store
 
 log = logging.getLogger("cnivpc.ipam")
@@ -45,6 +47,13 @@ class Limits:
     source: str = "DescribeInstanceTypes"
     problem: str = ""  # why EC2 was not the source
 
+    @property
+    def pod_ips_per_eni(self) -> int:
+        """IPs an ENI can give pods: all but its primary IP, which is never a pod's (a host
+        network agent -- ec2-net-utils, systemd-networkd's DHCP on a hot-plugged NIC -- may
+        configure it on the node, and EC2 never unassigns it)."""
+        return max(0, self.ipv4_per_eni - 1)
+
 
 @dataclass(frozen=True)
 class Subnet:
@@ -62,17 +71,42 @@ class Node:
                  limiter: Callable[[str, float, float], float] | None = None) -> None:
         self.store = store
         self.deadline = deadline
-        self.metadata = metadata or Metadata()
+        self._metadata = metadata or Metadata()
         self._limiter = limiter
         self._ec2: Ec2 | None = None
         self._identity: Identity | None = None
+        # What this process already read (a fallback included), so a decision under the lock
+        # can use what was fetched before it without a network call.
+        self._memo: dict[str, Any] = {}
+        self._failed: dict[str, Exception] = {}  # and what could not be read, with why
+        self._offline = 0
+
+    @contextmanager
+    def offline(self) -> Iterator[None]:
+        """No network inside (the host lock is held): every read must come from the store's
+        caches or what this process already read, else ``NotPrefetched``."""
+        self._offline += 1
+        try:
+            yield
+        finally:
+            self._offline -= 1
+
+    def _network(self, what: str) -> None:
+        if self._offline:
+            raise NotPrefetched(what)
+
+    @property
+    def metadata(self) -> Metadata:
+        self._network("the instance metadata")
+        return self._metadata
 
     @property
     def ec2(self) -> Ec2:
+        self._network("EC2")
         if self._ec2 is None:
             # The node's metadata client also fetches the role credentials (IMDSv2, no proxy).
             self._ec2 = Ec2(self.identity.region, deadline=self.deadline, limiter=self._limiter,
-                            metadata=self.metadata)
+                            metadata=self._metadata)
         return self._ec2
 
     @property
@@ -80,10 +114,21 @@ class Node:
         return dict(self._ec2.calls) if self._ec2 else {}
 
     def _cached(self, key: str, ttl: float, fetch: Callable[[], Any]) -> Any:
-        value = self.store.cache_get(key)
+        value = self._memo.get(key)
         if value is None:
-            value = fetch()
+            value = self.store.cache_get(key)
+        if value is None:
+            failed = self._failed.get(key)
+            if failed is not None:
+                raise failed  # this process asked already (before the lock): the same answer
+            self._network(key)
+            try:
+                value = fetch()
+            except (Ec2Error, CniError) as exc:
+                self._failed[key] = exc
+                raise
             self.store.cache_put(key, value, ttl)
+        self._memo[key] = value
         return value
 
     @property
@@ -94,14 +139,32 @@ class Node:
             self._identity = Identity(**raw)
         return self._identity
 
+    def fresh_identity(self) -> Identity:
+        """The identity read from the metadata now (and cached again): what reconciliation
+        binds the state to, so a cached identity can never vouch for itself."""
+        raw = self.metadata.identity().__dict__
+        self.store.cache_put("identity", raw, IDENTITY_TTL)
+        self._memo["identity"] = raw
+        self._identity = Identity(**raw)
+        return self._identity
+
     def interfaces(self) -> list[EniMetadata]:
         return self.metadata.interfaces()
 
     def limits(self) -> Limits:
         itype = self.identity.instance_type
+        memo = self._memo.get(f"limits-answer:{itype}")
+        if isinstance(memo, Limits):
+            return memo  # a fallback too: it is not cached in the store, but good for this run
         cached = self.store.cache_get(f"limits:{itype}")
         if cached is not None:
             return Limits(int(cached[0]), int(cached[1]))
+        self._network(f"the limits of {itype}")
+        limits = self._read_limits(itype)
+        self._memo[f"limits-answer:{itype}"] = limits
+        return limits
+
+    def _read_limits(self, itype: str) -> Limits:
         try:
             answer = self.ec2.call("DescribeInstanceTypes", InstanceTypes=[itype])
             info = answer["InstanceTypes"][0]["NetworkInfo"]
@@ -156,7 +219,9 @@ class Node:
 
     def forget_subnets(self, vpc_id: str) -> None:
         """Drop the cached subnet list (its free counts are stale after a subnet-full error)."""
-        self.store.cache_drop(f"subnets:{vpc_id}:{self.identity.availability_zone}")
+        key = f"subnets:{vpc_id}:{self.identity.availability_zone}"
+        self._memo.pop(key, None)
+        self.store.cache_drop(key)
 
     def vpc_cidrs(self, eni: EniMetadata) -> list[str]:
         family = self.identity.instance_type.split(".")[0]
@@ -192,6 +257,12 @@ class Node:
 
         cidrs: list[str] = self._cached(f"peer-cidrs:{vpc_id}", VPC_TTL, fetch)
         return cidrs
+
+
+class NotPrefetched(RuntimeError):
+    """A decision under the host lock needed a network read that was not made before it. The
+    allocator catches it, reads outside the lock and decides again; anywhere else it is a bug
+    (never a user-facing error: the lock must not be held across a network call)."""
 
 
 def monotonic_deadline(seconds: float) -> float:

@@ -161,8 +161,8 @@ def status(req: Request[IpamConf]) -> None:
             raise PluginNotAvailable("no free IP and EC2 is unusable", repr(exc)) from exc
         ours = [e for e in store.enis() if e.device_index >= conf.interface_index]
         counts = store.ip_counts()
-        room = sum(limits.ipv4_per_eni - counts.get(e.eni_id, 0) for e in ours)
-        room += (limits.enis - len(store.enis())) * limits.ipv4_per_eni
+        room = sum(limits.pod_ips_per_eni - counts.get(e.eni_id, 0) for e in ours)
+        room += (limits.enis - len(store.enis())) * limits.pod_ips_per_eni
         full = sum(counts.get(e.eni_id, 0) for e in ours)
         if room <= 0:
             raise PluginNotAvailable("no IP capacity left on this node",
@@ -194,7 +194,8 @@ def gc(req: Request[IpamConf]) -> None:
             for alloc in allocator.release(container_id, ifname, network=conf.name):
                 log.info("GC released %s of gone container %s", alloc.ip, container_id[:12])
         for part in (lambda: allocator.trim_idle(conf.free_ip_max_age),
-                     lambda: allocator.leaked_enis(delete=True)):
+                     lambda: allocator.leaked_enis(delete=True),
+                     allocator.settle_delete_on_termination):
             try:
                 part()
             except (CniError, Ec2Error) as exc:

@@ -308,8 +308,33 @@ class Store:
                                    "freed_at = 0 "
                                    "WHERE container_id IS NOT NULL")
                 self._conn.execute("DELETE FROM ops")
+                # Every cached answer goes too, the identity first: the disk may have moved to
+                # another instance (a baked image, a volume attached elsewhere), and only the
+                # metadata can say. With "reconciled-at" gone the first decision of this boot
+                # reconciles, which re-reads the identity and checks the binding
+                # (``bind_instance``). A pending DeleteOnTermination is ours to finish.
+                self._conn.execute("DELETE FROM cache WHERE key NOT LIKE 'dot-pending:%'")
                 self._set_meta("boot_id", boot_id)
                 shutil.rmtree(self._lease_dir, ignore_errors=True)  # no holder survives a boot
+
+    def bind_instance(self, instance_id: str) -> bool:
+        """Bind the state to the instance the metadata names. A state bound to another
+        instance (its disk moved, or baked into an image) describes that instance's ENIs and
+        IPs: all of it is dropped (allocations, pool, ENIs, in-flight work, caches but the
+        identity just read). Returns True when it was. Call inside ``transaction()``."""
+        bound = self._meta("instance_id")
+        if bound == instance_id:
+            return False
+        if bound is not None:
+            for table in ("ips", "enis", "ops", "unassigned"):
+                self._conn.execute(f"DELETE FROM {table}")  # fixed names, not input
+            self._conn.execute("DELETE FROM cache WHERE key != 'identity'")
+            for fd in self._leases.values():
+                os.close(fd)
+            self._leases.clear()
+            shutil.rmtree(self._lease_dir, ignore_errors=True)
+        self._set_meta("instance_id", instance_id)
+        return bound is not None
 
     def quick_check(self) -> str:
         """SQLite's own consistency check: "ok" when the file is sound."""
@@ -453,6 +478,11 @@ class Store:
         return [EniRecord(r[0], r[1], int(r[2]), r[3], r[4], r[5], tuple(json.loads(r[6])), r[7],
                           r[8]) for r in rows]
 
+    def enis_updated_since(self, since: float) -> set[str]:
+        """ENIs recorded (created, or seen again) at or after ``since``."""
+        return {str(r[0]) for r in self._conn.execute(
+            "SELECT eni_id FROM enis WHERE updated >= ?", (since,))}
+
     def eni(self, eni_id: str) -> EniRecord | None:
         return next((e for e in self.enis() if e.eni_id == eni_id), None)
 
@@ -506,6 +536,13 @@ class Store:
             self._forget_ops(dead)
         return live
 
+    def op_leases(self) -> list[tuple[Op, bool]]:
+        """Every op row, with whether its lease is held; forgets nothing (for the audit)."""
+        rows = self._conn.execute("SELECT id, kind, eni_id, device_index, expected, claimed, "
+                                  "pid, started FROM ops ORDER BY id").fetchall()
+        return [(op, op.id in self._leases or _lease_held(self._lease_path(op.id)))
+                for op in (Op(*row) for row in rows)]
+
     def _lease_path(self, op_id: int) -> str:
         return os.path.join(self._lease_dir, str(op_id))
 
@@ -553,6 +590,13 @@ class Store:
 
     def cache_drop(self, key: str) -> None:
         self._conn.execute("DELETE FROM cache WHERE key = ?", (key,))
+
+    def cache_items(self, prefix: str) -> dict[str, Any]:
+        """Unexpired entries whose key starts with ``prefix``, by the rest of the key."""
+        rows = self._conn.execute(
+            "SELECT key, value FROM cache WHERE substr(key, 1, ?) = ? AND expires > ?",
+            (len(prefix), prefix, self._clock())).fetchall()
+        return {str(k)[len(prefix):]: json.loads(v) for k, v in rows}
 
     # -- host-wide token bucket (shared by every plugin process on the node) ------------------
 

@@ -1,0 +1,187 @@
+"""The IPAM's invariants, stated once, as pure checks over a ``Snapshot`` of the node: the store,
+what EC2 says about the instance's ENIs, the kernel's links. ``cnivpc ipam audit`` reports
+every violation (and ``--repair`` fixes those with a safe repair); the allocator uses
+``handout_problem`` on every IP before it hands it to a pod.
+
+The invariants:
+
+* ``one-holder``: no IP is held by two attachments, nor both held and free.
+* ``ip-on-our-eni``: every IP the store holds or offers is assigned, in EC2, to an ENI attached
+  to this instance at ``interfaceIndex`` or above.
+* ``never-primary``: no IP the store holds or offers is the primary IP of any ENI (the node's
+  own included, whatever ``interfaceIndex`` is).
+* ``eni-tracked``: every ENI cnivpc created for this instance (its tag) is in the store while
+  attached here, and deleted once it has stayed detached past ``LEAK_GRACE``.
+* ``eni-known``: every ENI the store hands IPs from is attached to this instance in EC2.
+* ``eni-ready``: every ENI whose IPs go to pods has its link up, with the node's MTU, and
+  DeleteOnTermination set.
+* ``bounded-lease``: no record of in-flight EC2 work outlives its process or the age cap.
+
+Pure: imports only the stdlib and the store's value types.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .store import LEASE_MAX_AGE, Allocation, EniRecord, FreeIP
+
+# A detached ENI tagged as ours is a leak once it has been detached this long (the window
+# between CreateNetworkInterface and AttachNetworkInterface, plus EC2's lag, is far shorter).
+LEAK_GRACE = 300.0
+
+
+@dataclass(frozen=True)
+class Ec2Eni:
+    """One ENI as EC2 describes it."""
+
+    eni_id: str
+    status: str  # "in-use", "available", "attaching"...
+    instance_id: str  # "" when not attached
+    device_index: int | None
+    ips: tuple[str, ...]
+    primary_ip: str
+    delete_on_termination: bool
+    ours: bool  # tagged by cnivpc for this instance
+    created_at: float | None  # from our tag
+
+
+@dataclass(frozen=True)
+class LinkState:
+    name: str
+    up: bool
+    mtu: int
+
+
+@dataclass(frozen=True)
+class OpState:
+    op_id: int
+    kind: str
+    started: float
+    leased: bool  # its lease is held by a live process
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    instance_id: str
+    interface_index: int
+    node_mtu: int  # 0: unknown (no check)
+    now: float
+    allocations: tuple[Allocation, ...]
+    free: tuple[FreeIP, ...]
+    enis: tuple[EniRecord, ...]
+    ops: tuple[OpState, ...] = ()
+    ec2: tuple[Ec2Eni, ...] | None = None  # None: EC2 not asked (those checks are skipped)
+    links: dict[str, LinkState] | None = None  # by lower-case MAC; None: not looked at
+
+
+@dataclass(frozen=True)
+class Violation:
+    invariant: str
+    subject: str
+    detail: str
+    repair: str = ""  # what --repair does about it ("" when it must be left to a person)
+
+
+@dataclass
+class _Index:
+    attached: dict[str, Ec2Eni] = field(default_factory=dict)  # ENIs attached here
+    ip_eni: dict[str, Ec2Eni] = field(default_factory=dict)  # IP -> ENI attached here
+
+
+def handout_problem(ip: str, eni: EniRecord, *, interface_index: int, primaries: set[str],
+                    held: set[str]) -> str | None:
+    """Why ``ip`` on ``eni`` must not go to a pod, or None. The decision's own check of the
+    invariants it can see without EC2 (the audit adds what only EC2 knows)."""
+    if ip in held:
+        return f"{ip} is already held"
+    if ip in primaries or ip == eni.primary_ip:
+        return f"{ip} is an ENI's primary IP"
+    if eni.device_index < max(1, interface_index):
+        return f"{ip} is on {eni.eni_id} at device {eni.device_index}, below interfaceIndex"
+    return None
+
+
+def violations(snap: Snapshot) -> list[Violation]:
+    """Every invariant violation in ``snap``, in the order of the module docstring."""
+    found: list[Violation] = []
+    index = _Index()
+    for e in snap.ec2 or ():
+        if e.instance_id == snap.instance_id:
+            index.attached[e.eni_id] = e
+            for ip in e.ips:
+                index.ip_eni[ip] = e
+
+    counts = Counter([a.ip for a in snap.allocations] + [f.ip for f in snap.free])
+    for ip, n in sorted(counts.items()):
+        if n > 1:
+            found.append(Violation("one-holder", ip, f"the store has {ip} {n} times "
+                                   "(held and free, or held twice)"))
+
+    primaries = {e.primary_ip for e in snap.enis if e.primary_ip}
+    primaries |= {e.primary_ip for e in snap.ec2 or () if e.primary_ip}
+    tracked = [(a.ip, f"held by {a.pod or a.container_id[:12]} ({a.ifname})", False)
+               for a in snap.allocations] + [(f.ip, "free", True) for f in snap.free]
+    for ip, what, free in tracked:
+        if ip in primaries:
+            found.append(Violation("never-primary", ip, f"{ip} ({what}) is an ENI's primary IP",
+                                   "forget it (free)" if free else ""))
+        if snap.ec2 is None:
+            continue
+        eni = index.ip_eni.get(ip)
+        if eni is None:
+            found.append(Violation("ip-on-our-eni", ip, f"{ip} ({what}) is on no ENI attached "
+                                   "to this instance in EC2", "forget it (free)" if free else ""))
+        elif eni.device_index is None or eni.device_index < max(1, snap.interface_index):
+            found.append(Violation("ip-on-our-eni", ip, f"{ip} ({what}) is on {eni.eni_id} at "
+                                   f"device {eni.device_index}, below interfaceIndex "
+                                   f"{snap.interface_index}", "forget it (free)" if free else ""))
+
+    known = {e.eni_id for e in snap.enis}
+    if snap.ec2 is not None:
+        for e in snap.ec2:
+            if not e.ours:
+                continue
+            if e.instance_id == snap.instance_id and e.eni_id not in known:
+                found.append(Violation("eni-tracked", e.eni_id, f"{e.eni_id} (ours, device "
+                                       f"{e.device_index}) is attached but not in the store",
+                                       "reconcile (adopt it)"))
+            elif not e.instance_id and e.status == "available":
+                age = snap.now - e.created_at if e.created_at is not None else None
+                if age is None or age >= LEAK_GRACE:
+                    found.append(Violation("eni-tracked", e.eni_id, f"{e.eni_id} (ours) is "
+                                           "detached" + (f", created {age:.0f}s ago"
+                                                         if age is not None else ""),
+                                           "delete it"))
+        for r in snap.enis:
+            if r.eni_id not in index.attached:
+                found.append(Violation("eni-known", r.eni_id, f"{r.eni_id} ({r.mac}) is in the "
+                                       "store but not attached to this instance in EC2",
+                                       "reconcile (forget it)"))
+
+    pod_enis = [r for r in snap.enis if r.device_index >= max(1, snap.interface_index)]
+    for r in pod_enis:
+        if snap.links is not None:
+            link = snap.links.get(r.mac.lower())
+            if link is None:
+                found.append(Violation("eni-ready", r.eni_id, f"{r.eni_id} ({r.mac}) has no "
+                                       "link in the kernel", "reconcile"))
+            elif not link.up or (snap.node_mtu and link.mtu != snap.node_mtu):
+                found.append(Violation("eni-ready", r.eni_id, f"{r.eni_id} ({link.name}) is "
+                                       f"{'up' if link.up else 'DOWN'} with MTU {link.mtu} "
+                                       f"(the node's: {snap.node_mtu})",
+                                       "bring it up with the node's MTU"))
+        attached = index.attached.get(r.eni_id)
+        if attached is not None and not attached.delete_on_termination:
+            found.append(Violation("eni-ready", r.eni_id, f"{r.eni_id} is not "
+                                   "DeleteOnTermination: terminating the instance leaks it",
+                                   "set DeleteOnTermination"))
+
+    for op in snap.ops:
+        if not op.leased or snap.now - op.started > LEASE_MAX_AGE:
+            found.append(Violation("bounded-lease", f"op {op.op_id}", f"{op.kind} started "
+                                   f"{snap.now - op.started:.0f}s ago, "
+                                   + ("its process is gone" if not op.leased else "past the "
+                                      f"{LEASE_MAX_AGE:.0f}s cap"), "forget it"))
+    return found

@@ -1,0 +1,165 @@
+"""Reconciliation: the store brought in line with the instance, in two steps so the host lock
+is never held across a network call.
+
+``observe`` (no lock) reads the world: the identity and the ENIs from the instance metadata,
+VPC CIDRs (EC2 on families whose metadata omits secondary CIDRs), the kernel's links by MAC;
+it also brings pod ENI links up with the node's MTU (idempotent netlink writes: an ENI adopted
+after a reboot, or after a crash between attach and link-up, is DOWN). ``apply`` (under the
+lock, store only) turns one ``Observation`` into store updates:
+
+* the state is bound to the instance the metadata names (``Store.bind_instance``): a disk
+  that moved, or was baked into an image, starts over;
+* every listed ENI is recorded with its link name; one at ``interfaceIndex`` or above that the
+  store did not know (adopted, not created by this store) is queued for a DeleteOnTermination
+  check (``dot-pending:``, settled off the ADD path by ``Ec2Work.settle_delete_on_termination``);
+* IPs on our ENIs that the store does not know are adopted, with a cooldown (we cannot tell who
+  used them last), unless we unassigned them lately (the metadata lists removed IPs a while);
+  an ENI's primary IP never is (nor stays in the pool): it is never a pod's;
+* a free IP the metadata stops listing on its ENI is a *suspect* (``ip-missing:``): never
+  handed out, and forgotten once unlisted for ``METADATA_GRACE`` (unassigned behind our back, or
+  by an unassign whose answer was lost). IPs our own EC2 calls just returned (``ip-fresh:``)
+  are trusted through the metadata's lag;
+* an ENI is forgotten only when the metadata does not list it AND the kernel has no link with
+  its MAC AND it was not recorded after the observation was taken: an ENI we just created, whose
+  MAC the metadata does not list yet (seconds on AWS, 18-30 s tails), keeps its record, its free
+  IPs and its device index.
+
+Imports the store, the node view and, lazily, ``net.eni``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from ...aws.ec2 import Ec2Error
+from ...aws.metadata import EniMetadata
+from ...cni.errors import CniError
+from .config import IpamConf
+from .node import Node
+from .store import EniRecord, Store
+
+log = logging.getLogger("cnivpc.ipam")
+
+# How long an unassigned IP is kept out of reconciliation: the metadata keeps listing removed
+# IPs for tens of seconds.
+UNASSIGN_TOMBSTONE = 300.0
+# How long the metadata may lag behind EC2 on an ENI's IP list (tails of 18-30 s are seen on
+# AWS): a free IP unlisted this long is gone.
+METADATA_GRACE = 60.0
+# How long a DeleteOnTermination still to be ensured is remembered (the ENI's life, in practice).
+DOT_PENDING_TTL = 30 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class SeenEni:
+    meta: EniMetadata
+    vpc_cidrs: tuple[str, ...]
+    link: str  # the kernel link carrying it, "" when there is none
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What ``observe`` read, at ``taken_at`` (the store's clock)."""
+
+    taken_at: float
+    instance_id: str
+    macs: frozenset[str]  # every MAC the metadata lists (lower case)
+    enis: tuple[SeenEni, ...]  # the listed ENIs whose details the metadata has
+    linked_macs: frozenset[str]  # MACs the kernel has a link for (lower case)
+
+
+def observe(node: Node, conf: IpamConf, now: float) -> Observation:
+    """Read the instance (see the module docstring). Never call it under the host lock."""
+    from ...net import eni as eni_links
+
+    instance_id = node.fresh_identity().instance_id
+    macs = frozenset(m.lower() for m in node.metadata.macs())
+    listed = node.interfaces()
+    by_mac = eni_links.links_by_mac()
+    mtu = conf.mtu
+    if not mtu:
+        boot = next((e for e in listed if e.device_number == 0), None)
+        boot_link = by_mac.get(boot.mac.lower()) if boot else None
+        mtu = boot_link.mtu if boot_link else 0
+    seen = []
+    for eni in listed:
+        link = by_mac.get(eni.mac.lower())
+        try:
+            cidrs = tuple(node.vpc_cidrs(eni))
+        except (Ec2Error, CniError) as exc:
+            # A result without the VPC's secondary CIDRs routes those via the host: better than
+            # no answer at all while EC2 is unreachable.
+            log.warning("cannot read the CIDRs of %s from EC2 (%s): using the metadata's",
+                        eni.vpc_id, exc)
+            cidrs = tuple(eni.vpc_cidrs)
+        if (link is not None and eni.device_number >= max(1, conf.interface_index)
+                and (not link.up or (mtu and link.mtu != mtu))):
+            log.warning("ENI %s (%s) is %s: bringing it up with MTU %s", eni.eni_id, link.name,
+                        "down" if not link.up else f"at MTU {link.mtu}", mtu or link.mtu)
+            eni_links.bring_up(link, mtu)
+        seen.append(SeenEni(eni, cidrs, link.name if link else ""))
+    return Observation(now, instance_id, macs, tuple(seen), frozenset(by_mac))
+
+
+def apply(store: Store, conf: IpamConf, obs: Observation, now: float) -> None:
+    """Bring the store in line with ``obs`` (see the module docstring). Under the host lock
+    and a store transaction; no network."""
+    store.bind_instance(obs.instance_id)
+    recent = store.recently_unassigned(now - UNASSIGN_TOMBSTONE)
+    known = store.known_ips()
+    already = {r.eni_id for r in store.enis()}
+    fresh = store.cache_items("ip-fresh:")
+    missing = store.cache_items("ip-missing:")
+    free_by_eni: dict[str, list[str]] = {}
+    for f in store.free_ips():
+        free_by_eni.setdefault(f.eni_id, []).append(f.ip)
+    for seen in obs.enis:
+        eni = seen.meta
+        store.put_eni(EniRecord(
+            eni_id=eni.eni_id, mac=eni.mac, device_index=eni.device_number,
+            subnet_id=eni.subnet_id, subnet_cidr=eni.subnet_cidr, vpc_id=eni.vpc_id,
+            vpc_cidrs=seen.vpc_cidrs, link=seen.link, primary_ip=eni.primary_ip))
+        if eni.device_number < max(1, conf.interface_index) or not seen.link:
+            continue
+        if eni.eni_id not in already:
+            store.cache_put(f"dot-pending:{eni.eni_id}", "", DOT_PENDING_TTL)
+        listed = set(eni.ipv4s)
+        if eni.primary_ip in free_by_eni.get(eni.eni_id, []):
+            # A pool from before primaries were excluded: the primary is never a pod's.
+            log.info("the primary IP %s of %s leaves the pool", eni.primary_ip, eni.eni_id)
+            store.forget([eni.primary_ip])
+            free_by_eni[eni.eni_id].remove(eni.primary_ip)
+        unknown = [ip for ip in eni.ipv4s
+                   if ip not in known and ip not in recent and ip != eni.primary_ip]
+        if unknown:
+            log.info("adopting %d IPs found on %s: %s", len(unknown), eni.eni_id,
+                     ", ".join(unknown))
+            store.add_free(unknown, eni.eni_id, freed_at=now)
+        for ip in free_by_eni.get(eni.eni_id, []):
+            if ip in listed or ip in fresh:
+                if ip in missing:
+                    store.cache_drop(f"ip-missing:{ip}")
+            elif ip not in missing:
+                log.warning("free IP %s is no longer listed on %s: not handed out unless the "
+                            "metadata lists it again", ip, eni.eni_id)
+                store.cache_put(f"ip-missing:{ip}", now, 2 * METADATA_GRACE)
+            elif now - float(missing[ip]) >= METADATA_GRACE:
+                log.warning("free IP %s has not been listed on %s for %.0fs: forgetting it",
+                            ip, eni.eni_id, now - float(missing[ip]))
+                store.forget([ip])
+                store.cache_drop(f"ip-missing:{ip}")
+    recorded_since = store.enis_updated_since(obs.taken_at)
+    for record in store.enis():
+        mac = record.mac.lower()
+        if mac in obs.macs or record.eni_id in recorded_since:
+            continue
+        if mac in obs.linked_macs:
+            log.info("ENI %s (%s) is not in the metadata yet but its link is there: kept",
+                     record.eni_id, record.mac)
+            continue
+        log.warning("ENI %s (%s) is gone from the instance; forgetting it", record.eni_id,
+                    record.mac)
+        store.drop_eni(record.eni_id)
+    if conf.reconcile_interval > 0:
+        store.cache_put("reconciled-at", now, conf.reconcile_interval)

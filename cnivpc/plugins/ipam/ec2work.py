@@ -262,20 +262,46 @@ class Ec2Work:
         try:
             self.node.ec2.call("DetachNetworkInterface", AttachmentId=attachment, Force=True)
         except (Ec2Error, CniError) as exc:
-            log.warning("could not detach ENI %s (GC will): %s", eni_id, exc)
-            return
+            # A retry of a detach whose answer was lost is refused (the attachment is gone):
+            # ask EC2 before giving up on the delete.
+            if self._attachment_of_any(eni_id) is not None:
+                log.warning("could not detach ENI %s (the leaked-ENI sweep of cnivpc gc will "
+                            "delete it once detached): %s", eni_id, exc)
+                return
         # Delete answers "in use" until the detach completes: a few tries, then leave it to GC.
         for _ in range(10):
             try:
                 self.node.ec2.call("DeleteNetworkInterface", NetworkInterfaceId=eni_id)
                 return
             except Ec2Error as exc:
+                if exc.aws_code == "InvalidNetworkInterfaceID.NotFound":
+                    return  # a retry of a delete whose answer was lost: it is gone
                 if "in use" not in exc.message:
                     break
             except CniError:
                 break
             self._sleep(0.5)
         log.warning("ENI %s detached but not deleted; GC deletes it later", eni_id)
+
+    def _attachment_of_any(self, eni_id: str) -> str | None:
+        """The ENI's attachment id while EC2 shows it attached (or attaching) anywhere; None
+        when it is detached, gone, or EC2 cannot say."""
+        try:
+            answer = self.node.ec2.call("DescribeNetworkInterfaces",
+                                        NetworkInterfaceIds=[eni_id])
+        except Ec2Error as exc:
+            if exc.aws_code == "InvalidNetworkInterfaceID.NotFound":
+                return None
+            log.warning("could not ask EC2 about %s: %s", eni_id, exc)
+            return "unknown"
+        except CniError as exc:
+            log.warning("could not ask EC2 about %s: %s", eni_id, exc)
+            return "unknown"
+        for eni in answer.get("NetworkInterfaces", []):
+            att = eni.get("Attachment") or {}
+            if att.get("Status") in ("attaching", "attached"):
+                return str(att.get("AttachmentId", "unknown"))
+        return None
 
     def leaked_enis(self, *, delete: bool) -> list[str]:
         """ENIs tagged as this instance's, not attached, seen so twice ≥ LEAK_CONFIRM_AFTER

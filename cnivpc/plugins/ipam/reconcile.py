@@ -13,12 +13,14 @@ lock, store only) turns one ``Observation`` into store updates:
   store did not know (adopted, not created by this store) is queued for a DeleteOnTermination
   check (``dot-pending:``, settled off the ADD path by ``Ec2Work.settle_delete_on_termination``);
 * IPs on our ENIs that the store does not know are adopted, with a cooldown (we cannot tell who
-  used them last), unless we unassigned them lately (the metadata lists removed IPs a while);
+  used them last; none for a whole ENI EC2 says cnivpc created for this instance: a process
+  died before recording it, so no pod had them), unless we unassigned them lately (the
+  metadata lists removed IPs a while);
   an ENI's primary IP never is (nor stays in the pool): it is never a pod's;
 * a free IP the metadata stops listing on its ENI is a *suspect* (``ip-missing:``): never
   handed out, and forgotten once unlisted for ``METADATA_GRACE`` (unassigned behind our back, or
   by an unassign whose answer was lost). IPs our own EC2 calls just returned (``ip-fresh:``)
-  are trusted through the metadata's lag;
+  are trusted through the metadata's lag, until the metadata has listed them once;
 * an ENI is forgotten only when the metadata does not list it AND the kernel has no link with
   its MAC AND it was not recorded after the observation was taken: an ENI we just created, whose
   MAC the metadata does not list yet (seconds on AWS, 18-30 s tails), keeps its record, its free
@@ -56,6 +58,9 @@ class SeenEni:
     meta: EniMetadata
     vpc_cidrs: tuple[str, ...]
     link: str  # the kernel link carrying it, "" when there is none
+    # A pod ENI the store did not know, that EC2 says cnivpc created for this instance: a
+    # process died between creating it and recording it, so no pod ever had its IPs.
+    created_by_us: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,10 @@ def observe(node: Node, conf: IpamConf, now: float) -> Observation:
         boot = next((e for e in listed if e.device_number == 0), None)
         boot_link = by_mac.get(boot.mac.lower()) if boot else None
         mtu = boot_link.mtu if boot_link else 0
+    known = {r.eni_id for r in node.store.enis()}
+    ours = _created_for(node, instance_id, [
+        e.eni_id for e in listed
+        if e.device_number >= max(1, conf.interface_index) and e.eni_id not in known])
     seen = []
     for eni in listed:
         link = by_mac.get(eni.mac.lower())
@@ -98,8 +107,26 @@ def observe(node: Node, conf: IpamConf, now: float) -> Observation:
             log.warning("ENI %s (%s) is %s: bringing it up with MTU %s", eni.eni_id, link.name,
                         "down" if not link.up else f"at MTU {link.mtu}", mtu or link.mtu)
             eni_links.bring_up(link, mtu)
-        seen.append(SeenEni(eni, cidrs, link.name if link else ""))
+        seen.append(SeenEni(eni, cidrs, link.name if link else "", eni.eni_id in ours))
     return Observation(now, instance_id, macs, tuple(seen), frozenset(by_mac))
+
+
+def _created_for(node: Node, instance_id: str, eni_ids: list[str]) -> set[str]:
+    """Which of these ENIs carry cnivpc's tag for this instance (one Describe; none asked when
+    the list is empty, which is every reconciliation but the one after a crash or a reboot).
+    When EC2 cannot tell, none: their IPs then get the adoption cooldown."""
+    if not eni_ids:
+        return set()
+    from .ec2work import TAG_INSTANCE
+
+    try:
+        answer = node.ec2.call("DescribeNetworkInterfaces", NetworkInterfaceIds=eni_ids)
+    except (Ec2Error, CniError) as exc:
+        log.warning("cannot ask EC2 who created %s: %s", ", ".join(eni_ids), exc)
+        return set()
+    return {e["NetworkInterfaceId"] for e in answer.get("NetworkInterfaces", [])
+            if any(t.get("Key") == TAG_INSTANCE and t.get("Value") == instance_id
+                   for t in e.get("TagSet", []))}
 
 
 def apply(store: Store, conf: IpamConf, obs: Observation, now: float) -> None:
@@ -133,10 +160,17 @@ def apply(store: Store, conf: IpamConf, obs: Observation, now: float) -> None:
         unknown = [ip for ip in eni.ipv4s
                    if ip not in known and ip not in recent and ip != eni.primary_ip]
         if unknown:
-            log.info("adopting %d IPs found on %s: %s", len(unknown), eni.eni_id,
+            # The cooldown: we cannot tell who used them last. Not for an ENI our own dead
+            # process created (it never got as far as giving one to a pod).
+            log.info("adopting %d IPs found on %s%s: %s", len(unknown), eni.eni_id,
+                     " (created by cnivpc, never used)" if seen.created_by_us else "",
                      ", ".join(unknown))
-            store.add_free(unknown, eni.eni_id, freed_at=now)
+            store.add_free(unknown, eni.eni_id, freed_at=0.0 if seen.created_by_us else now)
         for ip in free_by_eni.get(eni.eni_id, []):
+            if ip in listed and ip in fresh:
+                # The metadata has caught up with our own call: from now on, its listing is
+                # the one to believe (an IP it drops later was unassigned).
+                store.cache_drop(f"ip-fresh:{ip}")
             if ip in listed or ip in fresh:
                 if ip in missing:
                     store.cache_drop(f"ip-missing:{ip}")

@@ -8,6 +8,9 @@ until SIGINT or SIGTERM and tears everything down (exit 0).
 
 ``demo [--pods N]`` runs cnivpc end to end in a lab (:mod:`cnivpc.lab.demo`).
 
+``chaos --zipapp PATH [--seed S] [--ops N]`` is a seeded chaos run of the IPAM
+(:mod:`cnivpc.lab.chaos`).
+
 ``down [--lab-id ID]`` stops the live lab(s) (SIGTERM, then SIGKILL after 10 s) and removes every
 namespace any lab left; with ``--lab-id`` only that lab. Prints one JSON line of what it removed.
 
@@ -68,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import main as demo
 
         return demo(argv[1:])
+    if argv[:1] == ["chaos"]:  # its own parser: see cnivpc.lab.chaos
+        from .chaos import main as chaos
+
+        return chaos(argv[1:])
     if argv[:1] and argv[0] in REMOTE_COMMANDS:  # talk to a running lab: no moto import
         from . import remote
 
@@ -85,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--region", default="us-east-1")
     down = sub.add_parser("down", help="stop running labs and remove their leftovers")
     sub.add_parser("demo", help="cnivpc end to end in the lab (see python -m cnivpc.lab demo -h)")
+    sub.add_parser("chaos", help="a seeded chaos run of the IPAM (python -m cnivpc.lab chaos -h)")
     for name in sorted(REMOTE_COMMANDS):
         sub.add_parser(name, help=f"to a running lab (see python -m cnivpc.lab {name} -h)")
     down.add_argument("--lab-id", default=None)

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 
 from .store import LEASE_MAX_AGE, Allocation, EniRecord, FreeIP
 
-# A detached ENI tagged as ours is a leak once it has been detached this long (the window
-# between CreateNetworkInterface and AttachNetworkInterface, plus EC2's lag, is far shorter).
-LEAK_GRACE = 300.0
+# A detached ENI tagged as ours must be gone within this long: the window between
+# CreateNetworkInterface and AttachNetworkInterface is seconds, and the leaked-ENI sweep (every
+# GC; cnivpc-gc.timer runs one every 5 minutes) deletes one seen detached twice 5 minutes apart.
+LEAK_GRACE = 900.0
 
 
 @dataclass(frozen=True)

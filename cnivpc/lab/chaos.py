@@ -34,12 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .runtime import tagged_processes
+
 MUTATING = ("CreateNetworkInterface", "AttachNetworkInterface",
             "ModifyNetworkInterfaceAttribute", "AssignPrivateIpAddresses",
             "UnassignPrivateIpAddresses", "DeleteNetworkInterface", "DetachNetworkInterface")
 KILLABLE = ("CreateNetworkInterface", "AttachNetworkInterface",
             "ModifyNetworkInterfaceAttribute", "AssignPrivateIpAddresses")
 NODE_EC2_URL = "http://169.254.169.254:8773"
+TAG = "CNIVPC_CHAOS_NODE"  # in every process a step starts (and its detached children)
 
 
 @dataclass
@@ -78,7 +81,7 @@ class Node:
     def argv(self, args: list[str], env: dict[str, str]) -> list[str]:
         boot = self.lab.boot_id_file(self.node.instance_id)
         full = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SHIV_ROOT": str(self.shiv_root),
-                "AWS_ENDPOINT_URL_EC2": NODE_EC2_URL, **env}
+                "AWS_ENDPOINT_URL_EC2": NODE_EC2_URL, TAG: str(self.workdir), **env}
         return ["ip", "netns", "exec", self.node.netns, "sh", "-c",
                 'mount --bind "$0" /proc/sys/kernel/random/boot_id && exec "$@"', str(boot),
                 "env", "-i", *(f"{k}={v}" for k, v in full.items()), str(self.zipapp), *args]
@@ -110,9 +113,23 @@ class Node:
         proc.stdin.close()
         return proc
 
+    def start_cli(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.argv([*args, "--conf", str(self.conflist)], {}),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.argv([*args, "--conf", str(self.conflist)], {}),
                               capture_output=True, text=True, timeout=180)
+
+    def settle(self, timeout: float = 90.0) -> bool:
+        """Wait for this node's background refills (detached children) to end."""
+        deadline = time.monotonic() + timeout
+        while tagged_processes(TAG, str(self.workdir)):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def held_ips(self) -> set[str]:
         path = self.workdir / "state" / "ipam.db"
@@ -191,11 +208,18 @@ class Chaos:
         return label
 
     def kill_an_add(self, node: Node, label: str) -> None:
-        action = self.rng.choice(KILLABLE)
+        """SIGKILL a process of the IPAM while EC2 holds the answer of one of its calls: an ADD
+        (when the pool is empty it does EC2 work), ``ipam grow`` (an Assign) or ``ipam
+        new-eni`` (Create, Attach, Modify). Then what follows on a node: the ADD again (the
+        runtime retries), which also reconciles (``reconcileInterval`` 0)."""
+        mode = self.rng.choice(["add", "grow", "new-eni"])
+        action = {"add": self.rng.choice(KILLABLE), "grow": "AssignPrivateIpAddresses",
+                  "new-eni": self.rng.choice(KILLABLE[:3])}[mode]
         before = self.calls(action)
         self.lab.ec2.control.faults.lose_response_next(action, hold=120)
         cid = self.new_cid()
-        proc = node.start_add(cid)
+        proc = node.start_add(cid) if mode == "add" else node.start_cli(
+            "ipam", *(["grow", "--count", "2"] if mode == "grow" else ["new-eni", "--count", "3"]))
         deadline = time.monotonic() + 30
         while self.calls(action) <= before and proc.poll() is None \
                 and time.monotonic() < deadline:
@@ -205,15 +229,18 @@ class Chaos:
             proc.wait(timeout=30)
             self.report.kills += 1
         self.lab.ec2.control.faults.clear()  # releases the held answer
-        # The kubelet's recovery: the ADD again (its result is the pod's), later a GC.
         rc, doc = node.plugin("ADD", cid)
         if rc == 0 and "ips" in doc:
             node.live[cid] = doc
         elif doc.get("code") not in (11, 100):
-            self.report.failures.append(f"{label}: retried ADD {cid} -> {rc} {doc}")
+            self.report.failures.append(f"{label} ({mode} killed in {action}): the ADD after "
+                                        f"it {cid} -> {rc} {doc}")
 
     def audit(self, label: str) -> None:
         for node in self.nodes:
+            if not node.settle():
+                self.report.failures.append(f"{label}: a background refill on "
+                                            f"{node.node.name} outlived 90 s")
             proc = node.cli("ipam", "audit", "--json")
             if proc.returncode == 4:
                 continue  # no state on this node yet

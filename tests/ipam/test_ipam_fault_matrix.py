@@ -329,3 +329,20 @@ def test_enis_of_an_instance_that_died_mid_creation_are_collected(
     assert done.code == 0, done.stderr
     assert tagged_enis(b, doomed.instance_id) == []
     assert audit(a) == []
+
+
+def test_the_background_refill_keeps_the_configs_deadline(node: Callable[..., Cli]) -> None:
+    """The detached refill ends by the conf's ``timeout`` even when EC2 never answers (a
+    refill deadline that ignored it would hold its work, and every ADD that waits on it, for
+    the plugin's default minute or more)."""
+    c = node(timeout=4)
+    assert c("ipam", "warm").code == 0
+    lab_cli(c.ipam, "fault", "lost-response", "Create*", "--hold", "120")
+    for i in range(5):  # leaves the pool below the next-ENI threshold: a background create
+        assert c.ipam.add(f"pod-{i}").code == 0
+    assert c.ipam.background(), "the refill runs in the background"
+    started = time.monotonic()
+    c.ipam.settle(timeout=60)
+    # timeout (4 s), plus one EC2 read timeout (10 s) the last call may be waiting in.
+    assert time.monotonic() - started < 20
+    lab_cli(c.ipam, "fault", "clear")

@@ -118,7 +118,10 @@ class Allocator(Ec2Work):
                     reconciling.apply(self.store, self.conf, obs, self._clock())
                 got = self._take_ready(container_id, ifname, pod, netns, network)
                 if got is not None:
-                    self.refill_wanted = self._refill_due()
+                    # ... or maintenance is pending (an adopted ENI's DeleteOnTermination):
+                    # the refill after the answer does it, off the pod's path.
+                    self.refill_wanted = self._refill_due() or bool(
+                        self.store.cache_items("dot-pending:"))
                 else:
                     op = self.store.claim_op()
                     if op is not None:

@@ -140,41 +140,23 @@ def diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
 
 
 class ServerCounter:
-    """Counts every EC2 request the lab's front door handles, by action, and error answers by
-    action and code. Installed by wrapping the one ``StrictEc2App`` all of the lab's sockets
-    serve (the lab has no counter of its own; the bench adds nothing to it)."""
+    """Every EC2 request the lab's front door answered, by action, and error answers by action
+    and code: the lab's own per-node counts (``LabState.calls``), summed over nodes, so the
+    bench counts exactly what ``python -m cnivpc.lab counts`` shows."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.calls: dict[str, int] = {}
-        self.errors: dict[str, int] = {}
-
-    def install(self, app: Any) -> None:
-        handle = app._handle
-
-        def counted(environ: dict[str, Any], form: Any, request_id: str) -> Any:
-            action = str(form.action)
-            code = ""
-            try:
-                reply = handle(environ, form, request_id)
-                if int(reply[0]) >= 400:
-                    code = str(reply[0])
-                return reply
-            except Exception as exc:
-                code = str(getattr(exc, "code", type(exc).__name__))
-                raise
-            finally:
-                with self._lock:
-                    self.calls[action] = self.calls.get(action, 0) + 1
-                    if code:
-                        key = f"{action}: {code}"
-                        self.errors[key] = self.errors.get(key, 0) + 1
-
-        app._handle = counted
+    def __init__(self, lab: Any) -> None:
+        self._calls = lab.ec2.state.calls
 
     def snapshot(self) -> tuple[dict[str, int], dict[str, int]]:
-        with self._lock:
-            return dict(self.calls), dict(self.errors)
+        calls: dict[str, int] = {}
+        errors: dict[str, int] = {}
+        for actions in self._calls.snapshot().values():
+            for action, entry in actions.items():
+                calls[action] = calls.get(action, 0) + int(entry["calls"])
+                for code, n in entry["errors"].items():
+                    key = f"{action}: {code}"
+                    errors[key] = errors.get(key, 0) + int(n)
+        return calls, errors
 
 
 # -- running the plugin ----------------------------------------------------------------------
@@ -367,8 +349,7 @@ def run_mode(name: str, extra: dict[str, Any], args: argparse.Namespace, workdir
     except Exception as exc:
         raise SystemExit(f"bench ec2: the lab did not start: {exc!r}") from exc
     try:
-        counter = ServerCounter()
-        counter.install(lab.ec2.app)
+        counter = ServerCounter(lab)
         node = lab.node(0)
         conf: dict[str, Any] = {
             "cniVersion": "1.0.0", "name": "cnivpc", "type": "cnivpc-ipam",

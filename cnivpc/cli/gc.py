@@ -83,18 +83,19 @@ def main(args: list[str], out: TextIO) -> int:
             except CniError as exc:
                 report["errors"].append(f"idle-IP unassign: {exc}")
             try:
-                report["leaked_enis"] = allocator.leaked_enis(delete=not opts.dry_run)
+                report["leaked_enis"] = allocator.ec2work.leaked_enis(delete=not opts.dry_run)
             except CniError as exc:
                 report["errors"].append(f"leaked-ENI sweep: {exc}")
             try:
                 vpcs = [e.vpc_id for e in store.enis()[:1]] or [
                     node.interfaces()[0].vpc_id]
-                report["leaked_enis"] += allocator.orphaned_enis(vpcs[0],
+                report["leaked_enis"] += allocator.ec2work.orphaned_enis(vpcs[0],
                                                                  delete=not opts.dry_run)
             except CniError as exc:
                 report["errors"].append(f"sweep of gone instances' ENIs: {exc}")
             if not opts.dry_run:
-                allocator.settle_delete_on_termination()  # failures stay pending, and logged
+                # Failures stay pending (and logged) for the next GC.
+                allocator.ec2work.settle_delete_on_termination()
     if opts.json:
         emit_json(out, report)
     else:

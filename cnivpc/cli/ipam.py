@@ -317,7 +317,7 @@ def unassign(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
             taken = store.take_free([args.ip])
         if not taken:  # not in the pool (assigned outside cnivpc): unassign it all the same
             taken = [FreeIP(args.ip, eni_id, 0.0)]
-        outcome = allocator.unassign(taken)
+        outcome = allocator.ec2work.unassign(taken)
         if args.ip not in outcome.done:
             where = ("it is back in the pool" if outcome.kept else
                      "EC2 could not be asked whether it was done; it stays out of the pool "

@@ -346,3 +346,35 @@ def test_the_background_refill_keeps_the_configs_deadline(node: Callable[..., Cl
     # timeout (4 s), plus one EC2 read timeout (10 s) the last call may be waiting in.
     assert time.monotonic() - started < 20
     lab_cli(c.ipam, "fault", "clear")
+
+
+# Runs the archive as exec would and prints every imported module when the interpreter exits.
+MODULES = """
+import atexit, json, runpy, sys
+atexit.register(lambda: print("MODULES=" + json.dumps(sorted(sys.modules)), file=sys.stderr))
+sys.argv = [sys.argv[1]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_a_warm_add_imports_no_botocore_nor_compression(node: Callable[..., Cli],
+                                                        zipapp: Zipapp) -> None:
+    """The warm path pays Python start-up only for what it uses: no botocore, and none of the
+    bz2/lzma that shutil's import drags in (what the leases' cleanup first used)."""
+    c = node()
+    assert c("ipam", "warm").code == 0
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SHIV_ROOT": str(zipapp.shiv_root),
+           "AWS_ENDPOINT_URL_EC2": "http://169.254.169.254:8773", "CNI_COMMAND": "ADD",
+           "CNI_PATH": "/opt/cni/bin", "CNI_CONTAINERID": "warm-1", "CNI_IFNAME": "eth0",
+           "CNI_NETNS": "/proc/1/ns/net"}
+    proc = subprocess.run(["ip", "netns", "exec", c.ipam.node.netns, "env", "-i",
+                           *(f"{k}={v}" for k, v in env.items()), "/usr/bin/python3", "-sSE",
+                           "-c", MODULES, str(zipapp.bin / "cnivpc-ipam")],
+                          input=json.dumps(c.ipam.config()), capture_output=True, text=True,
+                          timeout=120, cwd="/")
+    assert json.loads(proc.stdout)["ips"], proc.stderr
+    [line] = [ln for ln in proc.stderr.splitlines() if ln.startswith("MODULES=")]
+    modules = set(json.loads(line.removeprefix("MODULES=")))
+    assert "cnivpc.plugins.ipam.allocator" in modules
+    tops = {m.split(".")[0] for m in modules}
+    assert not tops & {"botocore", "urllib3", "shutil", "bz2", "lzma", "_bz2", "_lzma"}

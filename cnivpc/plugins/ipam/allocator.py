@@ -10,7 +10,7 @@ The warm pool: an ADD that leaves the pool below its warm level (``warmIPTarget`
 ``warmENIThreshold`` free IPs plus room on attached ENIs) only notes it (``refill_wanted``, a
 store-only check); the plugin answers, then ``refill()`` runs in a detached child: under the
 lock it decides one piece of work (an Assign, or the next ENI ahead of need) and records it as
-an op with its own pid, so ADDs arriving meanwhile claim its IPs and wait instead of starting
+an op under its own lease, so ADDs arriving meanwhile claim its IPs and wait instead of starting
 work of their own. ``warm()`` is the same, synchronous, for ``cnivpc ipam warm`` at node start.
 
 The host lock is held for decisions only. Slow EC2 work runs outside it, recorded as an *op* in
@@ -22,7 +22,15 @@ Failures never cascade: throttling or a full subnet is reported (code 11 / a cle
 answered by creating another ENI (the original's bug). A new ENI whose link never appears in the
 kernel is detached and deleted (best effort; tagged, so GC finishes the job).
 
-Imports the store, the node view (aws/), ``ec2work`` and, lazily, ``net.eni``.
+The shape of one decision: observe the instance outside the lock when a reconciliation is due
+(``reconcile.observe``), read what a plan may need outside it too (``_prefetch``), then under
+the lock, with the node offline (no network call can happen there: ``NotPrefetched``), apply the
+observation, decide from the store, check each IP against the invariants
+(``invariants.handout_problem``) and write it in one transaction. EC2 work runs after, through
+the ``Ec2Work`` collaborator.
+
+Imports the store, the node view (aws/), ``reconcile``, ``invariants``, ``ec2work`` and, lazily,
+``net.eni``.
 """
 
 from __future__ import annotations
@@ -54,7 +62,7 @@ class NoCapacity(CniError):
     code = 100
 
 
-class Allocator(Ec2Work):
+class Allocator:
     def __init__(self, conf: IpamConf, store: Store, node: Node, *,
                  clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic,
@@ -65,6 +73,9 @@ class Allocator(Ec2Work):
         self._clock = clock
         self._monotonic = monotonic
         self._sleep = sleep
+        # The EC2 calls behind the decisions: a collaborator that writes the store only
+        # through this allocator's decide().
+        self.ec2work = Ec2Work(conf, store, node, decide=self.decide, clock=clock, sleep=sleep)
         # Set by acquire(): the pool is below its warm level after this ADD took its IP, so
         # the plugin runs refill() after answering (in a detached child).
         self.refill_wanted = False
@@ -262,7 +273,7 @@ class Allocator(Ec2Work):
 
     def refill(self) -> Plan | None:
         """Bring the pool toward its warm level with one piece of EC2 work (an Assign, or the
-        next ENI), recorded as an op under this process's pid so concurrent ADDs claim its IPs
+        next ENI), recorded as an op under this process's lease so concurrent ADDs claim its IPs
         instead of starting work of their own. Runs after an ADD's answer, in a detached child
         (``cni.afterwards``): failures are logged, never raised."""
         try:
@@ -275,11 +286,11 @@ class Allocator(Ec2Work):
         except (CniError, Ec2Error) as exc:
             log.warning("refilling the IP pool: %s", exc)
             return None
-        self.settle_delete_on_termination()
-        if planned is None:
-            return None
-        self._run_op(*planned, best_effort=True)
-        return planned[1]
+        if planned is not None:
+            self._run_op(*planned, best_effort=True)
+        # Maintenance after the pool's own work: pods may be waiting for that.
+        self.ec2work.settle_delete_on_termination()
+        return planned[1] if planned is not None else None
 
     def warm(self, max_steps: int = 8) -> list[Plan]:
         """``cnivpc ipam warm``: bring the pool up to its warm level now, synchronously (waiting
@@ -305,7 +316,7 @@ class Allocator(Ec2Work):
                 break
             self._run_op(*planned, best_effort=False)
             done.append(planned[1])
-        self.settle_delete_on_termination()
+        self.ec2work.settle_delete_on_termination()
         return done
 
     def _plan_refill(self, *, strict: bool = False) -> tuple[int, Plan] | None:
@@ -384,7 +395,7 @@ class Allocator(Ec2Work):
         return max(1, min(room, want))
 
     def _subnet_for_new_eni(self) -> Subnet:
-        boot = self._boot_eni()
+        boot = self.ec2work._boot_eni()
         tags = self.conf.subnet_tags
         subnets = [s for s in self.node.subnets(boot.vpc_id)
                    if all(s.tags.get(k) == v for k, v in tags.items())]
@@ -398,12 +409,6 @@ class Allocator(Ec2Work):
                                 "every tag-matching subnet in this AZ is full")
         return best
 
-    def _boot_eni(self) -> EniRecord:
-        # Every path to a plan observed the instance first when the store knew no ENI.
-        enis = self.store.enis()
-        if not enis:
-            raise TryAgainLater("the instance metadata lists no ENI yet")
-        return enis[0]
 
     # -- waiting for and running EC2 work ----------------------------------------------------------
 
@@ -419,9 +424,9 @@ class Allocator(Ec2Work):
     def _run_op(self, op_id: int, plan: Plan, *, best_effort: bool) -> None:
         try:
             if plan.kind == "assign":
-                self._assign(plan)
+                self.ec2work.assign(plan)
             else:
-                self._create(plan)
+                self.ec2work.create(plan)
         except CniError as exc:
             if not best_effort:
                 raise
@@ -492,9 +497,9 @@ class Allocator(Ec2Work):
         answer = self.node.ec2.call("DescribeNetworkInterfaces", NetworkInterfaceIds=[eni_id])
         attachment = answer["NetworkInterfaces"][0].get("Attachment", {}).get("AttachmentId")
         if attachment:
-            self._detach_and_delete(eni_id, attachment)
+            self.ec2work.detach_and_delete(eni_id, attachment)
         else:
-            self._delete_quietly(eni_id)
+            self.ec2work.delete_quietly(eni_id)
         return held
 
     # -- GC ------------------------------------------------------------------------------------
@@ -508,7 +513,7 @@ class Allocator(Ec2Work):
             released = self.store.release(container_id, ifname, network)
             surplus = self._take_surplus()
         if surplus:
-            self.unassign(surplus)
+            self.ec2work.unassign(surplus)
         return released
 
     def _take_surplus(self) -> list[FreeIP]:
@@ -539,4 +544,4 @@ class Allocator(Ec2Work):
             idle = [f for f in free if f.freed_at <= self._clock() - max_age]
             keep = max(0, self.conf.warm_ip_target - (len(free) - len(idle)))
             taken = self.store.take_free([f.ip for f in idle[keep:]])
-        return self.unassign(taken)
+        return self.ec2work.unassign(taken)

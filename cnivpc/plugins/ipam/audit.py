@@ -104,7 +104,7 @@ def repair(allocator: Allocator, found: list[Violation]) -> list[str]:
         with store.transaction():
             for eni_id in dot:
                 store.cache_put(f"dot-pending:{eni_id}", "", DOT_PENDING_TTL)
-        allocator.settle_delete_on_termination()
+        allocator.ec2work.settle_delete_on_termination()
         with store.transaction():
             left = store.cache_items("dot-pending:")
         done += [f"set DeleteOnTermination on {e}" for e in dot if e not in left]

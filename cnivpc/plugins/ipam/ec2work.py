@@ -3,8 +3,9 @@ Assign, a new ENI (created with its IPs and tags, attached, DeleteOnTermination,
 waited for and brought up, or rolled back when it never appears), unassigning surplus IPs, and
 the sweep for leaked ENIs (ours, detached, seen twice ``LEAK_CONFIRM_AFTER`` apart).
 
-``Ec2Work`` is the allocator's base class: the decisions live in ``allocator``, the calls here;
-every store update is made through ``decide()`` (lock + transaction), never across a call.
+``Ec2Work`` is a collaborator of the allocator, which holds one (``Allocator.ec2work``): the
+decisions live in ``allocator``, the calls here; every store update is made through the
+``decide`` it is given (the allocator's lock + transaction), never across a call.
 Imports the store, the node view (aws/) and, lazily, ``net.eni``.
 """
 
@@ -63,19 +64,24 @@ class Plan:
 class Ec2Work:
     """EC2 calls on behalf of the allocator (see the module docstring)."""
 
-    conf: IpamConf
-    store: Store
-    node: Node
-    _clock: Callable[[], float]
-    _sleep: Callable[[float], None]
-
-    def decide(self) -> AbstractContextManager[None]:
-        raise NotImplementedError
+    def __init__(self, conf: IpamConf, store: Store, node: Node, *,
+                 decide: Callable[[], AbstractContextManager[None]],
+                 clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
+        self.conf = conf
+        self.store = store
+        self.node = node
+        self.decide = decide
+        self._clock = clock
+        self._sleep = sleep
 
     def _boot_eni(self) -> EniRecord:
-        raise NotImplementedError
+        # Every path to EC2 work observed the instance first when the store knew no ENI.
+        enis = self.store.enis()
+        if not enis:
+            raise TryAgainLater("the instance metadata lists no ENI yet")
+        return enis[0]
 
-    def _assign(self, plan: Plan) -> None:
+    def assign(self, plan: Plan) -> None:
         try:
             answer = self.node.ec2.call("AssignPrivateIpAddresses",
                                         NetworkInterfaceId=plan.eni_id,
@@ -107,7 +113,7 @@ class Ec2Work:
             # Unknown IPs on our ENI were put there by someone else: give them a cooldown.
             self.store.add_free(ips, eni_id, freed_at=self._clock())
 
-    def _create(self, plan: Plan) -> None:
+    def create(self, plan: Plan) -> None:
         from ...net import eni as eni_links
 
         assert plan.subnet is not None and plan.device_index is not None
@@ -150,7 +156,7 @@ class Ec2Work:
             eni_links.bring_up(link, self.conf.mtu or eni_links.mtu_of(boot.link))
         except CniError as exc:
             log.error("ENI %s (%s) attached but no link appeared: rolling it back", eni_id, mac)
-            self._detach_and_delete(eni_id, attachment)
+            self.detach_and_delete(eni_id, attachment)
             raise TryAgainLater(f"ENI {eni_id} did not appear in the kernel in time",
                                 str(exc)) from exc
         record = EniRecord(eni_id=eni_id, mac=mac, device_index=plan.device_index,
@@ -179,7 +185,7 @@ class Ec2Work:
                 log.warning("AttachNetworkInterface of %s failed (%s) but EC2 shows it attached "
                             "as %s: using it", eni_id, exc, attached)
                 return attached
-            self._delete_quietly(eni_id)
+            self.delete_quietly(eni_id)
             if isinstance(exc, Ec2Error):
                 raise exc.as_cni() from exc
             raise
@@ -246,7 +252,7 @@ class Ec2Work:
                 continue
             self.ensure_delete_on_termination(eni_id, str(att["AttachmentId"]))
 
-    def _delete_quietly(self, eni_id: str) -> None:
+    def delete_quietly(self, eni_id: str) -> None:
         try:
             self.node.ec2.call("DeleteNetworkInterface", NetworkInterfaceId=eni_id)
         except Ec2Error as exc:
@@ -258,7 +264,7 @@ class Ec2Work:
             log.warning("could not delete ENI %s after a failed attach (the leaked-ENI sweep "
                         "of cnivpc gc will): %s", eni_id, exc)
 
-    def _detach_and_delete(self, eni_id: str, attachment: str) -> None:
+    def detach_and_delete(self, eni_id: str, attachment: str) -> None:
         try:
             self.node.ec2.call("DetachNetworkInterface", AttachmentId=attachment, Force=True)
         except (Ec2Error, CniError) as exc:

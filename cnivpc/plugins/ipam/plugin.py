@@ -194,8 +194,8 @@ def gc(req: Request[IpamConf]) -> None:
             for alloc in allocator.release(container_id, ifname, network=conf.name):
                 log.info("GC released %s of gone container %s", alloc.ip, container_id[:12])
         for part in (lambda: allocator.trim_idle(conf.free_ip_max_age),
-                     lambda: allocator.leaked_enis(delete=True),
-                     allocator.settle_delete_on_termination):
+                     lambda: allocator.ec2work.leaked_enis(delete=True),
+                     allocator.ec2work.settle_delete_on_termination):
             try:
                 part()
             except (CniError, Ec2Error) as exc:

@@ -28,7 +28,6 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -315,7 +314,7 @@ class Store:
                 # (``bind_instance``). A pending DeleteOnTermination is ours to finish.
                 self._conn.execute("DELETE FROM cache WHERE key NOT LIKE 'dot-pending:%'")
                 self._set_meta("boot_id", boot_id)
-                shutil.rmtree(self._lease_dir, ignore_errors=True)  # no holder survives a boot
+                self._drop_leases()  # no holder survives a boot
 
     def bind_instance(self, instance_id: str) -> bool:
         """Bind the state to the instance the metadata names. A state bound to another
@@ -332,7 +331,7 @@ class Store:
             for fd in self._leases.values():
                 os.close(fd)
             self._leases.clear()
-            shutil.rmtree(self._lease_dir, ignore_errors=True)
+            self._drop_leases()
         self._set_meta("instance_id", instance_id)
         return bound is not None
 
@@ -542,6 +541,17 @@ class Store:
                                   "pid, started FROM ops ORDER BY id").fetchall()
         return [(op, op.id in self._leases or _lease_held(self._lease_path(op.id)))
                 for op in (Op(*row) for row in rows)]
+
+    def _drop_leases(self) -> None:
+        """Remove every lease file (a new boot, another instance: no holder is left). Not
+        shutil.rmtree: importing shutil loads bz2 and lzma on every plugin run."""
+        try:
+            names = os.listdir(self._lease_dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self._lease_dir, name))
 
     def _lease_path(self, op_id: int) -> str:
         return os.path.join(self._lease_dir, str(op_id))

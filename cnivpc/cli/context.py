@@ -104,7 +104,8 @@ def load_ipam_conf(args: argparse.Namespace, conf_dir: str = CONF_DIR) -> IpamCo
                 break
     raw = dict(raw or {"name": "cnivpc", "type": IPAM_TYPE})
     if args.data_dir:
-        raw["dataDir"] = args.data_dir
+        # An operator may give a relative path; a config path must be absolute.
+        raw["dataDir"] = os.path.abspath(args.data_dir)
     try:
         return IpamConf.model_validate(raw)
     except ValueError as exc:

@@ -83,7 +83,7 @@ def _read(path: str) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise CliError(f"cannot read {path}: {exc}", "check the file's JSON") from exc
     if not isinstance(doc, dict):
-        raise CliError(f"{path} is not a JSON object")
+        raise CliError(f"{path} is not a JSON object", "pass a conflist or a plugin config")
     return doc
 
 
@@ -109,4 +109,6 @@ def load_ipam_conf(args: argparse.Namespace, conf_dir: str = CONF_DIR) -> IpamCo
     try:
         return IpamConf.model_validate(raw)
     except ValueError as exc:
-        raise CliError(f"invalid {IPAM_TYPE} configuration: {exc}") from exc
+        raise CliError(f"invalid {IPAM_TYPE} configuration: {exc}",
+                       "fix that key in the conflist, or name another with --conf/--data-dir",
+                       EXIT_USAGE) from exc

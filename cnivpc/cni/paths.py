@@ -50,15 +50,17 @@ def _refuse_link(path: str, exc: OSError, kind: str) -> UnsafePath | OSError:
     # O_NOFOLLOW on a symlink fails with ELOOP (O_DIRECTORY|O_NOFOLLOW: ENOTDIR on some
     # kernels); lstat tells the two apart from a real loop or a non-directory.
     try:
-        if stat.S_ISLNK(os.lstat(path).st_mode):
-            return UnsafePath(f"{path} is a symbolic link",
-                              f"refusing to follow it: point the config at the {kind} itself")
+        mode = os.lstat(path).st_mode
     except OSError:
-        pass
+        mode = 0
+    if stat.S_ISLNK(mode):
+        return UnsafePath(f"{path} is a symbolic link",
+                          f"refusing to follow it: point the config at the {kind} itself")
+    if kind == "file" and mode and not stat.S_ISREG(mode):
+        # A FIFO without a reader fails O_WRONLY|O_NONBLOCK with ENXIO, a socket with ENXIO.
+        return UnsafePath(f"{path} is not a regular file", f"it is a {_kind(mode)}")
     if exc.errno == errno.ENOTDIR and kind == "directory":
         return UnsafePath(f"{path} is not a directory")
-    if exc.errno == errno.EISDIR and kind == "file":
-        return UnsafePath(f"{path} is not a regular file", "it is a directory")
     return exc
 
 

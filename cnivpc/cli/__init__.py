@@ -13,6 +13,7 @@ import sys
 from typing import TextIO
 
 from .. import __version__
+from ..cni.printable import printable
 from .exits import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, as_cli_error
 
 # name -> (module, one-line summary), in help order
@@ -71,7 +72,9 @@ def main(args: list[str], out: TextIO | None = None, err: TextIO | None = None) 
             import traceback
 
             traceback.print_exc(file=err)
-        err.write(f"error: {failure.message}\n")
+        # Messages quote pod names, paths and EC2's words: nothing of them may drive the
+        # terminal (cni.printable).
+        err.write(f"error: {printable(failure.message)}\n")
         if failure.hint:
-            err.write(f"hint: {failure.hint}\n")
+            err.write(f"hint: {printable(failure.hint)}\n")
         return failure.exit_code

@@ -83,7 +83,7 @@ def _read(path: str) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise CliError(f"cannot read {path}: {exc}", "check the file's JSON") from exc
     if not isinstance(doc, dict):
-        raise CliError(f"{path} is not a JSON object")
+        raise CliError(f"{path} is not a JSON object", "pass a conflist or a plugin config")
     return doc
 
 
@@ -104,8 +104,11 @@ def load_ipam_conf(args: argparse.Namespace, conf_dir: str = CONF_DIR) -> IpamCo
                 break
     raw = dict(raw or {"name": "cnivpc", "type": IPAM_TYPE})
     if args.data_dir:
-        raw["dataDir"] = args.data_dir
+        # An operator may give a relative path; a config path must be absolute.
+        raw["dataDir"] = os.path.abspath(args.data_dir)
     try:
         return IpamConf.model_validate(raw)
     except ValueError as exc:
-        raise CliError(f"invalid {IPAM_TYPE} configuration: {exc}") from exc
+        raise CliError(f"invalid {IPAM_TYPE} configuration: {exc}",
+                       "fix that key in the conflist, or name another with --conf/--data-dir",
+                       EXIT_USAGE) from exc

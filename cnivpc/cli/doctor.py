@@ -23,6 +23,7 @@ from typing import Any, TextIO
 from ..aws.ec2 import Ec2Error
 from ..aws.metadata import Metadata
 from ..cni.errors import CniError
+from ..cni.printable import printable
 from ..plugins.ipam.config import IpamConf
 from ..plugins.ipam.node import Node
 from ..plugins.ipam.session import ScratchStore
@@ -230,7 +231,7 @@ def main(args: list[str], out: TextIO) -> int:
     else:
         for c in checks:
             mark = "-" if c.ok is None else ("✓" if c.ok else "✗")
-            out.write(f"{mark} {c.name:<13} {c.detail}\n")
+            out.write(f"{mark} {c.name:<13} {printable(c.detail)}\n")
             if c.hint and not c.ok:
-                out.write(f"  {'':<13} hint: {c.hint}\n")
+                out.write(f"  {'':<13} hint: {printable(c.hint)}\n")
     return EXIT_OK if all(c.ok is not False for c in checks) else EXIT_CHECK_FAILED

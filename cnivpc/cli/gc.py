@@ -26,6 +26,7 @@ import time
 from typing import TextIO
 
 from ..cni.errors import CniError
+from ..cni.printable import printable
 from ..plugins.ipam.allocator import Allocator
 from ..plugins.ipam.config import IpamConf
 from ..plugins.ipam.store import Store
@@ -105,7 +106,7 @@ def main(args: list[str], out: TextIO) -> int:
                  "leaked_enis": ("would delete", "deleted", ": a leaked ENI")}
         for key, (dry, done, why) in verbs.items():
             for item in report[key]:
-                out.write(f"{dry if opts.dry_run else done} {item}{why}\n")
+                out.write(f"{dry if opts.dry_run else done} {printable(str(item))}{why}\n")
         if not any(report.values()):
             out.write("nothing to collect\n")
     if report["errors"]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from ..cni.errors import CniError
+from ..cni.printable import printable
 from ..plugins.ipam.allocator import Allocator
 from ..plugins.ipam.config import IpamConf
 from ..plugins.ipam.node import BROKEN_CIDR_FAMILIES
@@ -283,7 +284,7 @@ def release(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
                            "release it only if that pod is gone: add --force", EXIT_USAGE)
         Allocator(conf, store, node).release(alloc.container_id, alloc.ifname,
                                              alloc.network or None)
-    out.write(f"released {args.ip} (was {alloc.pod or alloc.container_id[:12]})\n")
+    out.write(f"released {args.ip} (was {printable(alloc.pod or alloc.container_id[:12])})\n")
     return EXIT_OK
 
 

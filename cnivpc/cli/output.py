@@ -1,10 +1,16 @@
-"""How the CLI prints: aligned tables for people, JSON for scripts. Imports nothing of ours."""
+"""How the CLI prints: aligned tables for people, JSON for scripts. Every table cell goes
+through ``cni.printable``: pod names come from the runtime's CNI_ARGS (a Multus annotation
+can put an ESC there), and a cell must not recolour or rewrite the operator's terminal. JSON
+needs nothing: ``json.dumps`` escapes control characters itself. Imports nothing of ours but
+``cni.printable``."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 from typing import Any, TextIO
+
+from ..cni.printable import printable
 
 
 def table(out: TextIO, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -20,6 +26,10 @@ def emit_json(out: TextIO, value: Any) -> None:
 
 
 def _cell(value: Any) -> str:
+    return printable(_text(value))
+
+
+def _text(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, list | tuple | set):

@@ -14,6 +14,8 @@ from typing import Any, TextIO
 
 from ..aws.metadata import Metadata
 from ..cni.errors import CniError
+from ..cni.paths import open_file
+from ..cni.printable import printable
 from ..plugins.ipam.session import ScratchStore
 from .context import add_conf_arguments, load_ipam_conf, open_node
 from .exits import EXIT_OK, Parser
@@ -25,11 +27,18 @@ LOG_TAIL = 2000
 
 
 def last_errors(path: str | None, count: int = ERRORS_SHOWN) -> list[str]:
-    if not path or not os.path.exists(path):
+    """The last ERROR lines of the log file, printable (cni.printable). The file is opened as
+    the plugins open it (cni.paths: never through a symlink); one that cannot be read has no
+    errors to show."""
+    if not path or not os.path.lexists(path):
         return []
-    with open(path, encoding="utf-8", errors="replace") as f:
+    try:
+        fd = open_file(path, os.O_RDONLY, create=False)
+    except (OSError, CniError):
+        return []
+    with open(fd, encoding="utf-8", errors="replace") as f:
         tail = deque(f, maxlen=LOG_TAIL)
-    return [line.rstrip() for line in tail if " ERROR " in line][-count:]
+    return [printable(line.rstrip()) for line in tail if " ERROR " in line][-count:]
 
 
 def gather(conf: Any) -> dict[str, Any]:
@@ -104,7 +113,7 @@ def main(args: list[str], out: TextIO) -> int:
               [[p[k] for k in ("pod", "ip", "eni", "since")] for p in report["pods"]])
         out.write("\n")
     for problem in report["problems"]:
-        out.write(f"problem:  {problem}\n")
+        out.write(f"problem:  {printable(problem)}\n")
     if report["last_errors"]:
         out.write(f"last errors ({conf.log_file}):\n")
         for err in report["last_errors"]:

@@ -22,7 +22,7 @@ TEXT_BUSY_RETRIES = 5
 
 
 def find_in_path(plugin: str, cni_path: str) -> str:
-    if "/" in plugin or not plugin:
+    if "/" in plugin or plugin in ("", ".", "..") or "\x00" in plugin:
         raise InvalidConfig(f"invalid delegated plugin type {plugin!r}")
     for directory in cni_path.split(":"):
         candidate = os.path.join(directory, plugin)

@@ -16,6 +16,13 @@ state is gone): an unusable prevResult, or an unusable optional config key, is s
 warning instead of failing the request (a failed DEL is retried by the kubelet forever, and the
 IPAM's DEL needs neither). Only a required key that is missing or invalid still fails a DEL.
 
+Untrusted input is checked here, before any plugin code runs: the CNI_* variables by
+``cni.env`` (container ID, ifname, netns, CNI_ARGS; a DEL of an attachment no ADD could have
+made succeeds doing nothing), the network ``name`` by libcni's rule, config paths and the
+rest by the plugin's config model (``cni.types.ConfigPath``). Stdin is read up to
+``MAX_STDIN`` bytes and must be a JSON object (too deep a nesting is a decoding error, not a
+crash). The config is logged at DEBUG redacted (``logs.redacted``), never as raw stdin.
+
 GC gets its valid attachments as a ``cni.attachments.ValidAttachments``, which keeps "no list
 in the request" apart from "an empty list".
 
@@ -52,6 +59,9 @@ if TYPE_CHECKING:
 # Seconds the work after the answer may take (its child is killed then) when the config names
 # no ``timeout``; otherwise that timeout (the IPAM's deadline) plus 10 s.
 AFTERWARDS_TIMEOUT = 70.0
+# Stdin larger than this is refused (code 6): a conflist entry with its prevResult is a few
+# KiB; a runtime never sends megabytes, a hostile or broken caller might.
+MAX_STDIN = 4 * 1024 * 1024
 
 
 class Dispatcher:
@@ -104,7 +114,6 @@ class Dispatcher:
 
     def _dispatch(self, command: str, log: Any) -> int:
         import dataclasses
-        import traceback
 
         from .env import COMMANDS, read_env
 
@@ -118,16 +127,25 @@ class Dispatcher:
             cmd = read_env(command, self.getenv)
             raw = self._read_stdin()
             cmd = dataclasses.replace(cmd, stdin=raw)
+            if cmd.never_added:
+                # Nothing to undo, and nothing to validate: a DEL must not fail for it.
+                log.warning("DEL: no ADD can have made this attachment (%s): nothing to do",
+                            cmd.never_added)
+                return 0
+            for problem in cmd.set_aside:
+                log.warning("DEL: setting aside an invalid optional variable: %s", problem)
             config = _decode(raw)
-            reply_version = _config_version(config)
-            versions.require_supported(reply_version, command)
+            version = _config_version(config)
+            if _well_formed(version):
+                reply_version = version
+            versions.require_supported(version, command)
             output = self._call(cmd, config, reply_version, log)
         except CniError as err:
             self._log_error(log, cmd, command, err, started)
             self._emit(err.to_json(reply_version))
             return 1
         except Exception as exc:  # the error boundary: anything unexpected is a 999
-            log.error("%s failed unexpectedly:\n%s", command, traceback.format_exc())
+            log.error("%s failed unexpectedly", command, exc_info=True)
             internal = InternalError(f"internal error in {self.name} {command}", repr(exc))
             self._emit(internal.to_json(reply_version))
             return 1
@@ -138,6 +156,8 @@ class Dispatcher:
 
     def _call(self, cmd: CmdArgs, config: dict[str, Any], version: str,
               log: Any) -> dict[str, Any] | None:
+        import logging
+
         from . import logs
         from .attachments import ValidAttachments
         from .plugin import Request
@@ -151,7 +171,9 @@ class Dispatcher:
             self.timeout = float(timeout) + 10.0
         logs.add_file(conf.log_file, conf.log_level)
         log.info("%s %s netns=%r args=%r", cmd.command, _who(cmd), cmd.netns, cmd.args)
-        log.debug("config: %s", cmd.stdin.decode(errors="replace"))
+        if log.isEnabledFor(logging.DEBUG):
+            known = _known_keys(plugin.conf_model)
+            log.debug("config: %s", json.dumps(logs.redacted(config, known), sort_keys=True))
         prev = None
         if conf.prev_result is not None and versions.has_chaining(version):
             try:
@@ -178,9 +200,13 @@ class Dispatcher:
 
     def _read_stdin(self) -> bytes:
         try:
-            return self.stdin.read()
+            raw: bytes = self.stdin.read(MAX_STDIN + 1)
         except (OSError, ValueError) as exc:
             raise IOFailure("error reading from stdin", repr(exc)) from exc
+        if len(raw) > MAX_STDIN:
+            raise DecodingFailure("error parsing network configuration",
+                                  f"more than {MAX_STDIN} bytes on stdin")
+        return raw
 
     def _emit(self, doc: dict[str, Any]) -> None:
         try:
@@ -205,7 +231,10 @@ def _decode(raw: bytes) -> dict[str, Any]:
     try:
         config = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise DecodingFailure("error parsing network configuration", str(exc)) from exc
+        raise DecodingFailure("error parsing network configuration", str(exc)[:300]) from exc
+    except RecursionError as exc:
+        raise DecodingFailure("error parsing network configuration",
+                              "JSON nested too deeply") from exc
     if not isinstance(config, dict):
         raise DecodingFailure("error parsing network configuration",
                               "expected a JSON object on stdin")
@@ -217,6 +246,25 @@ def _config_version(config: dict[str, Any]) -> str:
     if not isinstance(version, str):
         raise DecodingFailure("cniVersion must be a string", repr(version))
     return version
+
+
+def _well_formed(version: str) -> bool:
+    """A version string fit to echo back in the error's cniVersion (x.y.z, short)."""
+    try:
+        versions.parse(version)
+    except ValueError:
+        return False
+    return len(version) <= 32
+
+
+def _known_keys(model: Any) -> set[str]:
+    """The wire names (alias and field name) of every field of a config model."""
+    keys: set[str] = set()
+    for field_name, info in model.model_fields.items():
+        keys.add(field_name)
+        if info.alias:
+            keys.add(info.alias)
+    return keys
 
 
 def validation_details(exc: Exception) -> str:
@@ -234,11 +282,13 @@ def _load_conf(plugin: Plugin[Any], config: dict[str, Any], best_effort: bool,
     """The plugin's config model, and the config it was built from. With ``best_effort`` (DEL)
     optional keys that fail validation are dropped (and logged) and the rest is validated
     again; a missing or invalid required key fails every command."""
-    from .types import NAME_RE
+    from .types import NAME_MAX, NAME_RE
 
     name = config.get("name")
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise InvalidConfig("invalid network name", f"name {name!r} must match {NAME_RE.pattern}")
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or len(name) > NAME_MAX:
+        raise InvalidConfig("invalid network name",
+                            f"name {str(name)[:300]!r} must match {NAME_RE.pattern} "
+                            f"and be at most {NAME_MAX} characters")
     model = plugin.conf_model
     try:
         return model.model_validate(config), config

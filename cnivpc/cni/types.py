@@ -4,21 +4,39 @@ results in the current (1.1) shape (GC's attachments are ``cni.attachments``).
 Configs keep unknown keys (``extra="allow"``), as the spec asks plugins to pass them through.
 Output drops ``None`` fields and empty lists/objects the way the reference library's
 ``omitempty`` does. Imports pydantic (a real cost at start-up): never import this module on the
-VERSION path. Imports nothing of cnivpc but ``cni.errors``/``cni.convert``/``cni.versions``.
+VERSION path. Imports nothing of cnivpc but ``cni.errors``/``cni.convert``/``cni.versions``/
+``cni.paths``.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from . import convert
+from .paths import config_path_problem
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+# libcni sets no length; ours keeps every name derived from it within the kernel's limits
+# with the longest container ID (``cni.env.CONTAINER_ID_MAX``): the ptp veth alias
+# (IFALIASZ, 255 bytes) and the masq rules' comment (xt_comment, 255 bytes).
+NAME_MAX = 96
+
+
+def _config_path(value: str) -> str:
+    problem = config_path_problem(value)
+    if problem:
+        raise ValueError(f"invalid path {value!r}: {problem}")
+    return value
+
+
+# A path taken from a config (logFile, dataDir, lockPath): checked here, opened with
+# ``cni.paths`` (never through a symlink).
+ConfigPath = Annotated[str, AfterValidator(_config_path)]
 
 
 class WireModel(BaseModel):
@@ -146,5 +164,5 @@ class NetConf(WireModel):
     args: dict[str, Any] = Field(default_factory=dict)
     ipam: dict[str, Any] | None = None
     # Logging (ours): a log file per plugin config, and its level.
-    log_file: str | None = None
+    log_file: ConfigPath | None = None
     log_level: str | None = None

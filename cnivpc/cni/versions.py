@@ -45,7 +45,7 @@ def require_supported(version: str, command: str) -> None:
     if version not in SUPPORTED_VERSIONS:
         raise IncompatibleVersion(
             "incompatible CNI versions",
-            f'config is "{version}", plugin supports {list(SUPPORTED_VERSIONS)}',
+            f'config is "{version[:40]}", plugin supports {list(SUPPORTED_VERSIONS)}',
         )
     since = COMMAND_SINCE.get(command, "0.1.0")
     if not at_least(version, since):

@@ -7,7 +7,7 @@ lock timeout and exited 0 with no output. flock is released by the kernel when t
 dies, so there is no stale-lock cleanup (the original's PID lockfile needed it, and PID reuse
 could fool it).
 
-Stdlib only; imports nothing of cnivpc but ``cni.errors``.
+Stdlib only; imports nothing of cnivpc but ``cni.errors`` and ``cni.paths``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ..cni.errors import TryAgainLater
+from ..cni.paths import open_file
 
 POLL_INTERVAL = 0.01
 
@@ -28,9 +29,10 @@ POLL_INTERVAL = 0.01
 def host_lock(path: str, timeout: float, *, holder: str = "another cnivpc process",
               clock: Callable[[], float] = time.monotonic,
               sleep: Callable[[float], None] = time.sleep) -> Iterator[None]:
-    """Hold an exclusive flock on ``path`` (created 0600, directory 0700) for the block."""
-    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    """Hold an exclusive flock on ``path`` for the block. The file is opened by
+    ``cni.paths.open_file``: created 0600 (missing directories 0700), never through a
+    symlink (a ``lockPath`` planted as a link cannot make us create or lock a file elsewhere)."""
+    fd = open_file(path)
     try:
         deadline = clock() + timeout
         while True:

@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from ..cni import invoke
+from ..cni.env import validate_ifname
 from ..cni.errors import CniError, InvalidConfig, PluginNotAvailable
 from ..cni.plugin import Plugin, Request
 from ..cni.types import DNS, Interface, IPConfig, NetConf, Result
@@ -39,6 +40,14 @@ class IpvlanConf(NetConf):
     master: str | None = None
     mode: str = "l2"
     mtu: int = Field(default=0, ge=0, le=65535)
+
+    @field_validator("master")
+    @classmethod
+    def _master(cls, value: str | None) -> str | None:
+        problem = validate_ifname(value) if value else None
+        if problem:
+            raise ValueError(f"invalid interface name {value!r}: {problem}")
+        return value
 
     @field_validator("mode")
     @classmethod

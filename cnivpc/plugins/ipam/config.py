@@ -31,7 +31,7 @@ import ipaddress
 
 from pydantic import Field, field_validator
 
-from ...cni.types import NetConf
+from ...cni.types import ConfigPath, NetConf
 
 DEFAULT_DATA_DIR = "/var/lib/cnivpc"
 DEFAULT_LOCK_PATH = "/run/cnivpc/ipam.lock"
@@ -50,8 +50,8 @@ class IpamConf(NetConf):
     warm_eni_threshold: int = Field(default=-1, alias="warmENIThreshold", ge=-1, le=10000)
     max_free_ips: int = Field(default=-1, alias="maxFreeIPs", ge=-1)
     free_ip_max_age: float = Field(default=0.0, alias="freeIPMaxAge", ge=0)
-    data_dir: str = DEFAULT_DATA_DIR
-    lock_path: str = DEFAULT_LOCK_PATH
+    data_dir: ConfigPath = DEFAULT_DATA_DIR
+    lock_path: ConfigPath = DEFAULT_LOCK_PATH
     lock_timeout: float = Field(default=20.0, gt=0, le=110)
     timeout: float = Field(default=60.0, gt=0, le=110)
     reconcile_interval: float = Field(default=60.0, ge=0)

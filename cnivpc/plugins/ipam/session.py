@@ -24,6 +24,7 @@ from typing import Any
 
 from ...aws.metadata import Metadata
 from ...cni.errors import CniError, TryAgainLater
+from ...cni.paths import refuse_symlink
 from .config import IpamConf
 from .node import Node
 from .store import DB_NAME, Store, current_boot_id
@@ -45,6 +46,9 @@ class ReadOnlyStore(Store):
     def open_existing(cls, data_dir: str, *, clock: Callable[[], float] = time.time,
                       busy_timeout: float = 10.0) -> ReadOnlyStore:
         path = os.path.join(data_dir, DB_NAME)
+        # sqlite follows symlinks: a reader refuses them as the writer does (cni.paths).
+        refuse_symlink(data_dir, "directory")
+        refuse_symlink(path, "file")
         if not os.path.isfile(path):
             raise StoreMissing(path)
         try:

@@ -19,7 +19,7 @@ interface name in two networks; so does a GC whose valid list names it. A GC nev
 unclaimed row (it cannot tell whose it is): its pod's DEL, the operator's ``cnivpc gc`` (netns
 gone) or the next boot frees it.
 
-Imports only the stdlib and ``cni.errors``; no pyroute2, no botocore.
+Imports only the stdlib, ``cni.errors`` and ``cni.paths``; no pyroute2, no botocore.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...cni.errors import TryAgainLater
+from ...cni.paths import ensure_dir, open_file, own_file
 
 SCHEMA_VERSION = 2
 DB_NAME = "ipam.db"
@@ -191,15 +192,16 @@ class Store:
     @classmethod
     def open(cls, data_dir: str, *, boot_id: str | None = None,
              clock: Callable[[], float] = time.time, busy_timeout: float = 10.0) -> Store:
-        """Open (creating if needed) the store in ``data_dir``: directory 0700, file 0600."""
-        os.makedirs(data_dir, mode=0o700, exist_ok=True)
+        """Open (creating if needed) the store in ``data_dir``: directory 0700, files 0600,
+        whatever they were; a symlink as the directory or any of its files is refused
+        (``cni.paths``: UnsafePath, code 7), so nothing is ever written through one."""
+        ensure_dir(data_dir)
         path = os.path.join(data_dir, DB_NAME)
         # Opening is serialised by a flock of its own: the switch to WAL and the first schema
         # script take locks SQLite's busy handler does not wait for, so a fresh node's first
         # burst (4 processes opening a new file at once) failed with "database is locked" in
         # about 1 trial of 6. The lock is held for the open only (a few ms), and dies with us.
-        lock_fd = os.open(os.path.join(data_dir, DB_NAME + ".open-lock"),
-                          os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        lock_fd = open_file(os.path.join(data_dir, DB_NAME + ".open-lock"))
         try:
             deadline = time.monotonic() + busy_timeout
             while True:
@@ -212,8 +214,10 @@ class Store:
                                             "another process has been opening it for "
                                             f"{busy_timeout:.0f}s") from None
                     time.sleep(0.005)
-            # Create the file ourselves so it is born 0600 (sqlite would honour the umask).
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            # Create the file ourselves so it is born 0600 (sqlite would honour the umask) and
+            # is no symlink (sqlite would follow one); sqlite gives -wal and -shm its mode.
+            for name in (path, path + "-wal", path + "-shm"):
+                own_file(name, create=name == path)
             try:
                 conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -224,9 +228,6 @@ class Store:
             except sqlite3.OperationalError as exc:
                 raise TryAgainLater(f"IPAM state {path} is busy or unreadable",
                                     str(exc)) from exc
-            for suffix in ("-wal", "-shm"):
-                if os.path.exists(path + suffix):
-                    os.chmod(path + suffix, 0o600)
             store = cls(conn, clock)
             store._migrate()
             store._check_boot(boot_id or current_boot_id())
@@ -506,9 +507,8 @@ class Store:
             "VALUES(?, ?, ?, ?, 1, ?, ?)",
             (kind, eni_id, device_index, expected, os.getpid(), self._clock()))
         op_id = int(cur.lastrowid or 0)
-        os.makedirs(self._lease_dir, mode=0o700, exist_ok=True)
-        fd = os.open(os.path.join(self._lease_dir, str(op_id)),
-                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        ensure_dir(self._lease_dir)
+        fd = open_file(os.path.join(self._lease_dir, str(op_id)))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

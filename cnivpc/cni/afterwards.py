@@ -116,13 +116,17 @@ def _child(tasks: list[Task], deadline: float) -> None:
 
 
 def _log_fds() -> set[int]:
-    """Descriptors of the log files the cnivpc logger writes (kept open in the child)."""
+    """Descriptors of the log files the cnivpc logger writes (kept open in the child): every
+    handler's stream past 0/1/2, whatever its class (the log file's handler writes to an fd
+    that ``cni.paths`` opened, not a ``logging.FileHandler``'s); stderr's goes to /dev/null."""
     keep: set[int] = set()
     for handler in logging.getLogger("cnivpc").handlers:
         stream = getattr(handler, "stream", None)
-        if isinstance(handler, logging.FileHandler) and stream is not None:
-            with suppress(OSError, ValueError):
-                keep.add(stream.fileno())
+        if stream is not None:
+            with suppress(OSError, ValueError, AttributeError):
+                fd = stream.fileno()
+                if fd > 2:
+                    keep.add(fd)
     return keep
 
 

@@ -47,7 +47,7 @@ from ..hostlock import host_lock
 from . import invariants
 from . import reconcile as reconciling
 from .config import IpamConf
-from .ec2work import Ec2Work, Plan, Unassigned
+from .ec2work import DOT_TRIED, Ec2Work, Plan, Unassigned
 from .node import Node, NotPrefetched, Subnet
 from .store import Allocation, EniRecord, FreeIP, Store
 
@@ -131,8 +131,9 @@ class Allocator:
                 if got is not None:
                     # ... or maintenance is pending (an adopted ENI's DeleteOnTermination):
                     # the refill after the answer does it, off the pod's path.
-                    self.refill_wanted = self._refill_due() or bool(
-                        self.store.cache_items("dot-pending:"))
+                    self.refill_wanted = self._refill_due() or (
+                        bool(self.store.cache_items("dot-pending:"))
+                        and self.store.cache_get(DOT_TRIED) is None)
                 else:
                     op = self.store.claim_op()
                     if op is not None:

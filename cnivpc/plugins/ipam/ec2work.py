@@ -33,6 +33,10 @@ TAG_CREATED = "cnivpc.io/created-at"
 # A detached ENI with our tags is deleted by GC only when seen detached twice this far apart:
 # an ENI between CreateNetworkInterface and AttachNetworkInterface is briefly "available" too.
 LEAK_CONFIRM_AFTER = 300.0
+# A DeleteOnTermination still pending is retried by the refill an ADD asks for at most this
+# often (an IAM policy refusing Modify must not turn every ADD into EC2 calls).
+DOT_TRIED = "dot-tried"
+DOT_RETRY_AFTER = 60.0
 # How long an IP EC2 just gave us is trusted while the metadata does not list it yet.
 FRESH_IP_TTL = 120.0
 
@@ -232,6 +236,8 @@ class Ec2Work:
         Failures stay pending for the next one."""
         with self.store.transaction():
             pending = self.store.cache_items("dot-pending:")
+            if pending:  # ADDs ask for another try only once this has expired
+                self.store.cache_put(DOT_TRIED, self._clock(), DOT_RETRY_AFTER)
         if not pending:
             return
         try:

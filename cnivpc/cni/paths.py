@@ -18,6 +18,7 @@ of the system call for anything else. Stdlib only; imports nothing of cnivpc but
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -94,8 +95,12 @@ def own_file(path: str, *, create: bool = True) -> None:
     if not stat.S_ISREG(mode):
         raise UnsafePath(f"{path} is not a regular file", f"it is a {_kind(mode)}")
     # lstat said regular file: chmod follows nothing there. Only root can swap it in
-    # between, in a 0700 directory of root's.
-    os.chmod(path, FILE_MODE)
+    # between, in a 0700 directory of root's. It may be gone by now: sqlite deletes -wal and
+    # -shm when another process closes the last connection (and makes new ones with the
+    # database's own mode), so a file that vanished is no error (a DEL failed with 999 on it
+    # among 16 concurrent DELs).
+    with contextlib.suppress(FileNotFoundError):
+        os.chmod(path, FILE_MODE)
 
 
 def make_dirs(path: str) -> None:

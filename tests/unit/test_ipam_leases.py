@@ -146,3 +146,27 @@ def test_a_fresh_state_file_opened_by_four_processes_at_once(tmp_path: Path) -> 
         outcomes = [results.get(timeout=10) for _ in procs]
         failures += [o for o in outcomes if o != "ok"]
     assert failures == []
+
+
+def _open_close_many(data_dir: str, rounds: int, results: multiprocessing.Queue[str]) -> None:
+    try:
+        for _ in range(rounds):
+            Store.open(data_dir, boot_id="boot-a").close()
+        results.put("ok")
+    except Exception as exc:  # the test reports whatever it was
+        results.put(repr(exc))
+
+
+def test_opens_and_closes_by_many_processes_never_fail(tmp_path: Path) -> None:
+    # sqlite deletes -wal and -shm when the last connection closes, in another process, while
+    # this one is checking their modes: 16 concurrent DELs once failed on exactly that.
+    ctx = multiprocessing.get_context("fork")
+    Store.open(str(tmp_path), boot_id="boot-a").close()
+    results: multiprocessing.Queue[str] = ctx.Queue()
+    procs = [ctx.Process(target=_open_close_many, args=(str(tmp_path), 150, results))
+             for _ in range(12)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [results.get(timeout=10) for _ in procs] == ["ok"] * 12

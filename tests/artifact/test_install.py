@@ -96,3 +96,25 @@ def test_install_fused_writes_one_entry_the_plugin_accepts(zipapp: Zipapp,
                          timeout=60)
     assert run.returncode == 0, run.stderr
     assert "1.1.0" in json.loads(run.stdout)["supportedVersions"]
+
+
+def test_install_in_the_daemonsets_exact_form(zipapp: Zipapp, tmp_path: Path) -> None:
+    """The DaemonSet's init container: ``python3 /cnivpc install --source /cnivpc --root /host
+    --subnet-tag cnivpc=pods``, the zipapp copied to a path of its own first (the image's)."""
+    image = tmp_path / "cnivpc"
+    image.write_bytes(zipapp.path.read_bytes())
+    root = tmp_path / "host"
+    env = ["env", "-i", *(f"{k}={v}" for k, v in BASE_ENV.items()),
+           f"SHIV_ROOT={zipapp.shiv_root}"]
+    proc = subprocess.run([*env, "/usr/bin/python3", str(image), "install", "--source",
+                           str(image), "--root", str(root), "--subnet-tag", "cnivpc=pods"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "opt/cni/bin/cnivpc").read_bytes() == image.read_bytes()
+    assert os.readlink(root / "opt/cni/bin/cnivpc-ipam") == "cnivpc"
+    conf = json.loads((root / "etc/cni/net.d/10-cnivpc.conflist").read_text())
+    assert conf["plugins"][0]["subnetTags"] == {"cnivpc": "pods"}
+    again = subprocess.run([*env, "/usr/bin/python3", str(image), "install", "--source",
+                            str(image), "--root", str(root), "--subnet-tag", "cnivpc=pods"],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "nothing to do" in again.stdout, again.stderr

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -382,3 +383,32 @@ def test_a_warm_add_imports_no_botocore_nor_compression(node: Callable[..., Cli]
     assert "cnivpc.plugins.ipam.allocator" in modules
     tops = {m.split(".")[0] for m in modules}
     assert tops & {"botocore", "urllib3", "shutil", "bz2", "lzma", "_bz2", "_lzma"} == set()
+
+
+def test_a_leaked_eni_is_swept_once_seen_twice_five_minutes_apart(
+        node: Callable[..., Cli]) -> None:
+    """An ENI a killed ADD created and never attached: the first GC only notes it (an ENI
+    between create and attach is briefly detached too), a GC 5 minutes later deletes it;
+    ``--dry-run`` says so and deletes nothing. The 5 minutes pass in the state file."""
+    c = node(warmIPTarget=0)
+    before = calls_of(c.ipam, "CreateNetworkInterface")
+    lab_cli(c.ipam, "fault", "lost-response", "CreateNetworkInterface", "--hold", "120")
+    kill_when_called(c.ipam, start_add(c.ipam, "pod-l"), "CreateNetworkInterface", before)
+    lab_cli(c.ipam, "fault", "clear")
+    [leaked] = [e["NetworkInterfaceId"] for e in tagged_enis(c.ipam)
+                if e["Status"] == "available"]
+    first = c("gc", "--json")
+    assert first.code == 0, first.stderr
+    assert leaked not in first.doc["leaked_enis"]
+    key = f"leak-seen:{leaked}"
+    with sqlite3.connect(c.ipam.workdir / "state" / "ipam.db") as conn:
+        (seen,) = conn.execute("SELECT value FROM cache WHERE key = ?", (key,)).fetchone()
+        conn.execute("UPDATE cache SET value = ? WHERE key = ?",
+                     (json.dumps(json.loads(seen) - 301), key))
+    dry = c("gc", "--dry-run", "--json")
+    assert dry.code == 0 and leaked in dry.doc["leaked_enis"], dry.stdout + dry.stderr
+    assert leaked in [e["NetworkInterfaceId"] for e in tagged_enis(c.ipam)]
+    done = c("gc", "--json")
+    assert done.code == 0 and leaked in done.doc["leaked_enis"], done.stdout + done.stderr
+    assert leaked not in [e["NetworkInterfaceId"] for e in tagged_enis(c.ipam)]
+    assert audit(c) == []

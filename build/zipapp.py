@@ -1,7 +1,8 @@
 """Build the cnivpc zipapp: ``<out>/cnivpc`` and the ``<out>/bin/cnivpc-{ipam,ipvlan,ptp}``
 symlinks (relative, to ``../cnivpc``) that run it as each CNI plugin.
 
-The recipe (see /work/shared/spec/aesthetics.md §4 for why each step exists):
+The recipe (each step exists so that two builds of one commit are byte-identical and the
+artifact carries only what runs on a node):
 wheel of the project (without cnivpc/lab) → ``pip install --target`` with the pinned runtime
 dependencies only → scrub what makes trees differ between checkouts (``bin/``,
 ``direct_url.json``, RECORD lines for them, pycs, file modes) → trim botocore's data to EC2

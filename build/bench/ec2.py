@@ -35,7 +35,7 @@ Modes (the config keys are in the output's ``data.modes.<mode>.config``):
 * ``defaults-cold``: the same defaults without the warm step (the first ADDs find an empty
   pool), reported as extra rows so nothing is hidden.
 * ``original``: ``ipBatchSize`` 1, ``warmIPTarget`` 0, ``maxFreeIPs`` 0 -- the original's
-  allocation policy (lyft.md §1.8-1.10, §1.16): one IP per AssignPrivateIpAddresses, a new ENI
+  allocation policy (Lyft's cni-ipvlan-vpc-k8s): one IP per AssignPrivateIpAddresses, a new ENI
   with its primary IP only, no warm refill, and every DEL unassigns the pod's IP. Every other key
   is left at cnivpc's default (``reuseIPWait`` 60 s as in the original; ``interfaceIndex`` 1 as
   the original's README recommends). What original mode does NOT reproduce: the original holds
@@ -446,7 +446,7 @@ def original_model(pods: int, enis_max: int, per_eni: int) -> dict[str, Any]:
     """The mutating calls the original itself would send for ``pods`` on a fresh node. Its
     global lock makes all of its EC2 work serial, so it never creates ENIs side by side: a new
     ENI (Create + Attach + Modify) brings its primary IP only, every other pod costs one Assign,
-    and every DEL one Unassign (EC2 rejects those of primaries, lyft.md §1.16)."""
+    and every DEL one Unassign (EC2 rejects those of primaries)."""
     enis = min(-(-pods // per_eni), enis_max - 1)
     placed = min(pods, enis * per_eni)
     up = 3 * enis + (placed - enis)

@@ -1,7 +1,7 @@
 """The IPAM plugin's configuration (top-level keys of its conflist entry: it runs first in the
 chain, not as a nested ``ipam`` section). Every invalid value is a code-7 error naming the key.
 
-Keys shared with the original (lyft.md §1.2), with our defaults:
+Keys shared with the original (Lyft's cni-ipvlan-vpc-k8s), with our defaults:
 ``secGroupIds`` (default: the boot ENI's groups), ``subnetTags``, ``interfaceIndex`` (1: never
 hand out the boot ENI's IPs), ``skipDeallocation``, ``routeToVpcPeers``, ``routeToCidrs``,
 ``reuseIPWait`` (60 s), ``ipBatchSize`` (0: size batches from the warm target; 1 reproduces the

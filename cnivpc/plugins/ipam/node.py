@@ -33,7 +33,8 @@ VPC_TTL = 3600.0
 LIMITS_TTL = 86400.0
 # When DescribeInstanceTypes fails: the original's fallback (4 ENIs x 15 IPv4).
 FALLBACK_LIMITS = (4, 15)
-# Families whose metadata once omitted secondary VPC CIDRs (lyft.md §1.13): ask EC2 instead.
+# Families whose metadata once omitted secondary VPC CIDRs (the original worked around it the
+# same way): ask EC2 instead.
 BROKEN_CIDR_FAMILIES = frozenset({"c5", "m5", "c5d", "m5d", "m5a", "r5", "r5d", "r5a"})
 
 

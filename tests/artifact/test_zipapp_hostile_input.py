@@ -9,15 +9,13 @@ this one checks the shipped artifact behaves the same."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import stat
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support import hostile
+from tests.support.hostile import Root, config
 from tests.support.zipapp import Run, Zipapp
 
 pytestmark = pytest.mark.artifact
@@ -26,57 +24,9 @@ PROGRAMS = ("cnivpc-ipam", "cnivpc-ipvlan", "cnivpc-ptp", "cnivpc")
 ESC = "\x1b[31m"
 
 
-class Root:
-    def __init__(self, base: Path) -> None:
-        self.state = base / "state"
-        self.outside = base / "outside"
-        self.canary = self.outside / "canary"
-        self.canary_dir = self.outside / "canary-dir"
-
-    def snapshot(self) -> dict[str, tuple[int, bytes | str]]:
-        seen: dict[str, tuple[int, bytes | str]] = {}
-        for path in sorted(self.outside.rglob("*")):
-            st = path.lstat()
-            content: bytes | str = ""
-            if stat.S_ISLNK(st.st_mode):
-                content = os.readlink(path)
-            elif stat.S_ISREG(st.st_mode):
-                content = path.read_bytes()
-            seen[str(path)] = (st.st_mode, content)
-        return seen
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Iterator[Root]:
-    r = Root(tmp_path)
-    r.state.mkdir()
-    r.outside.mkdir()
-    r.canary.write_text("do not touch\n")
-    r.canary_dir.mkdir()
-    (r.canary_dir / "keep").write_text("keep\n")
-    before = r.snapshot()
-    yield r
-    assert r.snapshot() == before, "a file outside the state directory changed"
-
-
-def config(program: str, root: Root, **extra: Any) -> dict[str, Any]:
-    ipam = {"dataDir": str(root.state / "data"), "lockPath": str(root.state / "ipam.lock")}
-    ptp = {"hostInterface": "lo", "containerInterface": "eth1"}
-    conf: dict[str, Any] = {"cniVersion": "1.1.0", "name": "net", "type": program}
-    if program == "cnivpc-ipam":
-        conf.update(ipam)
-    elif program == "cnivpc-ptp":
-        conf.update(ptp)
-    elif program == "cnivpc":
-        conf.update(ipam=ipam, ptp=ptp)
-    conf.update(extra)
-    return conf
-
-
 def env(command: str = "ADD", **over: str) -> dict[str, str]:
-    return {"CNI_COMMAND": command, "CNI_CONTAINERID": "c0ffee", "CNI_IFNAME": "eth0",
-            "CNI_NETNS": "/var/run/netns/hostile-test", "CNI_PATH": "/nonexistent",
-            "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web-1", **over}
+    """The shared valid environment, with a CNI_PATH (a runtime always passes one)."""
+    return hostile.env(command, **{"CNI_PATH": "/nonexistent", **over})
 
 
 def refused(run: Run, code: int) -> dict[str, Any]:

@@ -5,4 +5,5 @@ directory by ``-p`` in pyproject.toml (so no test imports another directory's co
 * ``zipapp`` -- the zipapp built once per session and run as a runtime runs it.
 * ``ipam`` -- the IPAM plugin against a lab node (``ipam_node``).
 * ``cli`` -- the operator CLI against a lab node (``cli``).
+* ``hostile`` -- the hostile-input suites' canary root (``root``), valid config and env.
 """

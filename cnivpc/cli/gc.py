@@ -27,8 +27,9 @@ from typing import TextIO
 
 from ..cni.errors import CniError
 from ..cni.printable import printable
-from ..plugins.ipam.allocator import Allocator
+from ..plugins.ipam.allocator import Allocator, read_pool
 from ..plugins.ipam.config import IpamConf
+from ..plugins.ipam.decision import idle
 from ..plugins.ipam.store import Store
 from .context import add_conf_arguments, load_ipam_conf, netns_gone, open_node
 from .exits import EXIT_ERROR, EXIT_OK, Parser
@@ -37,13 +38,7 @@ from .output import emit_json
 
 def idle_ips(conf: IpamConf, store: Store, now: float) -> list[str]:
     """What ``Allocator.trim_idle`` would unassign now (for --dry-run; same rule)."""
-    if conf.skip_deallocation or conf.free_ip_max_age <= 0:
-        return []
-    primaries = {e.primary_ip for e in store.enis()}
-    free = [f for f in store.free_ips() if f.ip not in primaries]
-    idle = [f for f in free if f.freed_at <= now - conf.free_ip_max_age]
-    keep = max(0, conf.warm_ip_target - (len(free) - len(idle)))
-    return [f.ip for f in idle[keep:]]
+    return [f.ip for f in idle(read_pool(store, now), conf, conf.free_ip_max_age)]
 
 
 def main(args: list[str], out: TextIO) -> int:

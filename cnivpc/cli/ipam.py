@@ -20,7 +20,8 @@ from typing import Any, TextIO
 
 from ..cni.errors import CniError
 from ..cni.printable import printable
-from ..plugins.ipam.allocator import Allocator
+from ..plugins.ipam import decision as rules
+from ..plugins.ipam.allocator import Allocator, read_pool
 from ..plugins.ipam.config import IpamConf
 from ..plugins.ipam.node import BROKEN_CIDR_FAMILIES
 from ..plugins.ipam.store import FreeIP, Store
@@ -205,8 +206,9 @@ def warm(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
         started = time.monotonic()
         plans = allocator.warm()
         per_eni = node.limits().pod_ips_per_eni if conf.warm_ip_target > 0 else 0
-        free, room = allocator.pool_level(per_eni) if per_eni else (len(store.free_ips()), 0)
-        threshold = allocator.eni_threshold(per_eni) if per_eni else 0
+        pool = read_pool(store, time.time())
+        free, room = rules.pool_level(pool, conf, per_eni) if per_eni else (len(pool.free), 0)
+        threshold = rules.eni_threshold(conf, per_eni) if per_eni else 0
         calls = node.ec2_calls
     actions = [f"{p.kind} {p.count} IPs" + (f" on {p.eni_id}" if p.eni_id else
                                             f" (new ENI at device {p.device_index})")

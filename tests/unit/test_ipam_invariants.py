@@ -84,7 +84,9 @@ def test_handout_problem() -> None:
                                          held={POD_IPS[0]}))
     assert "primary" in str(handout_problem("10.0.0.20", POD, interface_index=1,
                                             primaries=set(), held=set()))
-    assert "below" in str(handout_problem("10.0.0.11", BOOT, interface_index=0,
+    assert handout_problem("10.0.0.11", BOOT, interface_index=0, primaries=set(),
+                           held=set()) is None  # interfaceIndex 0: the boot ENI's secondaries
+    assert "below" in str(handout_problem("10.0.0.11", BOOT, interface_index=1,
                                           primaries=set(), held=set()))
 
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from ...aws.ec2 import Ec2Error
 from ...cni.errors import CniError, TryAgainLater
 from .config import IpamConf
-from .node import Node, Subnet
+from .decision import Plan
+from .node import Node
 from .reconcile import DOT_PENDING_TTL
 from .store import EniRecord, FreeIP, Store
 
@@ -51,18 +52,6 @@ class Unassigned:
     kept: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """EC2 work to do: ``assign`` ``count`` IPs to ``eni_id``, or ``create`` an ENI with
-    ``count`` IPs in ``subnet`` at ``device_index``."""
-
-    kind: str
-    count: int
-    eni_id: str = ""
-    device_index: int | None = None
-    subnet: Subnet | None = None
 
 
 class Ec2Work:

@@ -1,7 +1,9 @@
 """The IPAM's invariants, stated once, as pure checks over a ``Snapshot`` of the node: the store,
 what EC2 says about the instance's ENIs, the kernel's links. ``cnivpc ipam audit`` reports
-every violation (and ``--repair`` fixes those with a safe repair); the allocator uses
-``handout_problem`` on every IP before it hands it to a pod.
+every violation (and ``--repair`` fixes those with a safe repair); the allocator checks every
+decision (``decision_problems``) before it applies it: an IP it hands out, EC2 work it starts, IPs
+it gives back. Those checks restate the rules independently of ``decision``, which makes the
+choices: a bug in one is caught by the other (and the property tests run both).
 
 The invariants:
 
@@ -19,7 +21,7 @@ The invariants:
   is released by the kernel) or past the age cap; a process still holding one past the cap is
   reported (stuck in EC2 work).
 
-Pure: imports only the stdlib and the store's value types.
+Pure: imports only the stdlib, the config and the value types of the store and ``decision``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from .config import IpamConf
+from .decision import AddDecision, Plan, Pool, Release, Start, Take
 from .store import LEASE_MAX_AGE, Allocation, EniRecord, FreeIP
 
 # A detached ENI tagged as ours must be gone within this long: the window between
@@ -101,9 +105,116 @@ def handout_problem(ip: str, eni: EniRecord, *, interface_index: int, primaries:
         return f"{ip} is already held"
     if ip in primaries or ip == eni.primary_ip:
         return f"{ip} is an ENI's primary IP"
-    if eni.device_index < max(1, interface_index):
+    if eni.device_index < interface_index:
         return f"{ip} is on {eni.eni_id} at device {eni.device_index}, below interfaceIndex"
     return None
+
+
+def decision_problems(pool: Pool, conf: IpamConf,
+                      decision: AddDecision | Plan | Release | list[FreeIP]) -> list[str]:
+    """Why ``decision``, taken on ``pool``, would break an invariant ([] when it would not):
+    an IP handed out (``Take``), EC2 work started (``Start``/``Plan``), IPs given back to EC2
+    (``Release``, or the list GC unassigns)."""
+    if isinstance(decision, Take):
+        return _take_problems(pool, conf, decision)
+    if isinstance(decision, Start):
+        decision = decision.plan
+    if isinstance(decision, Plan):
+        return _plan_problems(pool, conf, decision)
+    if isinstance(decision, Release):
+        freed = {a.ip for a in decision.released}
+        free = {f.ip for f in pool.free} | freed
+        problems = _give_back_problems(pool, list(decision.unassign), free, pool.held, freed)
+        left = len(free) - len(decision.unassign)
+        if decision.unassign and left < conf.warm_ip_target:
+            problems.append(f"giving back {len(decision.unassign)} IPs leaves {left} free, "
+                            f"below warmIPTarget {conf.warm_ip_target}")
+        return problems
+    if isinstance(decision, list):
+        return _give_back_problems(pool, decision, {f.ip for f in pool.free}, pool.held, set())
+    return []
+
+
+def _take_problems(pool: Pool, conf: IpamConf, take: Take) -> list[str]:
+    ip, eni = take.ip.ip, take.eni
+    problems = []
+    known = {e.eni_id: e for e in pool.enis}
+    free = {f.ip: f for f in pool.free}
+    if ip not in free:
+        problems.append(f"{ip} is not a free IP of the pool")
+    elif free[ip].eni_id != eni.eni_id:
+        problems.append(f"{ip} is on {free[ip].eni_id}, not {eni.eni_id}")
+    elif free[ip].freed_at > pool.now - conf.reuse_ip_wait:
+        problems.append(f"{ip} was freed {pool.now - free[ip].freed_at:.0f}s ago, within "
+                        f"reuseIPWait {conf.reuse_ip_wait:.0f}s")
+    if known.get(eni.eni_id) != eni:
+        problems.append(f"{eni.eni_id} is not an ENI of the pool")
+    elif not eni.link:
+        problems.append(f"{eni.eni_id} has no kernel link")
+    if ip in pool.suspects:
+        problems.append(f"{ip} is no longer listed by the metadata")
+    problem = handout_problem(ip, eni, interface_index=conf.interface_index,
+                              primaries=set(pool.primaries()),
+                              held={a.ip for a in pool.held})
+    if problem is not None:
+        problems.append(problem)
+    return problems
+
+
+def _plan_problems(pool: Pool, conf: IpamConf, plan: Plan) -> list[str]:
+    limits = pool.limits
+    if limits is None:
+        return ["EC2 work planned without the instance's limits"]
+    per_eni = limits.pod_ips_per_eni
+    if plan.count < 1:
+        return [f"{plan.kind} of {plan.count} IPs"]
+    if plan.kind == "assign":
+        eni = next((e for e in pool.enis if e.eni_id == plan.eni_id), None)
+        if eni is None or eni.device_index < conf.interface_index or not eni.link:
+            return [f"assign to {plan.eni_id}, which is not an ENI whose IPs go to pods"]
+        tracked = [f.eni_id for f in pool.free] + [a.eni_id for a in pool.held]
+        tracked_here = tracked.count(eni.eni_id)
+        coming = sum(op.expected for op in pool.ops
+                     if op.kind == "assign" and op.eni_id == eni.eni_id)
+        if tracked_here + coming + plan.count > per_eni:
+            return [f"assign {plan.count} to {eni.eni_id}, which has {tracked_here} IPs and "
+                    f"{coming} coming, of {per_eni}"]
+        return []
+    if plan.kind != "create":
+        return [f"unknown work {plan.kind!r}"]
+    problems = []
+    taken = [e.device_index for e in pool.enis]
+    taken += [op.device_index for op in pool.ops
+              if op.kind == "create" and op.device_index is not None]
+    if any(op.kind == "create" for op in pool.ops):
+        problems.append("a second ENI while one is being created")
+    if plan.device_index is None or plan.device_index in taken:
+        problems.append(f"a new ENI at device {plan.device_index}, which is taken")
+    elif plan.device_index < max(1, conf.interface_index):
+        problems.append(f"a new ENI at device {plan.device_index}, below interfaceIndex")
+    if len(set(taken)) + 1 > limits.enis:
+        problems.append(f"a new ENI beyond the {limits.enis} the instance type allows")
+    if plan.count > per_eni:
+        problems.append(f"a new ENI with {plan.count} IPs, above the {per_eni} allowed")
+    subnet = plan.subnet
+    if subnet is None or any(subnet.tags.get(k) != v for k, v in conf.subnet_tags.items()):
+        problems.append("a new ENI in a subnet without the subnetTags")
+    return problems
+
+
+def _give_back_problems(pool: Pool, ips: list[FreeIP], free: set[str],
+                        held: tuple[Allocation, ...], freed: set[str]) -> list[str]:
+    problems = []
+    primaries = pool.primaries()
+    holders = {a.ip for a in held} - freed
+    for f in ips:
+        if f.ip in primaries:
+            problems.append(f"giving back {f.ip}, an ENI's primary IP")
+        if f.ip in holders:
+            problems.append(f"giving back {f.ip}, which a pod holds")
+        elif f.ip not in free:
+            problems.append(f"giving back {f.ip}, which is not in the pool")
+    return problems
 
 
 def violations(snap: Snapshot) -> list[Violation]:
@@ -136,7 +247,7 @@ def violations(snap: Snapshot) -> list[Violation]:
         if eni is None:
             found.append(Violation("ip-on-our-eni", ip, f"{ip} ({what}) is on no ENI attached "
                                    "to this instance in EC2", "forget it (free)" if free else ""))
-        elif eni.device_index is None or eni.device_index < max(1, snap.interface_index):
+        elif eni.device_index is None or eni.device_index < snap.interface_index:
             found.append(Violation("ip-on-our-eni", ip, f"{ip} ({what}) is on {eni.eni_id} at "
                                    f"device {eni.device_index}, below interfaceIndex "
                                    f"{snap.interface_index}", "forget it (free)" if free else ""))

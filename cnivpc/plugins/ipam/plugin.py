@@ -25,8 +25,9 @@ from ...cni.errors import CniError, InvalidConfig, PluginNotAvailable
 from ...cni.plugin import Plugin, Request
 from ...cni.types import Result
 from . import result as results
-from .allocator import Allocator, NoCapacity
+from .allocator import Allocator
 from .config import IpamConf
+from .decision import NoCapacity
 from .node import Node
 from .store import Allocation, Store
 

@@ -366,6 +366,21 @@ class Store:
         rows = self._conn.execute(sql + " ORDER BY allocated_at, ip", params).fetchall()
         return [Allocation(*row) for row in rows]
 
+    def ip_rows(self) -> tuple[list[FreeIP], list[Allocation]]:
+        """Every tracked IP in one read: (the free ones, longest-free first; the allocations,
+        oldest first)."""
+        free: list[FreeIP] = []
+        held: list[Allocation] = []
+        for r in self._conn.execute(
+                "SELECT ip, eni_id, container_id, ifname, pod, allocated_at, netns, "
+                "COALESCE(network, ''), freed_at FROM ips "
+                "ORDER BY freed_at, allocated_at, ip").fetchall():
+            if r[2] is None:
+                free.append(FreeIP(str(r[0]), str(r[1]), float(r[8] or 0.0)))
+            else:
+                held.append(Allocation(*r[:8]))
+        return free, held
+
     def claim(self, network: str, container_id: str, ifname: str) -> None:
         """Give the attachment's unclaimed (schema 1) rows to ``network``."""
         self._conn.execute("UPDATE ips SET network = ? WHERE container_id = ? AND ifname = ? "
@@ -572,6 +587,10 @@ class Store:
                 self._conn.execute("UPDATE ops SET claimed = claimed + 1 WHERE id = ?", (op.id,))
                 return op
         return None
+
+    def claim_op_ip(self, op_id: int) -> None:
+        """Claim one IP of in-flight op ``op_id`` (the decision saw it had one unclaimed)."""
+        self._conn.execute("UPDATE ops SET claimed = claimed + 1 WHERE id = ?", (op_id,))
 
     def claim_op_reset(self, op_id: int) -> None:
         """Mark all of an op's IPs unclaimed (a refill: they all go to the pool)."""

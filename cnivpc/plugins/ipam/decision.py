@@ -1,0 +1,377 @@
+"""The IPAM's decisions as pure functions: one ``Pool`` (the node's pool, read once under the
+host lock) and the config in, a decision out. No store, no network, no clock: the allocator
+reads the pool, calls one of these, checks what it returns against the invariants
+(``invariants.decision_problems``: an independent statement of the same rules) and applies it
+in the same transaction. So every rule of the IPAM can be tested without a lab, property-tested
+with hypothesis, and read in one place.
+
+What ADD does, in order (``decide_add``): a free IP past its cooldown on an ENI at
+``interfaceIndex`` or above → take it (the warm path); EC2 work in flight with IPs nobody
+claimed → claim one and wait for it; otherwise plan work (``plan_capacity``): a batched Assign
+on the eligible ENI with the most room, or a new ENI at the lowest free device index. A new ENI
+is planned only one at a time (an ENI being created has room beyond the IPs it was asked for, so
+a second ADD waits for it instead of creating another) and only on a fresh view of the instance
+(an ENI attached by a killed process holds a device index the store does not know). The node is
+full (``NoCapacity``) only when no work is in flight.
+
+The warm pool (``refill_need``, ``plan_refill``): below ``warmIPTarget`` free IPs with room on
+an attached ENI → an Assign of the difference; free IPs plus that room below the ENI threshold
+(``warmENIThreshold``) → the next ENI, ahead of need.
+
+Giving back (``release``, ``idle``): DEL unassigns free IPs above ``maxFreeIPs`` (never below
+``warmIPTarget``), newest-freed first; GC unassigns IPs idle past ``freeIPMaxAge`` beyond the warm
+target; neither ever touches an ENI's primary IP.
+
+Imports only the stdlib, ``cni.errors`` and the value types of the store, the node and the config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ...cni.errors import CniError, TryAgainLater
+from .config import IpamConf
+from .node import Limits, Subnet
+from .store import Allocation, EniRecord, FreeIP, Op
+
+
+class NoCapacity(CniError):
+    """Every ENI this node may have is full: no IP can be had without freeing one."""
+
+    code = 100
+
+
+class NoSubnet(CniError):
+    """No subnet matches ``subnetTags`` for a new ENI (a configuration or AWS-side problem)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """EC2 work to do: ``assign`` ``count`` IPs to ``eni_id``, or ``create`` an ENI with
+    ``count`` IPs in ``subnet`` at ``device_index``."""
+
+    kind: str
+    count: int
+    eni_id: str = ""
+    device_index: int | None = None
+    subnet: Subnet | None = None
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The node's pool as one decision sees it, read in one go under the host lock."""
+
+    now: float
+    enis: tuple[EniRecord, ...]  # by device index
+    free: tuple[FreeIP, ...]  # longest-free first
+    held: tuple[Allocation, ...]
+    ops: tuple[Op, ...] = ()  # live in-flight EC2 work (their leases are held)
+    # Free IPs the metadata stopped listing; reconciliation confirms or drops them.
+    suspects: frozenset[str] = frozenset()
+    limits: Limits | None = None  # None: unknown without a network read
+    subnets: tuple[Subnet, ...] | None = None  # candidates for a new ENI; None: not read
+    instance_type: str = ""  # for messages
+    where: str = ""  # "<vpc> / <az>", for messages
+
+    def eligible(self, conf: IpamConf) -> list[EniRecord]:
+        """ENIs whose IPs go to pods: at ``interfaceIndex`` or above, with a kernel link."""
+        return [e for e in self.enis if e.device_index >= conf.interface_index and e.link]
+
+    def primaries(self) -> frozenset[str]:
+        return frozenset(e.primary_ip for e in self.enis if e.primary_ip)
+
+    def ip_counts(self) -> dict[str, int]:
+        """Tracked IPs (free and held) per ENI."""
+        counts: dict[str, int] = {}
+        for eni_id in [f.eni_id for f in self.free] + [a.eni_id for a in self.held]:
+            counts[eni_id] = counts.get(eni_id, 0) + 1
+        return counts
+
+    def ready(self, conf: IpamConf) -> list[FreeIP]:
+        """Free IPs a pod may take now: past their cooldown, on an eligible ENI, not suspect."""
+        eligible = {e.eni_id for e in self.eligible(conf)}
+        cutoff = self.now - conf.reuse_ip_wait
+        return [f for f in self.free if f.eni_id in eligible and f.freed_at <= cutoff
+                and f.ip not in self.suspects]
+
+    def without_free(self, ip: str) -> Pool:
+        return replace(self, free=tuple(f for f in self.free if f.ip != ip))
+
+
+# -- ADD -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Take:
+    """Hand ``ip`` (free, on ``eni``) to the pod: no EC2 work."""
+
+    ip: FreeIP
+    eni: EniRecord
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Claim one unclaimed IP of in-flight work ``op_id``, then wait for it."""
+
+    op_id: int
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Wait for in-flight work ``op_id`` (it makes room), then decide again."""
+
+    op_id: int
+
+
+@dataclass(frozen=True)
+class Start:
+    """Start EC2 work: record ``plan`` as an op under this process's lease, run it, decide
+    again."""
+
+    plan: Plan
+
+
+@dataclass(frozen=True)
+class Read:
+    """The decision needs ``what`` from the network: read it outside the lock, decide again."""
+
+    what: str
+
+
+AddDecision = Take | Claim | Wait | Start | Read
+
+
+def decide_add(pool: Pool, conf: IpamConf, *, observed: bool) -> AddDecision:
+    """What an ADD whose attachment holds no IP does next (see the module docstring).
+    ``observed``: the pool reflects a view of the instance read for this decision."""
+    take = pick_ready(pool, conf)
+    if take is not None:
+        return take
+    for op in pool.ops:
+        if op.claimed < op.expected:
+            return Claim(op.id)
+    try:
+        plan = plan_capacity(pool, conf, needed=1)
+    except NoCapacity:
+        if not pool.ops:
+            raise
+        return Wait(pool.ops[0].id)
+    if isinstance(plan, Read):
+        return plan
+    creating = [op for op in pool.ops if op.kind == "create"]
+    if plan.kind == "create" and creating:
+        return Wait(creating[0].id)
+    if plan.kind == "create" and not observed:
+        return Read("a view of the instance before creating an ENI")
+    return Start(plan)
+
+
+def pick_ready(pool: Pool, conf: IpamConf) -> Take | None:
+    """The free IP a pod gets now, if any: longest-free first (spreads reuse), among equals the
+    lowest device index (pods pack onto few ENIs, so a surplus ENI can be given back)."""
+    enis = {e.eni_id: e for e in pool.eligible(conf)}
+    ready = pool.ready(conf)
+    if not ready:
+        return None
+    best = min(ready, key=lambda f: (f.freed_at, enis[f.eni_id].device_index, f.ip))
+    return Take(best, enis[best.eni_id])
+
+
+def plan_capacity(pool: Pool, conf: IpamConf, needed: int, *,
+                  new_eni: bool = False) -> Plan | Read:
+    """Where ``needed`` more IPs come from: the eligible ENI with the most room (an Assign),
+    else (or with ``new_eni``) a new ENI at the lowest free device index, else NoCapacity."""
+    limits = pool.limits
+    if limits is None:
+        return Read(f"the limits of {pool.instance_type or 'the instance type'}")
+    per_eni = limits.pod_ips_per_eni
+    counts = pool.ip_counts()
+    pending: dict[str, int] = {}  # IPs coming to each ENI (several Assigns may be in flight)
+    for op in pool.ops:
+        if op.kind == "assign":
+            pending[op.eni_id] = pending.get(op.eni_id, 0) + op.expected
+    candidates = []
+    for eni in [] if new_eni else pool.eligible(conf):
+        room = per_eni - counts.get(eni.eni_id, 0) - pending.get(eni.eni_id, 0)
+        if room > 0:
+            candidates.append((room, -eni.device_index, eni))
+    if candidates:
+        room, _, eni = max(candidates, key=lambda c: (c[0], c[1]))
+        return Plan("assign", batch(pool, conf, room, needed), eni_id=eni.eni_id)
+    used = used_device_indexes(pool)
+    if len(used) >= limits.enis:
+        raise NoCapacity(
+            f"no free IP on this node: all {limits.enis} ENIs of a "
+            f"{pool.instance_type or 'this instance type'} are in use and full",
+            f"{max_pods(conf, limits)} pod IPs with interfaceIndex {conf.interface_index}; "
+            "free a pod or use a larger type")
+    device_index = next(i for i in range(max(1, conf.interface_index), 1000) if i not in used)
+    if pool.subnets is None:
+        return Read("the subnets for a new ENI")
+    subnet = subnet_for_new_eni(pool, conf)
+    count = per_eni if conf.ip_batch_size == 0 else min(conf.ip_batch_size, per_eni)
+    return Plan("create", min(count, max(1, subnet.available)), device_index=device_index,
+                subnet=subnet)
+
+
+def used_device_indexes(pool: Pool) -> set[int]:
+    """Device indexes taken: by a known ENI, or by an ENI being created."""
+    used = {e.device_index for e in pool.enis}
+    used |= {op.device_index for op in pool.ops
+             if op.kind == "create" and op.device_index is not None}
+    return used
+
+
+def max_pods(conf: IpamConf, limits: Limits) -> int:
+    """Pod IPs the node can hold: ENIs at ``interfaceIndex`` and above, each without its
+    primary IP."""
+    return max(0, limits.enis - conf.interface_index) * limits.pod_ips_per_eni
+
+
+def batch(pool: Pool, conf: IpamConf, room: int, needed: int) -> int:
+    """IPs to ask for in one Assign on an ENI with ``room``: ``ipBatchSize`` when set, else
+    what is needed plus what brings the ready pool up to ``warmIPTarget``."""
+    if conf.ip_batch_size > 0:
+        return min(conf.ip_batch_size, room)
+    want = max(needed, 1) + max(0, conf.warm_ip_target - len(pool.ready(conf)))
+    return max(1, min(room, want))
+
+
+def subnet_for_new_eni(pool: Pool, conf: IpamConf) -> Subnet:
+    """The tag-matching subnet with the most free addresses (``pool.subnets`` is sorted so)."""
+    tags = conf.subnet_tags
+    subnets = [s for s in pool.subnets or ()
+               if all(s.tags.get(k) == v for k, v in tags.items())]
+    if not subnets:
+        raise NoSubnet("no subnet for a new ENI",
+                       f"no subnet in {pool.where or 'the VPC and AZ'} has the tags {tags}")
+    best = subnets[0]
+    if best.available <= 0:
+        raise TryAgainLater(f"subnet {best.subnet_id} ({best.cidr}) has no free address",
+                            "every tag-matching subnet in this AZ is full")
+    return best
+
+
+# -- the warm pool -------------------------------------------------------------------------------
+
+
+def eni_threshold(conf: IpamConf, per_eni: int) -> int:
+    """``warmENIThreshold`` resolved: below this many free IPs plus room on attached ENIs, the
+    next ENI is started ahead of need (see the config's docstring)."""
+    if conf.warm_ip_target <= 0:
+        return 0
+    if conf.warm_eni_threshold >= 0:
+        return conf.warm_eni_threshold
+    return max(conf.warm_ip_target, per_eni * 3 // 4)
+
+
+def pool_level(pool: Pool, conf: IpamConf, per_eni: int) -> tuple[int, int]:
+    """(free IPs, room for more IPs on attached ENIs), over ENIs whose IPs go to pods."""
+    eligible = pool.eligible(conf)
+    ids = {e.eni_id for e in eligible}
+    free = sum(1 for f in pool.free if f.eni_id in ids)
+    counts = pool.ip_counts()
+    room = sum(max(0, per_eni - counts.get(e.eni_id, 0)) for e in eligible)
+    return free, room
+
+
+def refill_need(pool: Pool, conf: IpamConf) -> tuple[str, int] | None:
+    """What keeps the pool from its warm level: ("assign", IPs short of ``warmIPTarget``) when
+    an attached ENI has room, ("eni", 1) when free IPs plus room are below the ENI threshold,
+    None when it is warm, when warm-keeping is off, or when EC2 work is in flight (its IPs are
+    coming). Needs the limits."""
+    if conf.warm_ip_target <= 0 or pool.ops or pool.limits is None:
+        return None
+    per_eni = pool.limits.pod_ips_per_eni
+    free, room = pool_level(pool, conf, per_eni)
+    if free < conf.warm_ip_target and room > 0:
+        return "assign", conf.warm_ip_target - free
+    if free + room < eni_threshold(conf, per_eni):
+        return "eni", 1
+    return None
+
+
+def refill_due(pool: Pool, conf: IpamConf) -> bool:
+    """Cheap, for the warm path: should a refill run after this ADD's answer? Unknown limits
+    say yes (the refill reads them); an ENI is only wanted while the node may have another."""
+    if conf.warm_ip_target <= 0 or pool.ops:
+        return False
+    if pool.limits is None:
+        return True
+    need = refill_need(pool, conf)
+    return need is not None and (need[0] == "assign" or len(pool.enis) < pool.limits.enis)
+
+
+def plan_refill(pool: Pool, conf: IpamConf) -> Plan | Read | None:
+    """The one piece of work that brings the pool toward its warm level, or None (warm, work
+    in flight, or the node is full). Errors other than a full node (no subnet, a full subnet)
+    are raised for the caller to log or report."""
+    if conf.warm_ip_target <= 0 or pool.ops:
+        return None
+    if pool.limits is None:
+        return Read(f"the limits of {pool.instance_type or 'the instance type'}")
+    need = refill_need(pool, conf)
+    if need is None:
+        return None
+    kind, needed = need
+    try:
+        return plan_capacity(pool, conf, needed=needed, new_eni=kind == "eni")
+    except NoCapacity:
+        return None
+
+
+def plan_grow(pool: Pool, conf: IpamConf, count: int, *, new_eni: bool) -> Plan | Read:
+    """The operator's ``ipam grow`` (an Assign of at most ``count``) or ``ipam new-eni``."""
+    plan = plan_capacity(pool, conf, needed=count, new_eni=new_eni)
+    if isinstance(plan, Plan) and plan.kind == "assign":
+        return Plan("assign", min(count, plan.count), eni_id=plan.eni_id)
+    return plan
+
+
+# -- giving IPs back -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Release:
+    """DEL: the attachment's IPs become free; ``unassign`` are then given back to EC2."""
+
+    released: tuple[Allocation, ...]
+    unassign: tuple[FreeIP, ...]
+
+
+def release(pool: Pool, conf: IpamConf, held: list[Allocation]) -> Release:
+    """DEL of an attachment holding ``held``: they are freed now (their cooldown starts), then
+    free IPs above ``maxFreeIPs`` (and ``warmIPTarget``) are unassigned, newest-freed first.
+    ENIs are never given back here: a spare ENI is not churned."""
+    freed = tuple(FreeIP(a.ip, a.eni_id, pool.now) for a in held)
+    gone = {a.ip for a in held}
+    after = replace(pool, free=(*pool.free, *freed),
+                    held=tuple(a for a in pool.held if a.ip not in gone))
+    return Release(tuple(held), tuple(surplus(after, conf)))
+
+
+def surplus(pool: Pool, conf: IpamConf) -> list[FreeIP]:
+    """Free IPs above ``maxFreeIPs`` (never below ``warmIPTarget``: the next ADD's refill would
+    assign them right back), newest-freed first, never an ENI's primary IP."""
+    if conf.skip_deallocation or conf.max_free_ips < 0:
+        return []
+    extra = len(pool.free) - max(conf.max_free_ips, conf.warm_ip_target)
+    if extra <= 0:
+        return []
+    primaries = pool.primaries()
+    newest_first = sorted((f for f in pool.free if f.ip not in primaries),
+                          key=lambda f: (f.freed_at, f.ip), reverse=True)
+    return newest_first[:extra]
+
+
+def idle(pool: Pool, conf: IpamConf, max_age: float) -> list[FreeIP]:
+    """GC: free IPs idle longer than ``max_age`` seconds, never an ENI's primary. Enough of the
+    longest idle stay for ``warmIPTarget`` free IPs to remain."""
+    if conf.skip_deallocation or max_age <= 0:
+        return []
+    primaries = pool.primaries()
+    free = sorted((f for f in pool.free if f.ip not in primaries),
+                  key=lambda f: (f.freed_at, f.ip))
+    old = [f for f in free if f.freed_at <= pool.now - max_age]
+    keep = max(0, conf.warm_ip_target - (len(free) - len(old)))
+    return old[keep:]

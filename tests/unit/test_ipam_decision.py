@@ -1,0 +1,291 @@
+"""The IPAM's decisions as pure functions (cnivpc.plugins.ipam.decision), checked against the
+invariants' independent statement of the rules (invariants.decision_problems): hand-made pools
+for each rule, and hypothesis drawing thousands of pools -- ENIs, free and held IPs, cooldowns,
+EC2 work in flight, IPs the metadata stopped listing, limits and subnets -- on which no decision
+may break an invariant. No lab, no store, no clock."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cnivpc.cni.errors import TryAgainLater
+from cnivpc.plugins.ipam import decision as rules
+from cnivpc.plugins.ipam.config import IpamConf
+from cnivpc.plugins.ipam.decision import (
+    Claim,
+    NoCapacity,
+    NoSubnet,
+    Plan,
+    Pool,
+    Read,
+    Release,
+    Start,
+    Take,
+    Wait,
+)
+from cnivpc.plugins.ipam.invariants import decision_problems
+from cnivpc.plugins.ipam.node import Limits, Subnet
+from cnivpc.plugins.ipam.store import Allocation, EniRecord, FreeIP, Op
+
+NOW = 10_000.0
+SUBNET = Subnet("subnet-1", "10.0.0.0/20", 200, {"k": "v"})
+
+
+def conf(**kw: object) -> IpamConf:
+    base: dict[str, object] = {"cniVersion": "1.0.0", "name": "net", "type": "cnivpc-ipam",
+                               "reuseIPWait": 60, "warmIPTarget": 2}
+    base.update(kw)
+    return IpamConf.model_validate(base)
+
+
+def eni(index: int, link: bool = True) -> EniRecord:
+    return EniRecord(f"eni-{index}", f"02:00:00:00:00:0{index}", index, "subnet-1",
+                     "10.0.0.0/20", "vpc-1", ("10.0.0.0/16",), f"eth{index}" if link else "",
+                     f"10.0.{index}.1")
+
+
+def free(ip: str, index: int, freed_at: float = 0.0) -> FreeIP:
+    return FreeIP(ip, f"eni-{index}", freed_at)
+
+
+def held(ip: str, index: int, cid: str = "c") -> Allocation:
+    return Allocation(ip, f"eni-{index}", cid, "eth0", "", 1.0, "", "net")
+
+
+def op(op_id: int, kind: str, expected: int, claimed: int, *, index: int | None = None) -> Op:
+    return Op(op_id, kind, f"eni-{index}" if kind == "assign" else "",
+              index if kind == "create" else None, expected, claimed, 1, NOW - 1)
+
+
+def pool(**kw: object) -> Pool:
+    base: dict[str, object] = dict(now=NOW, enis=(eni(0), eni(1)), free=(), held=(),
+                                   limits=Limits(3, 4), subnets=(SUBNET,))
+    base.update(kw)
+    return Pool(**base)  # type: ignore[arg-type]
+
+
+# -- each rule on a hand-made pool -----------------------------------------------------------
+
+
+def test_a_ready_ip_is_taken_longest_free_first_and_passes_the_checks() -> None:
+    p = pool(free=(free("10.0.1.5", 1, NOW - 100), free("10.0.1.4", 1, NOW - 500)))
+    got = rules.decide_add(p, conf(), observed=False)
+    assert got == Take(free("10.0.1.4", 1, NOW - 500), eni(1))
+    assert decision_problems(p, conf(), got) == []
+
+
+def test_an_ip_in_its_cooldown_or_suspect_or_below_interface_index_is_not_taken() -> None:
+    c = conf()
+    p = pool(free=(free("10.0.1.5", 1, NOW - 10),  # cooling down
+                   free("10.0.1.6", 1, 0.0),  # the metadata stopped listing it
+                   free("10.0.0.9", 0, 0.0)),  # the boot ENI (interfaceIndex 1)
+             suspects=frozenset({"10.0.1.6"}))
+    got = rules.decide_add(p, c, observed=True)
+    assert got == Start(Plan("assign", 1, eni_id="eni-1"))  # room for one more on eni-1
+    assert decision_problems(p, c, got) == []
+
+
+def test_work_in_flight_with_unclaimed_ips_is_claimed() -> None:
+    p = pool(ops=(op(7, "assign", 3, 3, index=1), op(8, "assign", 2, 1, index=1)))
+    assert rules.decide_add(p, conf(), observed=False) == Claim(8)
+
+
+def test_the_eni_being_created_is_waited_for_not_a_second_one() -> None:
+    # The pod ENI is full, its creator's IPs are all claimed, a device index is free: the ADD
+    # waits for the ENI being created (which has room beyond the IPs it asked for) instead of
+    # creating another. This is the rule whose removal no lab test could see.
+    full = tuple(held(f"10.0.1.{i}", 1, f"c{i}") for i in range(2, 5))
+    p = pool(held=full, limits=Limits(4, 4), ops=(op(3, "create", 1, 1, index=2),))
+    assert rules.decide_add(p, conf(), observed=True) == Wait(3)
+    start = Start(Plan("create", 3, device_index=3, subnet=SUBNET))
+    assert "a second ENI while one is being created" in decision_problems(p, conf(), start)
+
+
+def test_a_new_eni_needs_a_fresh_view_of_the_instance_and_the_subnets() -> None:
+    full = tuple(held(f"10.0.1.{i}", 1, f"c{i}") for i in range(2, 5))
+    p = pool(held=full)
+    assert isinstance(rules.decide_add(p, conf(), observed=False), Read)
+    assert isinstance(rules.decide_add(replace(p, subnets=None), conf(), observed=True), Read)
+    assert isinstance(rules.decide_add(replace(p, limits=None), conf(), observed=True), Read)
+    got = rules.decide_add(p, conf(), observed=True)
+    assert got == Start(Plan("create", 3, device_index=2, subnet=SUBNET))
+    assert decision_problems(p, conf(), got) == []
+
+
+def test_a_full_node_is_no_capacity_only_without_work_in_flight() -> None:
+    full = tuple(held(f"10.0.{e}.{i}", e, f"c{e}{i}") for e in (1, 2) for i in range(2, 5))
+    p = pool(enis=(eni(0), eni(1), eni(2)), held=full)
+    with pytest.raises(NoCapacity, match="all 3 ENIs"):
+        rules.decide_add(p, conf(), observed=True)
+    busy = replace(p, ops=(op(4, "assign", 1, 1, index=1),))
+    assert rules.decide_add(busy, conf(), observed=True) == Wait(4)
+
+
+def test_no_subnet_with_the_tags_and_a_full_subnet_are_errors() -> None:
+    full = tuple(held(f"10.0.1.{i}", 1, f"c{i}") for i in range(2, 5))
+    with pytest.raises(NoSubnet):
+        rules.decide_add(pool(held=full), conf(subnetTags={"k": "other"}), observed=True)
+    empty = (Subnet("subnet-1", "10.0.0.0/20", 0, {}),)
+    with pytest.raises(TryAgainLater, match="no free address"):
+        rules.decide_add(pool(held=full, subnets=empty), conf(), observed=True)
+
+
+def test_the_refill_assigns_up_to_the_warm_target_then_starts_the_next_eni() -> None:
+    c = conf(warmIPTarget=2, warmENIThreshold=3)
+    p = pool(held=(held("10.0.1.2", 1),))
+    assert rules.plan_refill(p, c) == Plan("assign", 2, eni_id="eni-1")
+    assert rules.refill_due(p, c)
+    p2 = pool(held=(held("10.0.1.2", 1),), free=(free("10.0.1.3", 1), free("10.0.1.4", 1)))
+    plan = rules.plan_refill(p2, c)  # 2 free + 0 room < threshold 3
+    assert plan == Plan("create", 3, device_index=2, subnet=SUBNET)
+    assert decision_problems(p2, c, plan) == []
+    assert rules.plan_refill(replace(p2, ops=(op(1, "assign", 1, 0, index=1),)), c) is None
+    assert not rules.refill_due(replace(p2, ops=(op(1, "assign", 1, 0, index=1),)), c)
+
+
+def test_del_gives_back_the_surplus_newest_first_never_a_primary_never_below_warm() -> None:
+    c = conf(maxFreeIPs=1, warmIPTarget=2)
+    p = pool(free=(free("10.0.1.3", 1, 1.0), free("10.0.1.4", 1, 2.0)),
+             held=(held("10.0.1.5", 1, "gone"), held("10.0.1.6", 1, "stays")))
+    plan = rules.release(p, c, [held("10.0.1.5", 1, "gone")])
+    assert plan.unassign == (FreeIP("10.0.1.5", "eni-1", NOW),)
+    assert decision_problems(p, c, plan) == []
+
+
+def test_gc_gives_back_idle_ips_beyond_the_warm_target() -> None:
+    c = conf(warmIPTarget=1)
+    p = pool(free=(free("10.0.1.3", 1, 1.0), free("10.0.1.4", 1, 2.0), free("10.0.1.1", 1, 0)),
+             enis=(eni(0), replace(eni(1), primary_ip="10.0.1.1")))
+    assert [f.ip for f in rules.idle(p, c, 100)] == ["10.0.1.4"]
+
+
+# -- the checks catch what they claim ------------------------------------------------------------
+
+
+def test_the_checks_refuse_every_kind_of_bad_decision() -> None:
+    c = conf(subnetTags={"k": "v"})
+    p = pool(free=(free("10.0.1.3", 1, NOW - 5), free("10.0.1.4", 1), free("10.0.0.7", 0)),
+             held=(held("10.0.1.2", 1),), suspects=frozenset({"10.0.1.4"}))
+    bad_takes = {
+        "cooling": Take(free("10.0.1.3", 1, NOW - 5), eni(1)),
+        "suspect": Take(free("10.0.1.4", 1), eni(1)),
+        "below interfaceIndex": Take(free("10.0.0.7", 0), eni(0)),
+        "held": Take(free("10.0.1.2", 1), eni(1)),
+        "primary": Take(free("10.0.1.1", 1), eni(1)),
+        "unknown eni": Take(free("10.0.9.9", 9), eni(9)),
+    }
+    for why, take in bad_takes.items():
+        assert decision_problems(p, c, take), why
+    bad_plans = {
+        "assign beyond room": Plan("assign", 3, eni_id="eni-1"),
+        "assign to the boot ENI": Plan("assign", 1, eni_id="eni-0"),
+        "create at a taken index": Plan("create", 1, device_index=1, subnet=SUBNET),
+        "create beyond the limit": Plan("create", 1, device_index=5, subnet=SUBNET),
+        "create over an ENI's IPs": Plan("create", 4, device_index=2, subnet=SUBNET),
+        "create in an untagged subnet": Plan("create", 1, device_index=2,
+                                             subnet=replace(SUBNET, tags={})),
+    }
+    tight = replace(p, limits=Limits(2, 4))
+    for why, plan in bad_plans.items():
+        target = tight if why == "create beyond the limit" else p
+        assert decision_problems(target, c, plan), why
+    assert decision_problems(p, c, [free("10.0.1.2", 1)])  # a held IP given back
+    assert decision_problems(p, c, [free("10.0.1.1", 1)])  # a primary given back
+    assert decision_problems(p, c, Release((), (free("10.0.1.4", 1), free("10.0.1.3", 1))))
+
+
+# -- hypothesis: no decision on any pool breaks an invariant -----------------------------------
+
+
+@st.composite
+def pools(draw: st.DrawFn) -> tuple[Pool, IpamConf, bool]:
+    c = conf(interfaceIndex=draw(st.integers(0, 2)),
+             reuseIPWait=draw(st.sampled_from([0, 60])),
+             warmIPTarget=draw(st.integers(0, 6)),
+             warmENIThreshold=draw(st.integers(-1, 12)),
+             ipBatchSize=draw(st.integers(0, 4)),
+             maxFreeIPs=draw(st.integers(-1, 4)),
+             subnetTags=draw(st.sampled_from([{}, {"k": "v"}])))
+    limits = Limits(draw(st.integers(2, 5)), draw(st.integers(2, 8)))
+    indexes = sorted({0} | set(draw(st.lists(st.integers(1, limits.enis - 1), max_size=4))))
+    enis = tuple(eni(i, link=i == 0 or draw(st.booleans())) for i in indexes)
+    free_rows: list[FreeIP] = []
+    held_rows: list[Allocation] = []
+    for e in enis:
+        # Up to an ENI's worth of tracked IPs (the store never has more than EC2 allows).
+        for n in range(draw(st.integers(0, limits.pod_ips_per_eni))):
+            ip = f"10.0.{e.device_index}.{n + 2}"
+            if draw(st.booleans()):
+                free_rows.append(FreeIP(ip, e.eni_id, NOW - draw(st.sampled_from([0, 30, 500]))
+                                        if draw(st.booleans()) else 0.0))
+            else:
+                held_rows.append(held(ip, e.device_index, f"c-{ip}"))
+    ops: list[Op] = []
+    for op_id in range(draw(st.integers(0, 2))):
+        if draw(st.booleans()):
+            target = draw(st.sampled_from(enis))
+            expected = draw(st.integers(1, 3))
+            ops.append(op(op_id + 1, "assign", expected, draw(st.integers(0, expected)),
+                          index=target.device_index))
+        else:
+            taken = {e.device_index for e in enis} | {o.device_index for o in ops}
+            spare = [i for i in range(1, limits.enis) if i not in taken]
+            if spare:
+                expected = draw(st.integers(1, 3))
+                ops.append(op(op_id + 1, "create", expected, draw(st.integers(0, expected)),
+                              index=draw(st.sampled_from(spare))))
+    suspects = frozenset(draw(st.lists(st.sampled_from([f.ip for f in free_rows] or ["x"]),
+                                       max_size=2)))
+    subnets = draw(st.sampled_from([None, (SUBNET,), (replace(SUBNET, available=1),),
+                                    (replace(SUBNET, tags={}),)]))
+    p = Pool(now=NOW, enis=enis, free=tuple(sorted(free_rows, key=lambda f: (f.freed_at, f.ip))),
+             held=tuple(held_rows), ops=tuple(ops), suspects=suspects,
+             limits=draw(st.sampled_from([limits, None])), subnets=subnets)
+    return p, c, draw(st.booleans())
+
+
+@settings(max_examples=1500, deadline=None)
+@given(pools())
+def test_no_add_decision_breaks_an_invariant(drawn: tuple[Pool, IpamConf, bool]) -> None:
+    p, c, observed = drawn
+    try:
+        got = rules.decide_add(p, c, observed=observed)
+    except NoCapacity:
+        # Full only when nothing is ready, nothing is coming, and every slot is used.
+        assert not p.ready(c) and not p.ops
+        assert p.limits is not None and len(rules.used_device_indexes(p)) >= p.limits.enis
+        return
+    except (NoSubnet, TryAgainLater):
+        assert not p.ready(c)
+        return
+    assert (isinstance(got, Take)) == bool(p.ready(c))
+    assert decision_problems(p, c, got) == []
+    if isinstance(got, Start):
+        assert not any(o.kind == "create" for o in p.ops) or got.plan.kind == "assign"
+        assert got.plan.kind == "assign" or observed
+
+
+@settings(max_examples=800, deadline=None)
+@given(pools())
+def test_no_refill_or_give_back_breaks_an_invariant(drawn: tuple[Pool, IpamConf, bool]) -> None:
+    p, c, _ = drawn
+    try:
+        plan = rules.plan_refill(p, c)
+    except (NoSubnet, TryAgainLater):
+        plan = None
+    if isinstance(plan, Plan):
+        assert decision_problems(p, c, plan) == []
+        assert not p.ops
+    for a in p.held[:2]:
+        rel = rules.release(p, c, [a])
+        assert decision_problems(p, c, rel) == []
+        left = len(p.free) + 1 - len(rel.unassign)
+        assert not rel.unassign or left >= max(c.max_free_ips, c.warm_ip_target)
+    for age in (0, 100, 1000):
+        idle = rules.idle(p, c, age)
+        assert decision_problems(p, c, idle) == []
+        assert not idle or len(p.free) - len(idle) >= min(c.warm_ip_target, len(p.free))

@@ -69,10 +69,14 @@ def test_attach_hotplugs_the_eni_after_the_delay_and_imds_lists_it(lab_factory: 
     t0 = time.monotonic()
     att = client.attach_network_interface(
         NetworkInterfaceId=eni["NetworkInterfaceId"], InstanceId=node.instance_id, DeviceIndex=1)
-    # EC2 says attached at once; the OS and IMDS do not know yet
-    assert mac not in links(node.netns).values()
-    assert mac not in get(node.imds_url, MACS, tok).body
-    assert get(node.imds_url, f"{MACS}{mac}/device-number", tok).status == 404
+    # EC2 says attached at once; the OS and IMDS do not know yet (looked at only while the
+    # delay is surely not over: a loaded machine may take longer than it to get here; the
+    # lower bound below is what proves the delay either way)
+    early = [mac not in links(node.netns).values(),
+             mac not in get(node.imds_url, MACS, tok).body,
+             get(node.imds_url, f"{MACS}{mac}/device-number", tok).status == 404]
+    if time.monotonic() - t0 < 0.6:
+        assert all(early), early
 
     wait_until(lambda: mac in links(node.netns).values())
     assert time.monotonic() - t0 >= 0.6  # not before attach_visible_delay
@@ -106,7 +110,13 @@ def test_attach_that_never_shows_up(lab: Any, ec2_client: Any) -> None:
     lab.ec2.faults.hide_attach(eni_id=eni["NetworkInterfaceId"])
     ec2_client.attach_network_interface(
         NetworkInterfaceId=eni["NetworkInterfaceId"], InstanceId=node.instance_id, DeviceIndex=1)
-    time.sleep(0.5)
+    # A barrier instead of a sleep: an ENI attached after it does show up (with this profile
+    # the netdev exists when the attach returns), the hidden one still does not.
+    other = create_eni(ec2_client, lab, secondaries=0)
+    ec2_client.attach_network_interface(
+        NetworkInterfaceId=other["NetworkInterfaceId"], InstanceId=node.instance_id,
+        DeviceIndex=2)
+    assert links(node.netns).get("eth2") == other["MacAddress"]
     assert eni["MacAddress"] not in links(node.netns).values()
     desc = ec2_client.describe_network_interfaces(NetworkInterfaceIds=[eni["NetworkInterfaceId"]])
     assert desc["NetworkInterfaces"][0]["Attachment"]["InstanceId"] == node.instance_id

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -10,8 +9,17 @@ from botocore.exceptions import ClientError
 
 from cnivpc.lab.ec2 import Ec2Lab, topology
 from cnivpc.lab.profiles import ZERO
+from tests.support.lab import eventually
 
 from .test_strict import error
+
+
+def visible(client: Any, eni_id: str) -> bool:
+    try:
+        client.describe_network_interfaces(NetworkInterfaceIds=[eni_id])
+    except ClientError:
+        return False
+    return True
 
 
 def test_detach_passes_through_detaching(lab: Ec2Lab, ec2_client: Any) -> None:
@@ -33,9 +41,9 @@ def test_detach_passes_through_detaching(lab: Ec2Lab, ec2_client: Any) -> None:
         f"Network interface '{eni_id}' is currently in use.",
         400,
     )
-    time.sleep(0.45)
-    status = ec2_client.describe_network_interfaces(NetworkInterfaceIds=[eni_id])
-    assert status["NetworkInterfaces"][0]["Status"] == "available"
+    # ... until the detach completes (an event: polled, not slept for).
+    eventually(lambda: ec2_client.describe_network_interfaces(NetworkInterfaceIds=[eni_id])[
+        "NetworkInterfaces"][0]["Status"] == "available")
     ec2_client.delete_network_interface(NetworkInterfaceId=eni_id)
 
 
@@ -55,7 +63,7 @@ def test_new_eni_is_briefly_unknown(lab: Ec2Lab, ec2_client: Any) -> None:
         f"The networkInterface ID '{eni_id}' does not exist",
         400,
     )
-    time.sleep(0.45)
+    eventually(lambda: visible(ec2_client, eni_id))
     ec2_client.create_tags(Resources=[eni_id], Tags=[{"Key": "k", "Value": "v"}])
     assert ec2_client.describe_network_interfaces(NetworkInterfaceIds=[eni_id])[
         "NetworkInterfaces"

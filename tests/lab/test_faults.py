@@ -126,21 +126,23 @@ def test_hidden_attach_flag() -> None:
 
 
 def test_latency_per_api_overlaps_across_calls(lab: Ec2Lab) -> None:
+    # Long enough that a loaded machine cannot blur the bounds: one call takes >= 2 s, two
+    # serialized calls >= 4 s; overlapping, the pair takes ~2 s.
     lab.control.set_profile(
-        ZERO.with_overrides(name="slow-describe", api={"DescribeVpcs": Latency(0.5)})
+        ZERO.with_overrides(name="slow-describe", api={"DescribeVpcs": Latency(2.0)})
     )
     client = make_client(lab.url)
     started = time.perf_counter()
     client.describe_subnets()
-    assert time.perf_counter() - started < 0.4  # other actions use the default (0)
+    assert time.perf_counter() - started < 2.0  # other actions use the default (0)
     started = time.perf_counter()
-    threads = [threading.Thread(target=client.describe_vpcs) for _ in range(2)]
+    threads = [threading.Thread(target=client.describe_vpcs) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - started
-    assert 0.5 <= elapsed < 0.95  # slept outside the lock: the two calls overlapped (else >= 1)
+    assert 2.0 <= elapsed < 4.0  # slept outside the lock: four calls overlapped (else >= 8)
 
 
 def test_concurrent_assigns_never_hand_out_an_address_twice(lab: Ec2Lab) -> None:

@@ -9,6 +9,8 @@ and CLI tests use them).
 * ``fabric`` -- a bare VPC fabric (no EC2, no moto): subnets, nodes and hot-plug by hand; what the
   UML tests use (moto is far too slow inside UML).
 * ``in_ns`` -- run a command inside a namespace (``ip netns exec``), returning CompletedProcess.
+* ``eventually(cond)`` -- wait for an event (poll ``cond`` until true, fail after a generous
+  timeout): what tests use instead of sleeping for a guessed time.
 
 Every lab/fabric gets a random id; namespaces are ``cnl-<id>-*`` and are gone after the test.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,6 +37,17 @@ def run_in(netns: str | None, *cmd: str, check: bool = False, timeout: float = 3
     if check and res.returncode != 0:
         raise AssertionError(f"{full} -> {res.returncode}\n{res.stdout}\n{res.stderr}")
     return res
+
+
+def eventually(cond: Callable[[], object], timeout: float = 30.0, step: float = 0.02) -> float:
+    """Poll ``cond()`` until it is true; the seconds it took. Raises AssertionError after
+    ``timeout`` (long: a loaded 2-core machine must not fail a test that is only slow)."""
+    started = time.monotonic()
+    while not cond():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not true within {timeout:.0f}s: {cond}")
+        time.sleep(step)
+    return time.monotonic() - started
 
 
 def ping(netns: str, dst: str, src: str | None = None, attempts: int = 3) -> bool:

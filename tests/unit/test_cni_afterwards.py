@@ -24,14 +24,16 @@ from cnivpc.cni.types import IPConfig, NetConf, Result
 
 REPO = Path(__file__).resolve().parents[2]
 
-# The "plugin": answers on stdout, leaves a task that reports on its process and sleeps, and
-# exits 3. Run by a reaper (a child subreaper, as init is on a node) that times the plugin
-# through pipes as a runtime does, then reaps the orphaned child.
+# The "plugin": answers on stdout, leaves a task that reports on its process and then waits for a
+# gate, and exits 3. Run by a reaper (a child subreaper, as init is on a node) that reads the
+# plugin through pipes to EOF as a runtime does, and only then opens the gate and reaps the
+# orphaned child. No timing: if the plugin's answer waited for its task, the two would wait for
+# each other until the 60 s timeout, and the test would fail.
 PLUGIN = textwrap.dedent("""
     import json, os, sys, time
     from cnivpc.cni import afterwards
 
-    report, fail = sys.argv[1], sys.argv[2] == "fail"
+    report, gate, fail = sys.argv[1], sys.argv[2], sys.argv[3] == "fail"
     parent = os.getpid()
 
     def task():
@@ -42,7 +44,10 @@ PLUGIN = textwrap.dedent("""
             except OSError:
                 pass
         info = {"pid": os.getpid(), "parent": parent, "sid": os.getsid(0), "fds": fds}
-        time.sleep(1.5)
+        waited = time.monotonic() + 50
+        while not os.path.exists(gate) and time.monotonic() < waited:
+            time.sleep(0.02)
+        info["gate_opened"] = os.path.exists(gate)
         with open(report, "w") as f:
             json.dump(info, f)
         if fail:
@@ -55,21 +60,22 @@ PLUGIN = textwrap.dedent("""
 REAPER = textwrap.dedent("""
     import ctypes, json, os, subprocess, sys, time
     ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    started = time.monotonic()
+    gate = sys.argv[3]
     proc = subprocess.run([sys.executable, "-c", sys.argv[1], *sys.argv[2:]],
                           capture_output=True, text=True, timeout=60)
-    elapsed = time.monotonic() - started
+    # EOF on both pipes and the plugin's exit status: only now may its task finish.
+    open(gate, "w").close()
     pid, status = os.wait()  # the orphaned child, reparented to us
-    print(json.dumps({"elapsed": elapsed, "rc": proc.returncode, "stdout": proc.stdout,
+    print(json.dumps({"rc": proc.returncode, "stdout": proc.stdout,
                       "stderr": proc.stderr, "orphan": pid,
-                      "orphan_exit": os.waitstatus_to_exitcode(status),
-                      "orphan_after": time.monotonic() - started}))
+                      "orphan_exit": os.waitstatus_to_exitcode(status)}))
 """)
 
 
 def run_plugin(tmp_path: Path, mode: str = "ok") -> tuple[dict[str, Any], dict[str, Any]]:
     report = tmp_path / "report.json"
-    proc = subprocess.run([sys.executable, "-c", REAPER, PLUGIN, str(report), mode],
+    gate = tmp_path / "gate"
+    proc = subprocess.run([sys.executable, "-c", REAPER, PLUGIN, str(report), str(gate), mode],
                           capture_output=True, text=True, timeout=60, cwd=REPO,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr
@@ -80,11 +86,11 @@ def run_plugin(tmp_path: Path, mode: str = "ok") -> tuple[dict[str, Any], dict[s
 def test_parent_answers_and_exits_at_once_child_runs_detached(tmp_path: Path,
                                                               mode: str) -> None:
     outcome, child = run_plugin(tmp_path, mode)
-    # The runtime's view: the answer, the plugin's own exit code, and EOF well before the
-    # task's 1.5 s are over (the child holds neither pipe).
+    # The runtime's view: the answer, the plugin's own exit code, and EOF while the task was
+    # still waiting for the gate (the child holds neither pipe, and the parent did not wait).
     assert outcome["stdout"] == "the answer\n"
     assert outcome["rc"] == 3
-    assert outcome["elapsed"] < 1.2, outcome
+    assert child["gate_opened"] is True, (outcome, child)
     assert outcome["stderr"] == ""  # a failing task is logged, never printed to the runtime
     # The child: another process, its own session, nothing of the parent's pipes.
     assert child["pid"] != child["parent"] and child["sid"] == child["pid"]
@@ -93,7 +99,6 @@ def test_parent_answers_and_exits_at_once_child_runs_detached(tmp_path: Path,
     # ... and it exits 0 when its work is done, even when the work failed: no zombie left
     # to whoever reaps orphans.
     assert outcome["orphan"] == child["pid"] and outcome["orphan_exit"] == 0
-    assert outcome["orphan_after"] >= 1.5
 
 
 def test_without_fork_the_tasks_run_inline(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -59,6 +59,9 @@ class EniMetadata:
     vpc_id: str
     vpc_cidrs: tuple[str, ...]
     security_group_ids: tuple[str, ...] = field(default=())
+    # /28 prefixes delegated to the ENI (``ipv4-prefix``): their addresses are not repeated in
+    # ``local-ipv4s``.
+    ipv4_prefixes: tuple[str, ...] = field(default=())
 
     @property
     def primary_ip(self) -> str:
@@ -184,7 +187,9 @@ class Metadata:
             ipv4s=ipv4s, subnet_id=self.get(base + "subnet-id").strip(),
             subnet_cidr=self.get(base + "subnet-ipv4-cidr-block").strip(),
             vpc_id=self.get(base + "vpc-id").strip(), vpc_cidrs=vpc_cidrs,
-            security_group_ids=lines("security-group-ids", required=False))
+            security_group_ids=lines("security-group-ids", required=False),
+            ipv4_prefixes=tuple(p for p in lines("ipv4-prefix", required=False)
+                                if _is_ipv4(p.partition("/")[0])))
 
     def interfaces(self, *, skip_incomplete: bool = True) -> list[EniMetadata]:
         """Every ENI, by device number. ENIs whose keys still 404 are skipped (metadata lag; the

@@ -56,11 +56,11 @@ def free(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
     store, _ = open_node(conf, read_only=True)
     with store:
         now = time.time()
-        rows = [{"ip": f.ip, "eni": f.eni_id,
+        rows = [{"ip": f.ip, "eni": f.eni_id, "prefix": f.prefix or "-",
                  "ready_in": _age(f.freed_at + conf.reuse_ip_wait - now) if
                  f.freed_at + conf.reuse_ip_wait > now else "ready"}
                 for f in store.free_ips()]
-    return _show(args, out, ["ip", "eni", "ready_in"], rows)
+    return _show(args, out, ["ip", "eni", "prefix", "ready_in"], rows)
 
 
 def enis(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
@@ -77,11 +77,12 @@ def enis(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
             rows.append({"device": eni.device_number, "eni": eni.eni_id, "mac": eni.mac,
                          "link": record.link if record else "-", "subnet": eni.subnet_id,
                          "cidr": eni.subnet_cidr, "ips": len(eni.ipv4s),
+                         "prefixes": list(eni.ipv4_prefixes),
                          "pods": held.get(eni.eni_id, 0),
                          "pool": counts.get(eni.eni_id, 0) - held.get(eni.eni_id, 0),
                          "security_groups": list(eni.security_group_ids)})
-    return _show(args, out, ["device", "eni", "mac", "link", "subnet", "cidr", "ips", "pods",
-                             "pool", "security_groups"], rows)
+    return _show(args, out, ["device", "eni", "mac", "link", "subnet", "cidr", "ips",
+                             "prefixes", "pods", "pool", "security_groups"], rows)
 
 
 def subnets(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:

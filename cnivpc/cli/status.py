@@ -16,10 +16,11 @@ from ..aws.metadata import Metadata
 from ..cni.errors import CniError
 from ..cni.paths import open_file
 from ..cni.printable import printable
+from ..plugins.ipam.decision import max_pods
+from ..plugins.ipam.ec2work import PREFIX_FALLBACK, PREFIXES_REFUSED
 from ..plugins.ipam.session import ScratchStore
 from .context import add_conf_arguments, load_ipam_conf, open_node
 from .exits import EXIT_OK, Parser
-from .maxpods import compute
 from .output import emit_json, table
 
 ERRORS_SHOWN = 5
@@ -56,8 +57,7 @@ def gather(conf: Any) -> dict[str, Any]:
                                   "az": ident.availability_zone}
             lim = node.limits()
             report["capacity"] = {"enis": lim.enis, "ipv4_per_eni": lim.ipv4_per_eni,
-                                  "max_pods": compute(lim.enis, lim.ipv4_per_eni,
-                                                      conf.interface_index)}
+                                  "max_pods": max_pods(conf, lim)}
         except CniError as exc:
             report["problems"].append(f"instance unknown: {exc}")
         allocations = store.allocations()
@@ -72,10 +72,26 @@ def gather(conf: Any) -> dict[str, Any]:
         for a in allocations:
             held[a.eni_id] = held.get(a.eni_id, 0) + 1
         counts = store.ip_counts()
+        prefixes: dict[str, set[str]] = {}
+        for row in [(f.eni_id, f.prefix) for f in free] + \
+                [(a.eni_id, a.prefix) for a in allocations]:
+            if row[1]:
+                prefixes.setdefault(row[0], set()).add(row[1])
         report["enis"] = [{"device": e.device_index, "eni": e.eni_id, "link": e.link or "-",
                            "subnet": e.subnet_id, "pods": held.get(e.eni_id, 0),
-                           "free": counts.get(e.eni_id, 0) - held.get(e.eni_id, 0)}
+                           "free": counts.get(e.eni_id, 0) - held.get(e.eni_id, 0),
+                           "prefixes": sorted(prefixes.get(e.eni_id, ()))}
                           for e in store.enis() if e.device_index >= conf.interface_index]
+        # Prefix delegation: the mode, and why it fell back to secondary IPs, if it did.
+        report["mode"] = "prefixes" if conf.ipv4_prefixes else "secondary IPs"
+        fallback = store.cache_get(PREFIX_FALLBACK) if conf.ipv4_prefixes else None
+        if isinstance(fallback, dict):
+            report["prefix_fallback"] = {
+                "at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(fallback["at"])),
+                "why": str(fallback["why"])}
+        refused = store.cache_get(PREFIXES_REFUSED) if conf.ipv4_prefixes else None
+        if refused:
+            report["problems"].append(f"prefixes are not used now: {refused}")
         report["pods"] = [{"pod": a.pod or a.container_id[:12], "ip": a.ip, "eni": a.eni_id,
                            "since": time.strftime("%H:%M:%S", time.localtime(a.allocated_at))}
                           for a in allocations]
@@ -99,14 +115,21 @@ def main(args: list[str], out: TextIO) -> int:
     line = (f"pod IPs:  {ips['in_use']} in use, {ips['free']} free ({ips['ready']} ready, "
             f"{ips['cooling']} cooling)")
     if cap:
+        slots = (f"{cap['ipv4_per_eni'] - 1} prefixes of 16" if conf.ipv4_prefixes
+                 else f"{cap['ipv4_per_eni'] - 1} secondary IPs")
         line += (f", {ips['unassigned']} more can be assigned; max {cap['max_pods']} "
-                 f"({cap['enis'] - conf.interface_index} ENIs x {cap['ipv4_per_eni'] - 1} "
-                 "secondary IPs)")
-    out.write(line + "\n\n")
+                 f"({cap['enis'] - conf.interface_index} ENIs x {slots})")
+    out.write(line + "\n")
+    out.write(f"mode:     {report['mode']}\n")
+    fallback = report.get("prefix_fallback")
+    if fallback:
+        out.write(f"fallback: {printable(fallback['why'])} (last at {fallback['at']}); "
+                  "secondary IPs or another subnet were used\n")
+    out.write("\n")
     if report["enis"]:
-        table(out, ["device", "eni", "link", "subnet", "pods", "free"],
-              [[e[k] for k in ("device", "eni", "link", "subnet", "pods", "free")]
-               for e in report["enis"]])
+        table(out, ["device", "eni", "link", "subnet", "pods", "free", "prefixes"],
+              [[e["device"], e["eni"], e["link"], e["subnet"], e["pods"], e["free"],
+                " ".join(e["prefixes"]) or "-"] for e in report["enis"]])
         out.write("\n")
     if report["pods"]:
         table(out, ["pod", "ip", "eni", "since"],

@@ -29,6 +29,7 @@ from cnivpc.plugins.ipam.decision import (
 )
 from cnivpc.plugins.ipam.invariants import decision_problems
 from cnivpc.plugins.ipam.node import Limits, Subnet
+from cnivpc.plugins.ipam.prefixes import addresses
 from cnivpc.plugins.ipam.store import Allocation, EniRecord, FreeIP, Op
 
 NOW = 10_000.0
@@ -201,9 +202,75 @@ def test_the_checks_refuse_every_kind_of_bad_decision() -> None:
 # -- hypothesis: no decision on any pool breaks an invariant -----------------------------------
 
 
+# -- prefix mode ------------------------------------------------------------------------------
+
+
+def prefix_rows(prefix: str, index: int, held_n: int = 0,
+                freed_at: float = 0.0) -> tuple[list[FreeIP], list[Allocation]]:
+    """The 16 addresses of ``prefix`` on eni-<index>: the first ``held_n`` held."""
+    ips = addresses(prefix)
+    held_rows = [replace(held(ip, index, f"c-{ip}"), prefix=prefix) for ip in ips[:held_n]]
+    free_rows = [FreeIP(ip, f"eni-{index}", freed_at, prefix) for ip in ips[held_n:]]
+    return free_rows, held_rows
+
+
+def test_prefix_mode_plans_prefixes_and_counts_slots_not_addresses() -> None:
+    c = conf(ipv4Prefixes=True, warmIPTarget=4)
+    # One prefix, all 16 held, and one secondary IP: 2 of the 3 slots of eni-1 used.
+    free_rows, held_rows = prefix_rows("10.0.1.16/28", 1, held_n=16)
+    p = pool(held=(*held_rows, held("10.0.1.5", 1)), free=tuple(free_rows))
+    got = rules.decide_add(p, c, observed=True)
+    assert got == Start(Plan("assign", 1, eni_id="eni-1", prefixes=True))
+    assert got.plan.addresses == 16  # what ADDs may claim of it: a burst shares one call
+    assert decision_problems(p, c, got) == []
+    assert decision_problems(p, c, Plan("assign", 2, eni_id="eni-1", prefixes=True))
+    # The ENI full (3 slots): a new one, filled with prefixes (ipBatchSize 0).
+    f2, h2 = prefix_rows("10.0.1.32/28", 1, held_n=16)
+    full = replace(p, held=(*p.held, *h2))
+    got = rules.decide_add(full, c, observed=True)
+    assert got == Start(Plan("create", 3, device_index=2, subnet=SUBNET, prefixes=True))
+    assert decision_problems(full, c, got) == []
+    assert rules.max_pods(c, Limits(3, 4)) == 2 * 3 * 16
+
+
+def test_prefix_addresses_are_taken_singly_and_a_busy_prefix_is_never_given_back() -> None:
+    c = conf(ipv4Prefixes=True, warmIPTarget=0, maxFreeIPs=0)
+    free_rows, held_rows = prefix_rows("10.0.1.16/28", 1, held_n=1)
+    p = pool(free=tuple(free_rows), held=tuple(held_rows))
+    take = rules.decide_add(p, c, observed=False)
+    assert isinstance(take, Take) and take.ip.prefix == "10.0.1.16/28"
+    assert decision_problems(p, c, take) == []
+    # DEL of the one pod: its prefix is not given back by DEL (nor any address alone) ...
+    assert rules.release(p, c, list(held_rows)).unassign == ()
+    # ... GC gives it back whole once all 16 are idle, and never a part of it.
+    assert rules.idle(p, c, 100) == []
+    idle_free, _ = prefix_rows("10.0.1.16/28", 1, freed_at=NOW - 500)
+    quiet = pool(free=tuple(idle_free))
+    back = rules.idle(quiet, c, 100)
+    assert sorted(f.ip for f in back) == sorted(addresses("10.0.1.16/28"))
+    assert decision_problems(quiet, c, back) == []
+    assert decision_problems(quiet, c, back[:15])  # a part of a prefix
+    # The warm targets keep it: 16 free addresses are what warmIPTarget 16 asks for.
+    assert rules.idle(quiet, conf(ipv4Prefixes=True, warmIPTarget=16), 100) == []
+    assert rules.idle(quiet, conf(ipv4Prefixes=True, warmIPTarget=0, warmPrefixTarget=1),
+                      100) == []
+
+
+def test_prefix_mode_refill_keeps_whole_free_prefixes() -> None:
+    c = conf(ipv4Prefixes=True, warmIPTarget=2, warmPrefixTarget=1)
+    free_rows, held_rows = prefix_rows("10.0.1.16/28", 1, held_n=8)
+    p = pool(free=tuple(free_rows), held=tuple(held_rows))
+    # 8 free addresses satisfy warmIPTarget, but no prefix is wholly free.
+    assert rules.refill_need(p, c) == ("assign", 16)
+    assert rules.plan_refill(p, c) == Plan("assign", 1, eni_id="eni-1", prefixes=True)
+    assert rules.eni_threshold(c, 3) == 16  # one prefix's worth, not 3/4 of 48 addresses
+
+
 @st.composite
 def pools(draw: st.DrawFn) -> tuple[Pool, IpamConf, bool]:
-    c = conf(interfaceIndex=draw(st.integers(0, 2)),
+    prefix_mode = draw(st.booleans())
+    c = conf(ipv4Prefixes=prefix_mode, warmPrefixTarget=draw(st.integers(0, 2)),
+             interfaceIndex=draw(st.integers(0, 2)),
              reuseIPWait=draw(st.sampled_from([0, 60])),
              warmIPTarget=draw(st.integers(0, 6)),
              warmENIThreshold=draw(st.integers(-1, 12)),
@@ -216,8 +283,16 @@ def pools(draw: st.DrawFn) -> tuple[Pool, IpamConf, bool]:
     free_rows: list[FreeIP] = []
     held_rows: list[Allocation] = []
     for e in enis:
-        # Up to an ENI's worth of tracked IPs (the store never has more than EC2 allows).
+        # Up to an ENI's worth of slots (the store never has more than EC2 allows): a slot is
+        # a secondary IP, or (in a mixed pool) a prefix of 16 addresses.
         for n in range(draw(st.integers(0, limits.pod_ips_per_eni))):
+            if draw(st.booleans()):
+                rows_free, rows_held = prefix_rows(f"10.{e.device_index}.{n}.16/28",
+                                                   e.device_index, draw(st.integers(0, 16)),
+                                                   NOW - draw(st.sampled_from([0, 30, 500])))
+                free_rows += rows_free
+                held_rows += rows_held
+                continue
             ip = f"10.0.{e.device_index}.{n + 2}"
             if draw(st.booleans()):
                 free_rows.append(FreeIP(ip, e.eni_id, NOW - draw(st.sampled_from([0, 30, 500]))

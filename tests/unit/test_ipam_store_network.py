@@ -92,3 +92,25 @@ def test_a_new_boot_clears_the_network_with_the_allocation(tmp_path: Path) -> No
         assert store.allocations() == []
         with store.transaction():
             assert store.allocate("10.0.16.5", "c2", "eth0").network == ""
+
+
+def test_schema_1_gains_the_prefix_column_and_prefix_rows_round_trip(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / DB_NAME)
+    conn.executescript(SCHEMA_1)
+    conn.close()
+    with open_store(tmp_path) as store:
+        # Old rows are secondary IPs: no prefix.
+        assert {a.prefix for a in store.allocations()} == {""}
+        assert [f.prefix for f in store.free_ips()] == [""]
+        with store.transaction():
+            store.add_free(["10.0.17.16", "10.0.17.17"], "eni-1", prefix="10.0.17.16/28")
+            taken = store.allocate("10.0.17.16", "c3", "eth0", network="net")
+        assert taken.prefix == "10.0.17.16/28"
+        free, held = store.ip_rows()
+        assert {f.ip: f.prefix for f in free}["10.0.17.17"] == "10.0.17.16/28"
+        assert {a.ip: a.prefix for a in held}["10.0.17.16"] == "10.0.17.16/28"
+        with store.transaction():
+            store.release("c3", "eth0", network="net")
+            gone = store.take_free(["10.0.17.16", "10.0.17.17"])
+            store.put_back(gone)  # an unassign EC2 refused: back, prefix and all
+        assert {f.ip: f.prefix for f in store.free_ips()}["10.0.17.16"] == "10.0.17.16/28"

@@ -198,7 +198,7 @@ class Allocator:
                     wait_for = choice.op_id
                 elif isinstance(choice, Start):
                     self._refuse(pool, choice)
-                    op_id = self.store.start_op(choice.plan.kind, choice.plan.count,
+                    op_id = self.store.start_op(choice.plan.kind, choice.plan.addresses,
                                                 eni_id=choice.plan.eni_id,
                                                 device_index=choice.plan.device_index)
                     own = op_id, choice.plan
@@ -232,7 +232,7 @@ class Allocator:
             if isinstance(plan, Read):
                 raise TryAgainLater(f"cannot read {plan.what} now", "see the log; retry")
             self._refuse(pool, plan)
-            op_id = self.store.start_op(plan.kind, plan.count, eni_id=plan.eni_id,
+            op_id = self.store.start_op(plan.kind, plan.addresses, eni_id=plan.eni_id,
                                         device_index=plan.device_index)
             self.store.claim_op_reset(op_id)
         self._run_op(op_id, plan, best_effort=False)
@@ -305,14 +305,14 @@ class Allocator:
         if plan is None:
             return None
         self._refuse(pool, plan)
-        op_id = self.store.start_op(plan.kind, plan.count, eni_id=plan.eni_id,
+        op_id = self.store.start_op(plan.kind, plan.addresses, eni_id=plan.eni_id,
                                     device_index=plan.device_index)
         # Nobody waits on a refill: its IPs all go to the pool (ADDs that find none claim them).
         self.store.claim_op_reset(op_id)
         assert pool.limits is not None  # a plan is only made with them
         free, room = rules.pool_level(pool, self.conf, pool.limits.pod_ips_per_eni)
-        log.info("refilling the pool (%d free, room for %d on attached ENIs): %s of %d IPs%s",
-                 free, room, plan.kind, plan.count,
+        log.info("refilling the pool (%d free, room for %d on attached ENIs): %s of %d %s%s",
+                 free, room, plan.kind, plan.count, "prefixes" if plan.prefixes else "IPs",
                  f" on {plan.eni_id}" if plan.eni_id else f" at device {plan.device_index}")
         return op_id, plan
 

@@ -19,6 +19,7 @@ from .config import IpamConf
 from .ec2work import TAG_CREATED, TAG_INSTANCE
 from .invariants import Ec2Eni, LinkState, OpState, Snapshot, Violation
 from .node import Node
+from .prefixes import addresses as prefix_addresses
 from .reconcile import DOT_PENDING_TTL
 from .store import Store
 
@@ -64,7 +65,9 @@ def _ec2_view(node: Node, instance_id: str) -> tuple[Ec2Eni, ...]:
             eni_id=eni_id, status=str(eni.get("Status", "")),
             instance_id=str(att.get("InstanceId", "")) if att.get("Status") != "detached" else "",
             device_index=int(att["DeviceIndex"]) if "DeviceIndex" in att else None,
-            ips=tuple(a["PrivateIpAddress"] for a in addresses),
+            ips=tuple(a["PrivateIpAddress"] for a in addresses) + tuple(
+                ip for p in eni.get("Ipv4Prefixes", [])
+                for ip in prefix_addresses(p["Ipv4Prefix"])),
             primary_ip=str(eni.get("PrivateIpAddress") or next(
                 (a["PrivateIpAddress"] for a in addresses if a.get("Primary")), "")),
             delete_on_termination=bool(att.get("DeleteOnTermination", False)),

@@ -22,6 +22,17 @@ target; 0 never), ``dataDir``, ``lockPath``, ``lockTimeout``, ``timeout`` (the w
 deadline), ``reconcileInterval``,
 ``clusterName`` (tagged on ENIs we create, for GC), ``mtu``.
 
+Prefix delegation (Nitro instances): ``ipv4Prefixes`` (false) makes the pool out of /28
+prefixes, one per ENI IPv4 slot instead of one secondary IP (16 addresses each); pods still get
+one address each, keyed and cooled down as secondary IPs are. In that mode ``ipBatchSize``
+counts prefixes (0: fill the ENI's slots), ``warmIPTarget`` still counts addresses,
+``warmPrefixTarget`` (0) keeps that many wholly free prefixes too, and the default
+``warmENIThreshold`` is one prefix's worth of addresses (16, or ``warmIPTarget`` when more):
+one more prefix is a single call on an ENI with a free slot. When EC2 cannot give a /28
+(``InsufficientCidrBlocks``: a fragmented subnet; or a type that takes no prefixes), the IPAM
+falls back: another tag-matching subnet for a new ENI, then secondary IPs, and says so in the log
+and in ``cnivpc status``.
+
 Imports pydantic (through ``cni.types``) and nothing of AWS or netlink.
 """
 
@@ -57,6 +68,8 @@ class IpamConf(NetConf):
     reconcile_interval: float = Field(default=60.0, ge=0)
     cluster_name: str = ""
     mtu: int = Field(default=0, ge=0, le=9001)
+    ipv4_prefixes: bool = Field(default=False, alias="ipv4Prefixes")
+    warm_prefix_target: int = Field(default=0, alias="warmPrefixTarget", ge=0, le=100)
 
     @field_validator("route_to_cidrs")
     @classmethod

@@ -22,16 +22,25 @@ Giving back (``release``, ``idle``): DEL unassigns free IPs above ``maxFreeIPs``
 ``warmIPTarget``), newest-freed first; GC unassigns IPs idle past ``freeIPMaxAge`` beyond the warm
 target; neither ever touches an ENI's primary IP.
 
+Prefix mode (``ipv4Prefixes``): an ENI's IPv4 slots (all but the primary IP's) each hold a
+secondary IP or a /28 prefix of 16 addresses, and room is counted in slots (``slots_used``).
+Work is planned in prefixes (``Plan.prefixes``; ``count`` is then prefixes, the op expects 16
+addresses per prefix, so a burst of 16 pods shares one call); pods take single addresses, as in
+secondary mode. A prefix is only given back whole, by GC, when all 16 addresses are free and idle
+(never by DEL: that is the pod's critical path).
+
 Imports only the stdlib, ``cni.errors`` and the value types of the store, the node and the config.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from math import ceil
 
 from ...cni.errors import CniError, TryAgainLater
 from .config import IpamConf
 from .node import Limits, Subnet
+from .prefixes import PREFIX_SIZE
 from .store import Allocation, EniRecord, FreeIP, Op
 
 
@@ -51,10 +60,16 @@ class Plan:
     ``count`` IPs in ``subnet`` at ``device_index``."""
 
     kind: str
-    count: int
+    count: int  # IPs, or prefixes when ``prefixes``
     eni_id: str = ""
     device_index: int | None = None
     subnet: Subnet | None = None
+    prefixes: bool = False
+
+    @property
+    def addresses(self) -> int:
+        """Addresses the work brings (what ADDs may claim of it)."""
+        return self.count * PREFIX_SIZE if self.prefixes else self.count
 
 
 @dataclass(frozen=True)
@@ -86,6 +101,30 @@ class Pool:
         for eni_id in [f.eni_id for f in self.free] + [a.eni_id for a in self.held]:
             counts[eni_id] = counts.get(eni_id, 0) + 1
         return counts
+
+    def slots_used(self) -> dict[str, int]:
+        """IPv4 slots used per ENI (the primary IP's aside): one per secondary IP, one per
+        prefix, however many of its addresses are tracked."""
+        rows = [(f.eni_id, f.prefix) for f in self.free] + \
+            [(a.eni_id, a.prefix) for a in self.held]
+        seen: set[tuple[str, str]] = set()
+        used: dict[str, int] = {}
+        for eni_id, prefix in rows:
+            if prefix:
+                if (eni_id, prefix) in seen:
+                    continue
+                seen.add((eni_id, prefix))
+            used[eni_id] = used.get(eni_id, 0) + 1
+        return used
+
+    def whole_free_prefixes(self) -> dict[str, list[FreeIP]]:
+        """Prefixes none of whose addresses a pod holds, with their (16) free rows."""
+        busy = {a.prefix for a in self.held if a.prefix}
+        found: dict[str, list[FreeIP]] = {}
+        for f in self.free:
+            if f.prefix and f.prefix not in busy:
+                found.setdefault(f.prefix, []).append(f)
+        return {p: rows for p, rows in found.items() if len(rows) == PREFIX_SIZE}
 
     def ready(self, conf: IpamConf) -> list[FreeIP]:
         """Free IPs a pod may take now: past their cooldown, on an eligible ENI, not suspect."""
@@ -184,20 +223,17 @@ def plan_capacity(pool: Pool, conf: IpamConf, needed: int, *,
     limits = pool.limits
     if limits is None:
         return Read(f"the limits of {pool.instance_type or 'the instance type'}")
-    per_eni = limits.pod_ips_per_eni
-    counts = pool.ip_counts()
-    pending: dict[str, int] = {}  # IPs coming to each ENI (several Assigns may be in flight)
-    for op in pool.ops:
-        if op.kind == "assign":
-            pending[op.eni_id] = pending.get(op.eni_id, 0) + op.expected
+    per_eni = limits.pod_ips_per_eni  # slots: IPs, or prefixes in prefix mode
+    prefixes = conf.ipv4_prefixes
     candidates = []
     for eni in [] if new_eni else pool.eligible(conf):
-        room = per_eni - counts.get(eni.eni_id, 0) - pending.get(eni.eni_id, 0)
+        room = slot_room(pool, conf, eni.eni_id, per_eni)
         if room > 0:
             candidates.append((room, -eni.device_index, eni))
     if candidates:
         room, _, eni = max(candidates, key=lambda c: (c[0], c[1]))
-        return Plan("assign", batch(pool, conf, room, needed), eni_id=eni.eni_id)
+        return Plan("assign", batch(pool, conf, room, needed), eni_id=eni.eni_id,
+                    prefixes=prefixes)
     used = used_device_indexes(pool)
     if len(used) >= limits.enis:
         raise NoCapacity(
@@ -210,8 +246,19 @@ def plan_capacity(pool: Pool, conf: IpamConf, needed: int, *,
         return Read("the subnets for a new ENI")
     subnet = subnet_for_new_eni(pool, conf)
     count = per_eni if conf.ip_batch_size == 0 else min(conf.ip_batch_size, per_eni)
-    return Plan("create", min(count, max(1, subnet.available)), device_index=device_index,
-                subnet=subnet)
+    fits = subnet.available // PREFIX_SIZE if prefixes else subnet.available
+    return Plan("create", min(count, max(1, fits)), device_index=device_index, subnet=subnet,
+                prefixes=prefixes)
+
+
+def slot_room(pool: Pool, conf: IpamConf, eni_id: str, per_eni: int) -> int:
+    """Free IPv4 slots on an ENI: its slots less those used and those work in flight will
+    use (several Assigns may be in flight; an op expects addresses: 16 per prefix)."""
+    pending = 0
+    for op in pool.ops:
+        if op.kind == "assign" and op.eni_id == eni_id:
+            pending += ceil(op.expected / PREFIX_SIZE) if conf.ipv4_prefixes else op.expected
+    return per_eni - pool.slots_used().get(eni_id, 0) - pending
 
 
 def used_device_indexes(pool: Pool) -> set[int]:
@@ -224,16 +271,20 @@ def used_device_indexes(pool: Pool) -> set[int]:
 
 def max_pods(conf: IpamConf, limits: Limits) -> int:
     """Pod IPs the node can hold: ENIs at ``interfaceIndex`` and above, each without its
-    primary IP."""
-    return max(0, limits.enis - conf.interface_index) * limits.pod_ips_per_eni
+    primary IP (16 per slot in prefix mode)."""
+    per_slot = PREFIX_SIZE if conf.ipv4_prefixes else 1
+    return max(0, limits.enis - conf.interface_index) * limits.pod_ips_per_eni * per_slot
 
 
 def batch(pool: Pool, conf: IpamConf, room: int, needed: int) -> int:
-    """IPs to ask for in one Assign on an ENI with ``room``: ``ipBatchSize`` when set, else
-    what is needed plus what brings the ready pool up to ``warmIPTarget``."""
+    """IPs (prefixes, in prefix mode) to ask for in one Assign on an ENI with ``room`` slots:
+    ``ipBatchSize`` when set, else what is needed plus what brings the ready pool up to
+    ``warmIPTarget``."""
     if conf.ip_batch_size > 0:
         return min(conf.ip_batch_size, room)
     want = max(needed, 1) + max(0, conf.warm_ip_target - len(pool.ready(conf)))
+    if conf.ipv4_prefixes:
+        want = ceil(want / PREFIX_SIZE)
     return max(1, min(room, want))
 
 
@@ -257,22 +308,26 @@ def subnet_for_new_eni(pool: Pool, conf: IpamConf) -> Subnet:
 
 def eni_threshold(conf: IpamConf, per_eni: int) -> int:
     """``warmENIThreshold`` resolved: below this many free IPs plus room on attached ENIs, the
-    next ENI is started ahead of need (see the config's docstring)."""
+    next ENI is started ahead of need (see the config's docstring). In prefix mode one
+    prefix's worth: another prefix is one call on an ENI with a free slot."""
     if conf.warm_ip_target <= 0:
         return 0
     if conf.warm_eni_threshold >= 0:
         return conf.warm_eni_threshold
+    if conf.ipv4_prefixes:
+        return max(conf.warm_ip_target, PREFIX_SIZE)
     return max(conf.warm_ip_target, per_eni * 3 // 4)
 
 
 def pool_level(pool: Pool, conf: IpamConf, per_eni: int) -> tuple[int, int]:
-    """(free IPs, room for more IPs on attached ENIs), over ENIs whose IPs go to pods."""
+    """(free IPs, room for more IPs on attached ENIs), over ENIs whose IPs go to pods; in
+    prefix mode the room is 16 addresses per free slot."""
     eligible = pool.eligible(conf)
     ids = {e.eni_id for e in eligible}
     free = sum(1 for f in pool.free if f.eni_id in ids)
-    counts = pool.ip_counts()
-    room = sum(max(0, per_eni - counts.get(e.eni_id, 0)) for e in eligible)
-    return free, room
+    used = pool.slots_used()
+    room = sum(max(0, per_eni - used.get(e.eni_id, 0)) for e in eligible)
+    return free, room * (PREFIX_SIZE if conf.ipv4_prefixes else 1)
 
 
 def refill_need(pool: Pool, conf: IpamConf) -> tuple[str, int] | None:
@@ -286,6 +341,10 @@ def refill_need(pool: Pool, conf: IpamConf) -> tuple[str, int] | None:
     free, room = pool_level(pool, conf, per_eni)
     if free < conf.warm_ip_target and room > 0:
         return "assign", conf.warm_ip_target - free
+    if conf.ipv4_prefixes and room > 0:
+        whole = len(pool.whole_free_prefixes())
+        if whole < conf.warm_prefix_target:
+            return "assign", (conf.warm_prefix_target - whole) * PREFIX_SIZE
     if free + room < eni_threshold(conf, per_eni):
         return "eni", 1
     return None
@@ -324,7 +383,7 @@ def plan_grow(pool: Pool, conf: IpamConf, count: int, *, new_eni: bool) -> Plan 
     """The operator's ``ipam grow`` (an Assign of at most ``count``) or ``ipam new-eni``."""
     plan = plan_capacity(pool, conf, needed=count, new_eni=new_eni)
     if isinstance(plan, Plan) and plan.kind == "assign":
-        return Plan("assign", min(count, plan.count), eni_id=plan.eni_id)
+        return replace(plan, count=min(count, plan.count))
     return plan
 
 
@@ -343,7 +402,7 @@ def release(pool: Pool, conf: IpamConf, held: list[Allocation]) -> Release:
     """DEL of an attachment holding ``held``: they are freed now (their cooldown starts), then
     free IPs above ``maxFreeIPs`` (and ``warmIPTarget``) are unassigned, newest-freed first.
     ENIs are never given back here: a spare ENI is not churned."""
-    freed = tuple(FreeIP(a.ip, a.eni_id, pool.now) for a in held)
+    freed = tuple(FreeIP(a.ip, a.eni_id, pool.now, a.prefix) for a in held)
     gone = {a.ip for a in held}
     after = replace(pool, free=(*pool.free, *freed),
                     held=tuple(a for a in pool.held if a.ip not in gone))
@@ -359,7 +418,8 @@ def surplus(pool: Pool, conf: IpamConf) -> list[FreeIP]:
     if extra <= 0:
         return []
     primaries = pool.primaries()
-    newest_first = sorted((f for f in pool.free if f.ip not in primaries),
+    # A prefix's address cannot be given back alone (GC gives back whole idle prefixes).
+    newest_first = sorted((f for f in pool.free if f.ip not in primaries and not f.prefix),
                           key=lambda f: (f.freed_at, f.ip), reverse=True)
     return newest_first[:extra]
 
@@ -372,6 +432,24 @@ def idle(pool: Pool, conf: IpamConf, max_age: float) -> list[FreeIP]:
     primaries = pool.primaries()
     free = sorted((f for f in pool.free if f.ip not in primaries),
                   key=lambda f: (f.freed_at, f.ip))
-    old = [f for f in free if f.freed_at <= pool.now - max_age]
+    cutoff = pool.now - max_age
+    singles = [f for f in free if not f.prefix]
+    old = [f for f in singles if f.freed_at <= cutoff]
     keep = max(0, conf.warm_ip_target - (len(free) - len(old)))
-    return old[keep:]
+    chosen = old[keep:]
+    # Whole prefixes whose 16 addresses are all idle (and past their cooldown), the longest
+    # idle first, while the warm targets stay met without them.
+    left = len(free) - len(chosen)
+    whole = pool.whole_free_prefixes()
+    kept_whole = len(whole)
+    idle_prefixes = sorted(
+        (rows for rows in whole.values()
+         if all(f.freed_at <= min(cutoff, pool.now - conf.reuse_ip_wait) for f in rows)),
+        key=lambda rows: (max(f.freed_at for f in rows), rows[0].prefix))
+    for rows in idle_prefixes:
+        if left - len(rows) < conf.warm_ip_target or kept_whole - 1 < conf.warm_prefix_target:
+            break
+        chosen += rows
+        left -= len(rows)
+        kept_whole -= 1
+    return chosen

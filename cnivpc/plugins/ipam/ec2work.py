@@ -16,12 +16,15 @@ import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Any
 
 from ...aws.ec2 import Ec2Error
 from ...cni.errors import CniError, TryAgainLater
 from .config import IpamConf
 from .decision import Plan
-from .node import Node
+from .node import Node, Subnet
+from .prefixes import PREFIX_SIZE
+from .prefixes import addresses as prefix_addresses
 from .reconcile import DOT_PENDING_TTL
 from .store import EniRecord, FreeIP, Store
 
@@ -40,6 +43,17 @@ DOT_TRIED = "dot-tried"
 DOT_RETRY_AFTER = 60.0
 # How long an IP EC2 just gave us is trusted while the metadata does not list it yet.
 FRESH_IP_TTL = 120.0
+
+# Prefix delegation's fallbacks (see ``_falls_back``): the last one, for ``cnivpc status``, and
+# an instance type's refusal of prefixes (not Nitro), remembered so every ADD does not ask again.
+PREFIX_FALLBACK = "prefix-fallback"
+PREFIX_FALLBACK_TTL = 24 * 3600.0
+PREFIXES_REFUSED = "prefixes-refused"
+PREFIXES_REFUSED_TTL = 3600.0
+# What EC2 answers a prefix request on an instance type that takes none; the message names
+# prefixes (the codes are also used for other refusals).
+PREFIX_UNSUPPORTED_CODES = frozenset({"InvalidParameterValue", "UnsupportedOperation",
+                                      "InvalidParameterCombination"})
 
 
 @dataclass
@@ -75,24 +89,78 @@ class Ec2Work:
         return enis[0]
 
     def assign(self, plan: Plan) -> None:
+        if plan.prefixes and self.prefixes_usable():
+            try:
+                answer = self.node.ec2.call("AssignPrivateIpAddresses",
+                                            NetworkInterfaceId=plan.eni_id,
+                                            Ipv4PrefixCount=plan.count)
+            except Ec2Error as exc:
+                if not self._falls_back(exc, f"on {plan.eni_id}"):
+                    self._assign_failed(plan, exc)
+                    return
+            else:
+                got = [p["Ipv4Prefix"] for p in answer.get("AssignedIpv4Prefixes", [])]
+                log.info("assigned %d prefixes to %s: %s", len(got), plan.eni_id,
+                         ", ".join(got))
+                with self.decide():
+                    self._add_prefixes(got, plan.eni_id)
+                return
+        # Secondary IPs (as many as the prefixes' slots, after a fallback).
         try:
             answer = self.node.ec2.call("AssignPrivateIpAddresses",
                                         NetworkInterfaceId=plan.eni_id,
                                         SecondaryPrivateIpAddressCount=plan.count)
         except Ec2Error as exc:
-            if exc.aws_code == "PrivateIpAddressLimitExceeded":
-                # Our count was stale (IPs added outside cnivpc): learn the truth and go on.
-                self._refresh_eni_ips(plan.eni_id)
-                return
-            if exc.aws_code == "InsufficientFreeAddressesInSubnet":
-                raise TryAgainLater(f"the subnet of {plan.eni_id} has no free address",
-                                    exc.message) from exc
-            raise exc.as_cni() from exc
+            self._assign_failed(plan, exc)
+            return
         new = [a["PrivateIpAddress"] for a in answer.get("AssignedPrivateIpAddresses", [])]
         log.info("assigned %d IPs to %s: %s", len(new), plan.eni_id, ", ".join(new))
         with self.decide():
             self.store.add_free(new, plan.eni_id)
             self._mark_fresh(new)
+
+    def _assign_failed(self, plan: Plan, exc: Ec2Error) -> None:
+        if exc.aws_code == "PrivateIpAddressLimitExceeded":
+            # Our count was stale (IPs added outside cnivpc): learn the truth and go on.
+            self._refresh_eni_ips(plan.eni_id)
+            return
+        if exc.aws_code == "InsufficientFreeAddressesInSubnet":
+            raise TryAgainLater(f"the subnet of {plan.eni_id} has no free address",
+                                exc.message) from exc
+        raise exc.as_cni() from exc
+
+    # -- prefix delegation -------------------------------------------------------------------
+
+    def prefixes_usable(self) -> bool:
+        """Whether to ask EC2 for prefixes now: not while a recent refusal for the instance
+        type (not Nitro) stands."""
+        return self.store.cache_get(PREFIXES_REFUSED) is None
+
+    def _falls_back(self, exc: Ec2Error, where: str) -> bool:
+        """Whether a prefix request's failure means "use secondary IPs instead": no aligned
+        free /28 in the subnet (``InsufficientCidrBlocks``: fragmentation), or an instance type
+        that takes no prefixes. Recorded for ``cnivpc status`` and logged; other errors are
+        the caller's."""
+        if exc.aws_code == "InsufficientCidrBlocks":
+            why = f"no free /28 in the subnet {where} (fragmented): {exc.message}"
+        elif exc.aws_code in PREFIX_UNSUPPORTED_CODES and "refix" in exc.message:
+            why = f"EC2 refused prefixes {where}: {exc.message}"
+            with self.decide():
+                self.store.cache_put(PREFIXES_REFUSED, why, PREFIXES_REFUSED_TTL)
+        else:
+            return False
+        log.warning("prefix delegation: %s; falling back to secondary IPs", why)
+        with self.decide():
+            self.store.cache_put(PREFIX_FALLBACK, {"at": self._clock(), "why": why},
+                                 PREFIX_FALLBACK_TTL)
+        return True
+
+    def _add_prefixes(self, prefixes: list[str], eni_id: str) -> None:
+        """Under ``decide()``: the prefixes' addresses join the pool, fresh from EC2."""
+        for prefix in prefixes:
+            ips = prefix_addresses(prefix)
+            self.store.add_free(ips, eni_id, prefix=prefix)
+            self._mark_fresh(ips)
 
     def _mark_fresh(self, ips: list[str]) -> None:
         """EC2 just told us these IPs are on our ENI: reconciliation trusts that over a
@@ -104,7 +172,9 @@ class Ec2Work:
         ips = self.node.eni_ips(eni_id)
         with self.decide():
             # Unknown IPs on our ENI were put there by someone else: give them a cooldown.
-            self.store.add_free(ips, eni_id, freed_at=self._clock())
+            for prefix in set(ips.values()):
+                self.store.add_free([ip for ip, p in ips.items() if p == prefix], eni_id,
+                                    freed_at=self._clock(), prefix=prefix)
 
     def create(self, plan: Plan) -> None:
         from ...net import eni as eni_links
@@ -120,28 +190,16 @@ class Ec2Work:
         if self.conf.cluster_name:
             tags.append({"Key": TAG_CLUSTER, "Value": self.conf.cluster_name})
         params: dict[str, object] = {
-            "SubnetId": plan.subnet.subnet_id, "Groups": groups,
-            "Description": f"cnivpc pod ENI of {identity.instance_id}",
+            "Groups": groups, "Description": f"cnivpc pod ENI of {identity.instance_id}",
             "TagSpecifications": [{"ResourceType": "network-interface", "Tags": tags}],
         }
-        # The pod IPs are all secondaries: the ENI's primary IP is never a pod's.
-        params["SecondaryPrivateIpAddressCount"] = plan.count
-        # Our retries of a create whose answer was lost (a read timeout, a 5xx after EC2 acted)
-        # carry the same token, so EC2 answers the first ENI instead of creating a second one.
-        params["ClientToken"] = os.urandom(16).hex()
-        try:
-            created = self.node.ec2.call("CreateNetworkInterface", **params)["NetworkInterface"]
-        except Ec2Error as exc:
-            if exc.aws_code == "InvalidParameterValue" and "sufficient" in exc.message:
-                self.node.forget_subnets(boot.vpc_id)
-                raise TryAgainLater(f"subnet {plan.subnet.subnet_id} has too few free addresses",
-                                    exc.message) from exc
-            raise exc.as_cni() from exc
+        created, subnet = self._create_in_a_subnet(plan, params, boot.vpc_id)
         eni_id, mac = created["NetworkInterfaceId"], created["MacAddress"]
         addresses = created.get("PrivateIpAddresses", [])
         primary = created.get("PrivateIpAddress") or next(
             (a["PrivateIpAddress"] for a in addresses if a.get("Primary")), "")
         ips = [a["PrivateIpAddress"] for a in addresses if a["PrivateIpAddress"] != primary]
+        prefixes = [p["Ipv4Prefix"] for p in created.get("Ipv4Prefixes", [])]
         attachment = self._attach(eni_id, identity.instance_id, plan.device_index)
         self.ensure_delete_on_termination(eni_id, attachment)
         try:
@@ -153,16 +211,66 @@ class Ec2Work:
             raise TryAgainLater(f"ENI {eni_id} did not appear in the kernel in time",
                                 str(exc)) from exc
         record = EniRecord(eni_id=eni_id, mac=mac, device_index=plan.device_index,
-                           subnet_id=plan.subnet.subnet_id, subnet_cidr=plan.subnet.cidr,
+                           subnet_id=subnet.subnet_id, subnet_cidr=subnet.cidr,
                            vpc_id=boot.vpc_id, vpc_cidrs=boot.vpc_cidrs, link=link.name,
                            primary_ip=primary)
-        log.info("created %s (%s, %s) at device %d in %s with %d IPs", eni_id, mac, link.name,
-                 plan.device_index, plan.subnet.subnet_id, len(ips))
+        log.info("created %s (%s, %s) at device %d in %s with %d IPs%s", eni_id, mac, link.name,
+                 plan.device_index, subnet.subnet_id, len(ips),
+                 f" and {len(prefixes)} prefixes" if prefixes else "")
         with self.decide():
             self.store.put_eni(record)
             self.store.add_free(ips, eni_id)
             self._mark_fresh(ips)
+            self._add_prefixes(prefixes, eni_id)
         self.node.forget_subnets(boot.vpc_id)  # its free count just dropped
+
+    def _create_in_a_subnet(self, plan: Plan, params: dict[str, object],
+                            vpc_id: str) -> tuple[dict[str, Any], Subnet]:
+        """CreateNetworkInterface in the plan's subnet. In prefix mode, when EC2 has no /28
+        there (or takes no prefixes), the fallback order: the other tag-matching subnets with
+        room for a prefix, most free addresses first; then secondary IPs in the plan's subnet.
+        Each variant gets its own ClientToken (a token names one request's parameters); our
+        retries of one variant whose answer was lost (a read timeout, a 5xx after EC2 acted)
+        carry its token, so EC2 answers the first ENI instead of creating a second one."""
+        assert plan.subnet is not None
+        tries: list[tuple[Subnet, bool]] = []
+        if plan.prefixes and self.prefixes_usable():
+            tries.append((plan.subnet, True))
+            others = [s for s in self._tagged_subnets(vpc_id)
+                      if s.subnet_id != plan.subnet.subnet_id and s.available >= PREFIX_SIZE]
+            tries += [(s, True) for s in others]
+        # The pod IPs are all secondaries: the ENI's primary IP is never a pod's.
+        tries.append((plan.subnet, False))
+        for subnet, prefixes in tries:
+            call = {**params, "SubnetId": subnet.subnet_id, "ClientToken": os.urandom(16).hex()}
+            call["Ipv4PrefixCount" if prefixes else "SecondaryPrivateIpAddressCount"] = plan.count
+            try:
+                answer = self.node.ec2.call("CreateNetworkInterface", **call)
+            except Ec2Error as exc:
+                if prefixes and self._falls_back(exc, f"{subnet.subnet_id} ({subnet.cidr})"):
+                    if not self.prefixes_usable():
+                        tries = [t for t in tries if not t[1]]  # the type takes none at all
+                    continue
+                if exc.aws_code == "InvalidParameterValue" and "sufficient" in exc.message:
+                    self.node.forget_subnets(vpc_id)
+                    raise TryAgainLater(f"subnet {subnet.subnet_id} has too few free addresses",
+                                        exc.message) from exc
+                raise exc.as_cni() from exc
+            if subnet is not plan.subnet or prefixes != plan.prefixes:
+                log.warning("prefix delegation: the new ENI is in %s with %s", subnet.subnet_id,
+                            "prefixes" if prefixes else "secondary IPs")
+            created: dict[str, Any] = answer["NetworkInterface"]
+            return created, subnet
+        raise TryAgainLater("no subnet could take a new ENI", "see the log")
+
+    def _tagged_subnets(self, vpc_id: str) -> list[Subnet]:
+        tags = self.conf.subnet_tags
+        try:
+            return [s for s in self.node.subnets(vpc_id)
+                    if all(s.tags.get(k) == v for k, v in tags.items())]
+        except (Ec2Error, CniError) as exc:
+            log.info("cannot list the other subnets for a prefix: %s", exc)
+            return []
 
     def _attach(self, eni_id: str, instance_id: str, device_index: int) -> str:
         """Attach, and return the attachment id. Attach has no ClientToken: when it fails
@@ -373,15 +481,24 @@ class Ec2Work:
         """Unassign IPs already taken out of the pool (``Store.take_free``), per ENI. Never
         raises for EC2: DEL and GC carry on, and the outcome says what happened to each IP."""
         outcome = Unassigned()
-        by_eni: dict[str, list[FreeIP]] = {}
+        # One call per ENI for its plain IPs and one for its prefixes (whole /28s only: an
+        # address of a prefix cannot be unassigned alone).
+        batches: dict[tuple[str, bool], list[FreeIP]] = {}
         for f in surplus:
-            by_eni.setdefault(f.eni_id, []).append(f)
-        for eni_id, items in by_eni.items():
+            batches.setdefault((f.eni_id, bool(f.prefix)), []).append(f)
+        for (eni_id, whole_prefixes), items in batches.items():
             ips = [f.ip for f in items]
+            prefixes = sorted({f.prefix for f in items})
+            what = (f"{len(prefixes)} prefixes ({', '.join(prefixes)})" if whole_prefixes
+                    else f"{len(items)} IPs")
             try:
-                self.node.ec2.call("UnassignPrivateIpAddresses", NetworkInterfaceId=eni_id,
-                                   PrivateIpAddresses=ips)
-                log.info("unassigned %d IPs from %s", len(items), eni_id)
+                if whole_prefixes:
+                    self.node.ec2.call("UnassignPrivateIpAddresses", NetworkInterfaceId=eni_id,
+                                       Ipv4Prefixes=prefixes)
+                else:
+                    self.node.ec2.call("UnassignPrivateIpAddresses", NetworkInterfaceId=eni_id,
+                                       PrivateIpAddresses=ips)
+                log.info("unassigned %s from %s", what, eni_id)
                 outcome.done += ips
                 continue
             except (Ec2Error, CniError) as exc:

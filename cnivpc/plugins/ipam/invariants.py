@@ -26,6 +26,7 @@ Pure: imports only the stdlib, the config and the value types of the store and `
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -153,6 +154,8 @@ def _take_problems(pool: Pool, conf: IpamConf, take: Take) -> list[str]:
         problems.append(f"{eni.eni_id} has no kernel link")
     if ip in pool.suspects:
         problems.append(f"{ip} is no longer listed by the metadata")
+    if take.ip.prefix and not _in_prefix(ip, take.ip.prefix):
+        problems.append(f"{ip} is not an address of its prefix {take.ip.prefix}")
     problem = handout_problem(ip, eni, interface_index=conf.interface_index,
                               primaries=set(pool.primaries()),
                               held={a.ip for a in pool.held})
@@ -172,12 +175,13 @@ def _plan_problems(pool: Pool, conf: IpamConf, plan: Plan) -> list[str]:
         eni = next((e for e in pool.enis if e.eni_id == plan.eni_id), None)
         if eni is None or eni.device_index < conf.interface_index or not eni.link:
             return [f"assign to {plan.eni_id}, which is not an ENI whose IPs go to pods"]
-        tracked = [f.eni_id for f in pool.free] + [a.eni_id for a in pool.held]
-        tracked_here = tracked.count(eni.eni_id)
-        coming = sum(op.expected for op in pool.ops
-                     if op.kind == "assign" and op.eni_id == eni.eni_id)
-        if tracked_here + coming + plan.count > per_eni:
-            return [f"assign {plan.count} to {eni.eni_id}, which has {tracked_here} IPs and "
+        if plan.prefixes != conf.ipv4_prefixes:
+            return [f"assign of {'prefixes' if plan.prefixes else 'IPs'} in the other mode"]
+        used = _slots(pool, eni.eni_id)
+        coming = sum(-(-op.expected // 16) if conf.ipv4_prefixes else op.expected
+                     for op in pool.ops if op.kind == "assign" and op.eni_id == eni.eni_id)
+        if used + coming + plan.count > per_eni:
+            return [f"assign {plan.count} to {eni.eni_id}, which uses {used} slots and "
                     f"{coming} coming, of {per_eni}"]
         return []
     if plan.kind != "create":
@@ -202,9 +206,33 @@ def _plan_problems(pool: Pool, conf: IpamConf, plan: Plan) -> list[str]:
     return problems
 
 
+def _in_prefix(ip: str, prefix: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip) in ipaddress.ip_network(prefix)
+    except ValueError:
+        return False
+
+
+def _slots(pool: Pool, eni_id: str) -> int:
+    """IPv4 slots an ENI uses in ``pool``: its secondary IPs plus its distinct prefixes."""
+    rows = [(f.ip, f.prefix) for f in pool.free if f.eni_id == eni_id]
+    rows += [(a.ip, a.prefix) for a in pool.held if a.eni_id == eni_id]
+    return len({prefix or ip for ip, prefix in rows})
+
+
 def _give_back_problems(pool: Pool, ips: list[FreeIP], free: set[str],
                         held: tuple[Allocation, ...], freed: set[str]) -> list[str]:
     problems = []
+    # A prefix goes back whole or not at all: EC2 unassigns the /28, every address with it.
+    giving = {f.ip for f in ips}
+    members: dict[str, set[str]] = {}
+    rows = [(f.prefix, f.ip) for f in pool.free] + [(a.prefix, a.ip) for a in pool.held]
+    for prefix, ip in rows:
+        if prefix:
+            members.setdefault(prefix, set()).add(ip)
+    for prefix in {f.prefix for f in ips if f.prefix}:
+        if not members.get(prefix, set()) <= giving or len(members.get(prefix, ())) != 16:
+            problems.append(f"giving back prefix {prefix} with some of its addresses kept")
     primaries = pool.primaries()
     holders = {a.ip for a in held} - freed
     for f in ips:

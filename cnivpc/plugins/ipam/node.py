@@ -212,11 +212,17 @@ class Node:
         subnets = [Subnet(**s) for s in raw]
         return sorted(subnets, key=lambda s: (-s.available, s.subnet_id))
 
-    def eni_ips(self, eni_id: str) -> list[str]:
-        """The ENI's private IPs as EC2 has them now (the truth when the metadata lags)."""
+    def eni_ips(self, eni_id: str) -> dict[str, str]:
+        """The ENI's private IPs as EC2 has them now (the truth when the metadata lags), the
+        addresses of its /28 prefixes included: each to its prefix ("" for a plain IP)."""
+        from .prefixes import by_address
+
         answer = self.ec2.call("DescribeNetworkInterfaces", NetworkInterfaceIds=[eni_id])
-        return [a["PrivateIpAddress"] for i in answer.get("NetworkInterfaces", [])
-                for a in i.get("PrivateIpAddresses", [])]
+        found: dict[str, str] = {}
+        for i in answer.get("NetworkInterfaces", []):
+            found.update((a["PrivateIpAddress"], "") for a in i.get("PrivateIpAddresses", []))
+            found.update(by_address([p["Ipv4Prefix"] for p in i.get("Ipv4Prefixes", [])]))
+        return found
 
     def forget_subnets(self, vpc_id: str) -> None:
         """Drop the cached subnet list (its free counts are stale after a subnet-full error)."""

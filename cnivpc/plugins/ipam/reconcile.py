@@ -39,6 +39,7 @@ from ...aws.metadata import EniMetadata
 from ...cni.errors import CniError
 from .config import IpamConf
 from .node import Node
+from .prefixes import by_address as prefix_by_address
 from .store import EniRecord, Store
 
 log = logging.getLogger("cnivpc.ipam")
@@ -151,13 +152,15 @@ def apply(store: Store, conf: IpamConf, obs: Observation, now: float) -> None:
             continue
         if eni.eni_id not in already:
             store.cache_put(f"dot-pending:{eni.eni_id}", "", DOT_PENDING_TTL)
-        listed = set(eni.ipv4s)
+        # A prefix's addresses are not in local-ipv4s: its ipv4-prefix line stands for them.
+        in_prefix = prefix_by_address(eni.ipv4_prefixes)
+        listed = set(eni.ipv4s) | set(in_prefix)
         if eni.primary_ip in free_by_eni.get(eni.eni_id, []):
             # A pool from before primaries were excluded: the primary is never a pod's.
             log.info("the primary IP %s of %s leaves the pool", eni.primary_ip, eni.eni_id)
             store.forget([eni.primary_ip])
             free_by_eni[eni.eni_id].remove(eni.primary_ip)
-        unknown = [ip for ip in eni.ipv4s
+        unknown = [ip for ip in (*eni.ipv4s, *in_prefix)
                    if ip not in known and ip not in recent and ip != eni.primary_ip]
         if unknown:
             # The cooldown: we cannot tell who used them last. Not for an ENI our own dead
@@ -165,7 +168,10 @@ def apply(store: Store, conf: IpamConf, obs: Observation, now: float) -> None:
             log.info("adopting %d IPs found on %s%s: %s", len(unknown), eni.eni_id,
                      " (created by cnivpc, never used)" if seen.created_by_us else "",
                      ", ".join(unknown))
-            store.add_free(unknown, eni.eni_id, freed_at=0.0 if seen.created_by_us else now)
+            for prefix in sorted({in_prefix.get(ip, "") for ip in unknown}):
+                store.add_free([ip for ip in unknown if in_prefix.get(ip, "") == prefix],
+                               eni.eni_id, freed_at=0.0 if seen.created_by_us else now,
+                               prefix=prefix)
         for ip in free_by_eni.get(eni.eni_id, []):
             if ip in listed and ip in fresh:
                 # The metadata has caught up with our own call: from now on, its listing is

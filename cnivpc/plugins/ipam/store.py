@@ -38,7 +38,7 @@ from typing import Any
 from ...cni.errors import TryAgainLater
 from ...cni.paths import ensure_dir, open_file, own_file
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_NAME = "ipam.db"
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS ips (
     netns        TEXT NOT NULL DEFAULT '',
     allocated_at REAL,
     freed_at     REAL,
+    prefix       TEXT,
     CHECK ((container_id IS NULL) = (ifname IS NULL))
 );
 CREATE INDEX IF NOT EXISTS ips_attachment ON ips (container_id, ifname);
@@ -134,6 +135,8 @@ class Allocation:
     netns: str = ""
     # The network (conflist name) that holds it; "" for an unclaimed row of schema 1.
     network: str = ""
+    # The /28 prefix EC2 assigned the address in (prefix mode); "" for a secondary IP.
+    prefix: str = ""
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,7 @@ class FreeIP:
     ip: str
     eni_id: str
     freed_at: float
+    prefix: str = ""  # the /28 it is part of (prefix mode); "" for a secondary IP
 
 
 class Store:
@@ -286,12 +290,15 @@ class Store:
 
     def _migrate(self) -> None:
         """Schema 1 -> 2: the ``network`` column, added in place (existing rows kept, their
-        network unknown: unclaimed, see the module docstring). Under the write lock, so two
-        processes opening an old file at once do not both add it."""
+        network unknown: unclaimed, see the module docstring); 2 -> 3: the ``prefix`` column
+        (existing rows are secondary IPs: no prefix). Under the write lock, so two processes
+        opening an old file at once do not both add them."""
         with self.transaction():
             columns = {str(r[1]) for r in self._conn.execute("PRAGMA table_info(ips)")}
             if "network" not in columns:
                 self._conn.execute("ALTER TABLE ips ADD COLUMN network TEXT")
+            if "prefix" not in columns:
+                self._conn.execute("ALTER TABLE ips ADD COLUMN prefix TEXT")
             if self._meta("schema_version") != str(SCHEMA_VERSION):
                 self._set_meta("schema_version", str(SCHEMA_VERSION))
 
@@ -352,7 +359,8 @@ class Store:
         """Allocations, all or one attachment's. With ``network``, only that network's and
         unclaimed ones (which that network may claim)."""
         sql = ("SELECT ip, eni_id, container_id, ifname, pod, allocated_at, netns, "
-               "COALESCE(network, '') FROM ips WHERE container_id IS NOT NULL")
+               "COALESCE(network, ''), COALESCE(prefix, '') FROM ips "
+               "WHERE container_id IS NOT NULL")
         params: list[Any] = []
         if container_id is not None:
             sql += " AND container_id = ?"
@@ -373,12 +381,12 @@ class Store:
         held: list[Allocation] = []
         for r in self._conn.execute(
                 "SELECT ip, eni_id, container_id, ifname, pod, allocated_at, netns, "
-                "COALESCE(network, ''), freed_at FROM ips "
+                "COALESCE(network, ''), COALESCE(prefix, ''), freed_at FROM ips "
                 "ORDER BY freed_at, allocated_at, ip").fetchall():
             if r[2] is None:
-                free.append(FreeIP(str(r[0]), str(r[1]), float(r[8] or 0.0)))
+                free.append(FreeIP(str(r[0]), str(r[1]), float(r[9] or 0.0), str(r[8])))
             else:
-                held.append(Allocation(*r[:8]))
+                held.append(Allocation(*r[:9]))
         return free, held
 
     def claim(self, network: str, container_id: str, ifname: str) -> None:
@@ -398,8 +406,10 @@ class Store:
             (container_id, ifname, network, pod, netns, now, ip))
         if cur.rowcount != 1:
             raise KeyError(f"{ip} is not a free IP")
-        row = self._conn.execute("SELECT eni_id FROM ips WHERE ip = ?", (ip,)).fetchone()
-        return Allocation(ip, str(row[0]), container_id, ifname, pod, now, netns, network or "")
+        row = self._conn.execute("SELECT eni_id, COALESCE(prefix, '') FROM ips WHERE ip = ?",
+                                 (ip,)).fetchone()
+        return Allocation(ip, str(row[0]), container_id, ifname, pod, now, netns, network or "",
+                          str(row[1]))
 
     def release(self, container_id: str, ifname: str,
                 network: str | None = None) -> list[Allocation]:
@@ -415,19 +425,23 @@ class Store:
 
     # -- the free pool -----------------------------------------------------------------------
 
-    def add_free(self, ips: Iterable[str], eni_id: str, *, freed_at: float = 0.0) -> int:
-        """Record IPs newly assigned to ``eni_id`` in EC2 as free. ``freed_at`` 0 means usable at
-        once (fresh from EC2: no pod ever had them). Known IPs are left as they are."""
+    def add_free(self, ips: Iterable[str], eni_id: str, *, freed_at: float = 0.0,
+                 prefix: str = "") -> int:
+        """Record IPs newly assigned to ``eni_id`` in EC2 as free (the addresses of ``prefix``
+        when one was assigned). ``freed_at`` 0 means usable at once (fresh from EC2: no pod
+        ever had them). Known IPs are left as they are."""
         cur = self._conn.executemany(
-            "INSERT INTO ips(ip, eni_id, freed_at) VALUES(?, ?, ?) ON CONFLICT(ip) DO NOTHING",
-            [(ip, eni_id, freed_at) for ip in ips])
+            "INSERT INTO ips(ip, eni_id, freed_at, prefix) VALUES(?, ?, ?, ?) "
+            "ON CONFLICT(ip) DO NOTHING",
+            [(ip, eni_id, freed_at, prefix or None) for ip in ips])
         return cur.rowcount
 
     def free_ips(self, *, ready_before: float | None = None,
                  eni_ids: Iterable[str] | None = None) -> list[FreeIP]:
         """Free IPs, longest-free first (least recently used: spreads reuse). With
         ``ready_before``, only those freed before that time (past their cooldown)."""
-        sql = "SELECT ip, eni_id, freed_at FROM ips WHERE container_id IS NULL"
+        sql = ("SELECT ip, eni_id, freed_at, COALESCE(prefix, '') FROM ips "
+               "WHERE container_id IS NULL")
         params: list[Any] = []
         if ready_before is not None:
             sql += " AND freed_at <= ?"
@@ -437,7 +451,7 @@ class Store:
             sql += f" AND eni_id IN ({','.join('?' * len(ids))})"
             params.extend(ids)
         rows = self._conn.execute(sql + " ORDER BY freed_at, ip", params).fetchall()
-        return [FreeIP(str(r[0]), str(r[1]), float(r[2])) for r in rows]
+        return [FreeIP(str(r[0]), str(r[1]), float(r[2]), str(r[3])) for r in rows]
 
     def forget(self, ips: Iterable[str]) -> None:
         """Drop free IPs that are no longer on our ENIs (unassigned, ENI gone). Allocated IPs are
@@ -461,8 +475,9 @@ class Store:
         """Undo ``take_free`` for IPs whose unassign failed: they are still on their ENI."""
         for f in free:
             self._conn.execute("DELETE FROM unassigned WHERE ip = ?", (f.ip,))
-            self._conn.execute("INSERT INTO ips(ip, eni_id, freed_at) VALUES(?, ?, ?) "
-                               "ON CONFLICT(ip) DO NOTHING", (f.ip, f.eni_id, f.freed_at))
+            self._conn.execute("INSERT INTO ips(ip, eni_id, freed_at, prefix) VALUES(?, ?, ?, ?) "
+                               "ON CONFLICT(ip) DO NOTHING",
+                               (f.ip, f.eni_id, f.freed_at, f.prefix or None))
 
     def recently_unassigned(self, since: float) -> set[str]:
         self._conn.execute("DELETE FROM unassigned WHERE at < ?", (since,))

@@ -385,3 +385,13 @@ def test_imds_lists_prefixes_with_the_address_lag(lab: Ec2Lab, ec2_client: Any,
         # prefix addresses are not repeated in local-ipv4s
         assert get(f"network/interfaces/macs/{eni['MacAddress']}/local-ipv4s")[1] == (
             eni["PrivateIpAddress"])
+
+
+def test_prefixes_at_launch_are_a_loud_lab_gap(lab: Ec2Lab, ec2_client: Any,
+                                               topo: topology.Topology) -> None:
+    with pytest.raises(ClientError) as exc:
+        ec2_client.run_instances(
+            ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="m5.large",
+            NetworkInterfaces=[{"DeviceIndex": 0, "SubnetId": topo.node_subnet(),
+                                "Ipv4PrefixCount": 1}])
+    assert error(exc)[0] == "LabNotImplemented"

@@ -491,6 +491,17 @@ def modify_network_interface_attribute(ctx: RuleContext) -> Plan:
     return Plan(after=after)
 
 
+# -- RunInstances ----------------------------------------------------------------------------------
+@rule("RunInstances")
+def run_instances(ctx: RuleContext) -> Plan:
+    # moto ignores prefixes in a launch's NIC specs; the lab models them on the ENI calls only,
+    # so a launch asking for them is a loud gap, not a silent "nothing assigned".
+    if any(k.startswith("NetworkInterface.") and ".Ipv4Prefix" in k for k in ctx.form.params):
+        raise errors.lab_not_implemented("IPv4 prefixes in RunInstances' network interfaces "
+                                         "(assign them with AssignPrivateIpAddresses)")
+    return Plan()
+
+
 # -- Describe* pagination --------------------------------------------------------------------------
 def _paginated(action: str, list_tag: str, id_param: str | None, bounds: tuple[int, int]) -> Rule:
     def paginate(ctx: RuleContext) -> Plan:

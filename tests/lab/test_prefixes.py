@@ -395,3 +395,46 @@ def test_prefixes_at_launch_are_a_loud_lab_gap(lab: Ec2Lab, ec2_client: Any,
             NetworkInterfaces=[{"DeviceIndex": 0, "SubnetId": topo.node_subnet(),
                                 "Ipv4PrefixCount": 1}])
     assert error(exc)[0] == "LabNotImplemented"
+
+
+def test_a_lost_prefix_answer_is_applied_and_concurrent_ones_never_overlap(
+        lab: Ec2Lab, topo: topology.Topology) -> None:
+    import threading
+
+    from botocore.exceptions import ReadTimeoutError
+
+    from .conftest import make_client
+
+    patient = make_client(lab.url)
+    enis = [patient.create_network_interface(SubnetId=topo.pod_subnet())["NetworkInterface"][
+        "NetworkInterfaceId"] for _ in range(6)]
+    # the answer is lost on its way back: EC2 did the work, Describe tells the client
+    lab.control.faults.lose_response_next("AssignPrivateIpAddresses", hold=30)
+    with pytest.raises(ReadTimeoutError):
+        make_client(lab.url, retries=0, read_timeout=0.3).assign_private_ip_addresses(
+            NetworkInterfaceId=enis[0], Ipv4PrefixCount=1)
+    lab.control.faults.clear()
+    lost = prefixes_of(patient.describe_network_interfaces(NetworkInterfaceIds=[enis[0]])[
+        "NetworkInterfaces"][0])
+    assert len(lost) == 1
+    # 6 clients x 3 calls x 2 prefixes at once: 36 distinct /28s, none overlapping an address
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def work(eni: str) -> None:
+        for _ in range(3):
+            out = patient.assign_private_ip_addresses(NetworkInterfaceId=eni, Ipv4PrefixCount=2)
+            with lock:
+                got.extend(p["Ipv4Prefix"] for p in out["AssignedIpv4Prefixes"])
+
+    threads = [threading.Thread(target=work, args=(e,)) for e in enis]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    blocks = [ipaddress.IPv4Network(p) for p in got + lost]
+    assert len(got) == 36 and len(set(blocks)) == 37
+    described = patient.describe_network_interfaces(NetworkInterfaceIds=enis)["NetworkInterfaces"]
+    primaries = [ipaddress.IPv4Address(e["PrivateIpAddress"]) for e in described]
+    assert not any(a in b for a in primaries for b in blocks)
+    assert sorted(p for e in described for p in prefixes_of(e)) == sorted(got + lost)

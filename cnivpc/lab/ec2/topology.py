@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .addressing import SubnetIpv4
-from .limits import UNATTACHED_IPV4_PER_ENI
 from .state import LabState
 
 
@@ -180,6 +179,9 @@ def create(
 
 
 SQUATTER_DESCRIPTION = "cnivpc-lab fragmentation"
+# Addresses per squatter ENI: the most an unattached ENI may hold (limits.UNATTACHED_IPV4_PER_ENI;
+# not imported: limits reads moto's data table, and this module imports no moto).
+SQUATTER_ADDRESSES = 50
 
 
 @dataclass(frozen=True)
@@ -210,8 +212,8 @@ def fragment(lab: LabLike, subnet_id: str, *, leave: int = 0) -> Fragmentation:
         kept = blocks[:leave]
         taken = [str(block.network_address + 8) for block in blocks[leave:]]
         enis: list[str] = []
-        for start in range(0, len(taken), UNATTACHED_IPV4_PER_ENI):
-            chunk = taken[start : start + UNATTACHED_IPV4_PER_ENI]
+        for start in range(0, len(taken), SQUATTER_ADDRESSES):
+            chunk = taken[start : start + SQUATTER_ADDRESSES]
             eni = backend.create_network_interface(
                 subnet,
                 chunk[0],

@@ -14,9 +14,9 @@ until SIGINT or SIGTERM and tears everything down (exit 0).
 ``down [--lab-id ID]`` stops the live lab(s) (SIGTERM, then SIGKILL after 10 s) and removes every
 namespace any lab left; with ``--lab-id`` only that lab. Prints one JSON line of what it removed.
 
-``fault``, ``latency``, ``imds-lag``, ``detach``, ``unassign``, ``reboot``, ``terminate``,
-``counts``, ``status``: commands to a running lab from another process, through its control
-endpoint (``control`` in the ``up`` line); see :mod:`cnivpc.lab.remote`.
+``fault``, ``latency``, ``imds-lag``, ``detach``, ``unassign``, ``fragment``, ``reboot``,
+``terminate``, ``counts``, ``status``: commands to a running lab from another process, through
+its control endpoint (``control`` in the ``up`` line); see :mod:`cnivpc.lab.remote`.
 
 Owns only argument parsing and signal handling; the work is in :mod:`cnivpc.lab.lab` and
 :mod:`cnivpc.lab.fabric`. Must not be imported by plugin code.
@@ -34,8 +34,8 @@ from types import FrameType
 
 # The commands for a running lab (cnivpc.lab.remote.COMMANDS, kept here so that `up` and
 # `down` do not import the client, nor the client this module's lab imports).
-REMOTE_COMMANDS = frozenset({"fault", "latency", "imds-lag", "detach", "unassign", "reboot",
-                             "terminate", "counts", "status"})
+REMOTE_COMMANDS = frozenset({"fault", "latency", "imds-lag", "detach", "unassign", "fragment",
+                             "reboot", "terminate", "counts", "status"})
 
 
 def _up(args: argparse.Namespace) -> int:

@@ -209,6 +209,11 @@ def _unassign(lab: Lab, args: dict[str, Any]) -> dict[str, Any]:
     return lab.unassign_ips(args["eni"], list(args.get("ips") or []))
 
 
+@command("fragment")
+def _fragment(lab: Lab, args: dict[str, Any]) -> dict[str, Any]:
+    return lab.fragment(args["subnet"], int(args.get("leave") or 0))
+
+
 @command("reboot")
 def _reboot(lab: Lab, args: dict[str, Any]) -> dict[str, Any]:
     return lab.reboot_node(_node(lab, args["node"]))

@@ -549,24 +549,33 @@ class Fabric:
     # -- delivery by EC2's address map ----------------------------------------------------------
 
     def set_addresses(self, owners: dict[str, str]) -> None:
-        """Deliver each VPC IP to the ENI (MAC) that EC2 says owns it: ``{ip: mac}``.
+        """Deliver each VPC IP to the ENI (MAC) that EC2 says owns it: ``{ip or prefix: mac}``.
 
         AWS's VPC never ARPs: it knows which ENI holds which private IP. With permanent
         neighbour entries the router does the same, so an IP configured on the wrong ENI (or
         answered for by another interface of the node, Linux's "ARP flux") gets no traffic, as
-        on AWS. IPs not in the map fall back to ordinary ARP (the fabric-only tests use that).
-        Only the difference to the previous call is applied.
+        on AWS. A key that is a CIDR (an IPv4 prefix EC2 delegated, ``10.0.16.32/28``) delivers
+        every address in it to that ENI, as AWS does for pods holding addresses out of a /28.
+        IPs not in the map fall back to ordinary ARP (the fabric-only tests use that). Only the
+        difference to the previous call is applied.
         """
+        wanted: dict[str, str] = {}
+        for key, mac in owners.items():
+            if "/" in key:
+                for member in ipaddress.ip_network(key):
+                    wanted.setdefault(str(member), mac.lower())
+            else:
+                wanted[key] = mac.lower()  # an ENI's own IP wins over a prefix overlapping it
         with self._lock:
             lines: list[str] = []
-            for addr in set(self._owners) - set(owners):
+            for addr in set(self._owners) - set(wanted):
                 lines.append(f"neigh del {addr} dev br0")
-            for addr, mac in owners.items():
-                if self._owners.get(addr) != mac.lower():
-                    lines.append(f"neigh replace {addr} lladdr {mac.lower()} dev br0 nud permanent")
+            for addr, mac in wanted.items():
+                if self._owners.get(addr) != mac:
+                    lines.append(f"neigh replace {addr} lladdr {mac} dev br0 nud permanent")
             if lines:
                 ip_batch(lines, ns=self.vpc_ns, force=True)
-            self._owners = {a: m.lower() for a, m in owners.items()}
+            self._owners = wanted
 
     # -- introspection ------------------------------------------------------------------------
 

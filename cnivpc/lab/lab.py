@@ -13,8 +13,9 @@ Owns :class:`Lab` (context manager; ``python -m cnivpc.lab up`` is a thin CLI ov
   the profile's ``imds_lag`` / ``imds_remove_lag`` (taken at start; change them at run time on
   ``lab.imds.propagation.lag`` / ``.remove_lag``; IMDS knobs such as ``http_tokens`` or
   ``hop_limit`` are on ``lab.imds.config``).
-* The VPC router delivers each private IP to the ENI EC2 assigned it to (``sync_addresses``,
-  every 100 ms and on each attach), as AWS does, instead of trusting ARP.
+* The VPC router delivers each private IP, and each address of a delegated /28 prefix, to the ENI
+  EC2 assigned it to (``sync_addresses``, every 100 ms and on each attach), as AWS does, instead
+  of trusting ARP.
 
 Endpoints seen from inside a node netns (what plugins get with production defaults):
 
@@ -29,7 +30,8 @@ From the host (tests): ``Lab.ec2.url`` and ``LabNode.imds_url`` (127.0.0.1, one 
 
 From other processes: the control endpoint (:mod:`.endpoint`, ``/run/cnivpc-lab/<id>.sock``)
 arms faults and runs what happens to nodes outside cnivpc's control (``detach_eni``,
-``unassign_ips``, ``reboot_node``, ``terminate_node``). Each node has a boot id, in a file that
+``unassign_ips``, ``reboot_node``, ``terminate_node``, ``fragment``: other tenants of a subnet
+leaving no free /28). Each node has a boot id, in a file that
 plugins run "on" the node may see as ``/proc/sys/kernel/random/boot_id`` (one kernel, one real
 boot id for every netns); a reboot changes it.
 
@@ -54,9 +56,10 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from . import fabric as fab
 from .ec2 import AttachmentEvent, Ec2Lab, LabRequestHandler
-from .ec2.addressing import eni_ipv4s
+from .ec2.addressing import eni_ipv4s, eni_prefixes, set_eni_prefixes
 from .ec2.topology import Topology
 from .ec2.topology import create as create_topology
+from .ec2.topology import fragment as fragment_subnet
 from .endpoint import ControlEndpoint, LabCommandError, control_socket
 from .imds import ImdsConfig, ImdsServer, moto_source
 from .profiles import LatencyProfile, get_profile
@@ -340,23 +343,44 @@ class Lab:
         return {"eni": eni_id, "instance_id": instance_id}
 
     def unassign_ips(self, eni_id: str, ips: list[str] | None = None) -> dict[str, Any]:
-        """Unassign secondary private IPs of an ENI in EC2 (all of them when ``ips`` is empty);
-        the VPC stops delivering them and IMDS drops them after its remove lag."""
+        """Unassign secondary private IPs and IPv4 prefixes (``10.0.16.32/28``) of an ENI in EC2
+        (all of both when ``ips`` is empty); the VPC stops delivering them and IMDS drops them
+        after its remove lag."""
         with self.ec2.lock:
             eni = self._eni(eni_id)
             secondaries = [a for a in eni_ipv4s(eni) if a != eni.private_ip_address]
-            wanted = list(ips) if ips else secondaries
+            prefixes = eni_prefixes(eni)
+            wanted = list(ips) if ips else secondaries + prefixes
             if eni.private_ip_address in wanted:
                 raise LabCommandError(f"{eni.private_ip_address} is {eni_id}'s primary IP",
-                                      "only secondary IPs can be unassigned")
-            missing = [a for a in wanted if a not in secondaries]
+                                      "only secondary IPs and prefixes can be unassigned")
+            missing = [a for a in wanted if a not in secondaries and a not in prefixes]
             if missing:
                 raise LabCommandError(f"not assigned to {eni_id}: {', '.join(missing)}",
-                                      f"its secondary IPs: {', '.join(secondaries) or 'none'}")
-            if wanted:
-                self.ec2.backend.unassign_private_ip_addresses(eni_id, wanted)
+                                      "its secondary IPs and prefixes: "
+                                      f"{', '.join(secondaries + prefixes) or 'none'}")
+            addresses = [a for a in wanted if a in secondaries]
+            if addresses:
+                self.ec2.backend.unassign_private_ip_addresses(eni_id, addresses)
+            if any(p in prefixes for p in wanted):
+                set_eni_prefixes(eni, [p for p in prefixes if p not in wanted])
         self.sync_addresses()
         return {"eni": eni_id, "unassigned": wanted}
+
+    def fragment(self, subnet_id: str, leave: int = 0) -> dict[str, Any]:
+        """Squat one address of every free /28 of a subnet but ``leave`` of them (see
+        :func:`cnivpc.lab.ec2.topology.fragment`): prefix requests then fail with
+        ``InsufficientCidrBlocks`` while single addresses stay plentiful."""
+        with self.ec2.lock:
+            known = subnet_id in {s.id for az in self.ec2.backend.subnets.values()
+                                  for s in az.values()}
+        if not known:
+            raise LabCommandError(f"no subnet {subnet_id} in this lab",
+                                  f"the lab's own subnets: {', '.join(sorted(self.subnets))}")
+        if leave < 0:
+            raise LabCommandError(f"--leave {leave}: not a number of /28s", "0 or more")
+        done = fragment_subnet(self.ec2, subnet_id, leave=leave)
+        return asdict(done)
 
     def _eni(self, eni_id: str) -> Any:
         eni = self.ec2.backend.enis.get(eni_id)
@@ -469,6 +493,8 @@ class Lab:
                 for eni in view.enis if view else ():
                     for addr in eni.ipv4s:
                         owners[addr] = eni.mac
+                    for prefix in eni.ipv4_prefixes:  # every address of a delegated /28
+                        owners[prefix] = eni.mac
             self.fabric.set_addresses(owners)
 
     def _sync_loop(self) -> None:

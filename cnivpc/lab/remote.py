@@ -14,7 +14,8 @@ and exits 1 (no running lab, several and no ``--lab-id``, a command the lab refu
     fault list                   fault clear
     latency [PROFILE] [--default S] [--api ACTION=S ...] [--attach-delay S] [--detach-delay S]
     imds-lag [--lag S] [--remove-lag S]
-    detach ENI                   unassign ENI [IP ...]
+    detach ENI                   unassign ENI [IP|PREFIX ...]
+    fragment SUBNET [--leave N]  no free /28 left in SUBNET but N (InsufficientCidrBlocks)
     reboot NODE                  terminate NODE
     counts [--node NODE] [--reset]
     status
@@ -134,9 +135,15 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     detach = sub.add_parser("detach", parents=[common], help="detach an ENI behind cnivpc's back")
     detach.add_argument("eni")
     unassign = sub.add_parser("unassign", parents=[common],
-                              help="unassign secondary IPs (default: all) behind cnivpc's back")
+                              help="unassign secondary IPs and /28 prefixes (default: all) "
+                                   "behind cnivpc's back")
     unassign.add_argument("eni")
-    unassign.add_argument("ips", nargs="*", metavar="IP")
+    unassign.add_argument("ips", nargs="*", metavar="IP|PREFIX")
+    frag = sub.add_parser("fragment", parents=[common],
+                          help="squat one address of every free /28 of a subnet (other "
+                               "tenants): prefixes fail with InsufficientCidrBlocks")
+    frag.add_argument("subnet")
+    frag.add_argument("--leave", type=int, default=0, help="free /28s to leave (default 0)")
     for name, text in (("reboot", "reboot a node: links gone, new boot id, ENIs kept"),
                        ("terminate", "terminate a node's instance")):
         p = sub.add_parser(name, parents=[common], help=text)
@@ -159,6 +166,7 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         return f"fault.{args.kind}", {f: getattr(args, f) for f in fields}
     fields = {"latency": ("profile", "default", "attach_visible_delay", "detach_visible_delay"),
               "imds-lag": ("lag", "remove_lag"), "detach": ("eni",), "unassign": ("eni", "ips"),
+              "fragment": ("subnet", "leave"),
               "reboot": ("node",), "terminate": ("node",), "counts": ("node", "reset"),
               "status": ()}[args.command]
     out = {f: getattr(args, f) for f in fields}

@@ -46,6 +46,25 @@ def test_status_and_listings(cli: Any) -> None:
     assert c("max-pods", "--cap", "30").stdout.strip() == "30"
 
 
+def test_max_pods_prefix_mode(cli: Any) -> None:
+    c: Cli = cli("m5.large")
+    assert c("max-pods", "--prefixes").stdout == "110\n"  # 2 ENIs x 9 slots x 16, capped
+    doc = c("max-pods", "--prefixes", "--json").doc
+    assert (doc["mode"], doc["vcpus"], doc["aws_calculator"], doc["source"]) == (
+        "prefixes", 2, 110, "DescribeInstanceTypes")
+    secondary = c("max-pods", "--json").doc  # AWS's table says 29 (see tests/unit/test_maxpods)
+    assert (secondary["max_pods"], secondary["aws_calculator"]) == (18, 29)
+    big = c("max-pods", "--prefixes", "--instance-type", "m5.24xlarge").stdout
+    assert big == "250\n"  # 96 vCPUs: the high ceiling
+    xen = c("max-pods", "--prefixes", "--instance-type", "m4.large")
+    assert xen.code == 0 and xen.stdout == "9\n" and "not Nitro-based" in xen.stderr
+    # EC2 refusing: vCPUs and Nitro from the built-in table
+    c.ipam.lab.ec2.control.deny("DescribeInstanceTypes")
+    table = c("max-pods", "--prefixes", "--json")
+    assert table.code == 0 and table.doc["source"] == "built-in table"
+    assert table.doc["max_pods"] == 110 and "built-in table" in table.stderr
+
+
 def test_grow_and_release(cli: Any) -> None:
     c: Cli = cli("c5.xlarge", warmIPTarget=0)
     grown = c("ipam", "grow", "--count", "3")

@@ -314,3 +314,29 @@ def test_vpc_delivers_each_ip_to_the_eni_ec2_assigned_it_to(lab: Any, ec2_client
     run_in(a.netns, "ip", "link", "set", "eth1", "up", check=True)
     run_in(a.netns, "ip", "addr", "add", f"{pod_ip}/32", "dev", "eth1", check=True)
     assert ping(b.netns, pod_ip)
+
+
+def test_vpc_delivers_every_address_of_a_prefix_to_its_eni(lab: Any, ec2_client: Any) -> None:
+    """A /28 EC2 delegated to an ENI: all 16 addresses reach that ENI (pods get single addresses
+    out of it), and only that ENI, as with secondary IPs."""
+    import ipaddress
+
+    a, b = lab.node(0), lab.node(1)
+    eni = create_eni(ec2_client, lab, secondaries=0, node=a)
+    ec2_client.attach_network_interface(
+        NetworkInterfaceId=eni["NetworkInterfaceId"], InstanceId=a.instance_id, DeviceIndex=1)
+    out = ec2_client.assign_private_ip_addresses(
+        NetworkInterfaceId=eni["NetworkInterfaceId"], Ipv4PrefixCount=1)
+    block = ipaddress.ip_network(out["AssignedIpv4Prefixes"][0]["Ipv4Prefix"])
+    first, last = str(block[0]), str(block[15])
+    lab.sync_addresses()
+    # wrong: node b claims an address of a's prefix
+    run_in(b.netns, "ip", "addr", "add", f"{first}/32", "dev", "eth0", check=True)
+    assert not ping(a.netns, first, attempts=1)
+    run_in(b.netns, "ip", "addr", "del", f"{first}/32", "dev", "eth0", check=True)
+    # right: on the ENI holding the prefix, the first and the last of its 16 addresses
+    link = lab.wait_for_link(a.instance_id, eni["MacAddress"])
+    run_in(a.netns, "ip", "link", "set", link, "up", check=True)
+    for addr in (first, last):
+        run_in(a.netns, "ip", "addr", "add", f"{addr}/32", "dev", link, check=True)
+    assert ping(b.netns, first) and ping(b.netns, last)

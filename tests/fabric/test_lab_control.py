@@ -256,6 +256,38 @@ def test_unassign_and_detach_behind_the_plugins_back(lab: Up, ec2: Any) -> None:
     assert primary.returncode == 1 and "primary ENI" in primary.stderr
 
 
+def test_fragment_a_subnet_and_unassign_prefixes(lab: Up, ec2: Any) -> None:
+    node = lab.nodes[0]
+    subnet = ec2.create_subnet(VpcId=lab.info["vpc"]["id"], CidrBlock="10.0.240.0/25",
+                               AvailabilityZone=node["availability_zone"])["Subnet"]["SubnetId"]
+    # a /25: 8 blocks, the first and the last hold AWS's reserved addresses -> 6 free
+    done = lab.do("fragment", subnet, "--leave", "1")
+    assert len(done["addresses"]) == 5 and len(done["free_blocks"]) == 1
+    assert done["free_addresses"] == 128 - 5 - 5
+    eni = ec2.create_network_interface(SubnetId=subnet, Groups=[lab.sg], Ipv4PrefixCount=1)[
+        "NetworkInterface"]
+    assert [p["Ipv4Prefix"] for p in eni["Ipv4Prefixes"]] == done["free_blocks"]
+    with pytest.raises(Exception) as exc:
+        ec2.assign_private_ip_addresses(NetworkInterfaceId=eni["NetworkInterfaceId"],
+                                        Ipv4PrefixCount=1)
+    assert error_of(exc) == ("InsufficientCidrBlocks", 400)
+    refused = lab.cli("fragment", "subnet-0000000000000dead", ok=False)
+    assert refused.returncode == 1 and "error: no subnet subnet-0000000000000dead" in (
+        refused.stderr)
+
+    # behind cnivpc's back: the prefix goes, in EC2 and (after the remove lag) in IMDS
+    eni_id, mac, prefix = eni["NetworkInterfaceId"], eni["MacAddress"], done["free_blocks"][0]
+    ec2.attach_network_interface(NetworkInterfaceId=eni_id, InstanceId=node["instance_id"],
+                                 DeviceIndex=2)
+    path = f"{MACS}{mac}/ipv4-prefix"
+    wait_until(lambda: get(node["imds_url"], path, token(node["imds_url"])).body == prefix)
+    assert lab.do("unassign", eni_id) == {"eni": eni_id, "unassigned": [prefix]}
+    left = ec2.describe_network_interfaces(NetworkInterfaceIds=[eni_id])["NetworkInterfaces"][0]
+    assert left.get("Ipv4Prefixes", []) == []
+    wait_until(lambda: get(node["imds_url"], path, token(node["imds_url"])).status == 404)
+    ec2.detach_network_interface(AttachmentId=left["Attachment"]["AttachmentId"])
+
+
 def test_reboot_takes_the_links_down_with_a_new_boot_id(lab: Up, ec2: Any, tmp_path: Path
                                                           ) -> None:
     node = lab.nodes[0]

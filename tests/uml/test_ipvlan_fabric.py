@@ -95,3 +95,29 @@ def test_pods_across_nodes_and_snat_egress(fabric: Fabric, in_ns: Any) -> None:
                      check=True).stdout
     assert any("SNAT" in line and int(line.split()[0]) >= 1 for line in counters.splitlines()
                if line.strip() and line.split()[0].isdigit())
+
+
+def test_pods_out_of_prefixes_are_delivered_by_the_prefix_owner(fabric: Fabric) -> None:
+    """Each node's ENI holds a /28 EC2 delegated (set_addresses with a CIDR): ipvlan pods with
+    addresses out of those prefixes reach each other across nodes, and an address of one node's
+    prefix configured on the other node gets nothing (the router delivers by EC2's map)."""
+    fabric.add_subnet(POD_SUBNET)
+    fabric.add_node("n1", mac="02:00:0a:00:00:0a", ip_addr="10.0.0.10", subnet=NODE_SUBNET)
+    fabric.add_node("n2", mac="02:00:0a:00:00:0b", ip_addr="10.0.0.11", subnet=NODE_SUBNET)
+    mac_a, mac_b = "02:00:0a:00:10:0a", "02:00:0a:00:10:0b"
+    if1 = fabric.plug("n1", "eni-a", mac_a, device_index=1)
+    if2 = fabric.plug("n2", "eni-b", mac_b, device_index=1)
+    # ENI primaries 10.0.16.4/.5, and one /28 each, as EC2 would hand them out
+    fabric.set_addresses({"10.0.16.4": mac_a, "10.0.16.5": mac_b,
+                          "10.0.16.16/28": mac_a, "10.0.16.32/28": mac_b})
+    pod_a = ipvlan_pod(fabric, "n1", if1, "poda", "10.0.16.17")  # first of a's prefix
+    pod_b = ipvlan_pod(fabric, "n2", if2, "podb", "10.0.16.47")  # last of b's prefix
+    assert ping(pod_a, "10.0.16.47") and ping(pod_b, "10.0.16.17")
+    assert ping(pod_b, POD_GW) and ping(pod_a, "10.0.0.11")
+    # an address of a's prefix on n2's ENI: the VPC still delivers it to a's ENI
+    ipvlan_pod(fabric, "n2", if2, "podx", "10.0.16.30")
+    assert not ping(pod_a, "10.0.16.30", attempts=1)
+    # the prefix taken away: its addresses fall back to ordinary ARP (the lab's rule for
+    # addresses EC2 did not assign), so the pod on n2 now answers
+    fabric.set_addresses({"10.0.16.4": mac_a, "10.0.16.5": mac_b, "10.0.16.32/28": mac_b})
+    assert ping(pod_a, "10.0.16.30")

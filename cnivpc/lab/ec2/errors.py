@@ -62,6 +62,24 @@ def create_insufficient_addresses() -> Ec2Error:
     )
 
 
+def insufficient_cidr_blocks() -> Ec2Error:
+    # wire: vpc-cni #1836 (Assign/Create with prefixes when no free aligned /28 is left).
+    return Ec2Error(
+        "InsufficientCidrBlocks",
+        "The specified subnet does not have enough free cidr blocks to satisfy the request.",
+    )
+
+
+def prefixes_not_supported(instance_type: str) -> Ec2Error:
+    # [inf] text: only Nitro-based types (and bare metal, which runs on Nitro) take prefixes;
+    # clients check the type first (VPC CNI's IsPrefixDelegationSupported), so the wire text is
+    # rarely seen. The code is EC2's usual one for a feature the type lacks.
+    return Ec2Error(
+        "InvalidParameterValue",
+        f"IPv4 prefix delegation is not supported for the instance type '{instance_type}'.",
+    )
+
+
 # -- attachment ----------------------------------------------------------------------------------
 def device_index_in_use(instance_id: str, device_index: int) -> Ec2Error:
     # wire: terraform-provider-aws PR #906, k8s-vpcnet #71 (note: not an ...InUse code).
@@ -182,6 +200,43 @@ def unassign_primary() -> Ec2Error:
         "InvalidParameterValue",
         "Some of the specified addresses are not valid for this operation. "
         "The primary IP address of an interface cannot be unassigned.",
+    )
+
+
+# -- prefixes (all [inf] texts; codes as for single addresses) -----------------------------------
+def prefix_malformed(prefix: str) -> Ec2Error:
+    # not a CIDR, host bits set (not aligned on 16), or not a /28
+    return Ec2Error(
+        "InvalidParameterValue",
+        f"Invalid IPv4 prefix: {prefix}. A prefix must be a /28 network (aligned on 16 addresses).",
+    )
+
+
+def prefix_not_in_subnet(prefix: str, subnet_id: str) -> Ec2Error:
+    return Ec2Error(
+        "InvalidParameterValue",
+        f"Prefix {prefix} does not fall within the subnet's address range ({subnet_id}).",
+    )
+
+
+def prefix_reserved(prefix: str) -> Ec2Error:
+    return Ec2Error(
+        "InvalidParameterValue", f"Prefix {prefix} overlaps the subnet's reserved address range"
+    )
+
+
+def prefix_in_use(prefix: str) -> Ec2Error:
+    return Ec2Error(
+        "InvalidIPAddress.InUse",
+        f"The specified prefix {prefix} overlaps an address or a prefix already in use.",
+    )
+
+
+def unassign_prefix_not_assigned(eni_id: str) -> Ec2Error:
+    # the same sentence EC2 uses for addresses, which clients match
+    return Ec2Error(
+        "InvalidParameterValue",
+        f"Some of the specified prefixes are not assigned to interface {eni_id}",
     )
 
 

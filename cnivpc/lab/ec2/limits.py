@@ -23,7 +23,8 @@ class InstanceLimits:
     network_cards: int
     # Per-card ENI maxima, index = NetworkCardIndex (multi-card types such as p4d.24xlarge).
     enis_per_card: tuple[int, ...]
-    # Nitro decides prefix-delegation eligibility (aws-reference.md §3.4), kept for that issue.
+    # Prefix delegation is for Nitro-based types only: hypervisor "nitro", or bare metal (which
+    # runs on the Nitro system and reports no hypervisor), as AWS's VPC CNI decides it too.
     nitro: bool
 
 
@@ -43,7 +44,7 @@ def limits_for(instance_type: str) -> InstanceLimits:
         ipv6_per_eni=int(net.get("Ipv6AddressesPerInterface", 0)),
         network_cards=int(net.get("MaximumNetworkCards", 1)),
         enis_per_card=cards or (int(net["MaximumNetworkInterfaces"]),),
-        nitro=data.get("Hypervisor") == "nitro",
+        nitro=data.get("Hypervisor") == "nitro" or bool(data.get("BareMetal")),
     )
 
 

@@ -2,8 +2,9 @@
 
 Owns :func:`install`. Almost all of them are *instance* attributes on the lab's own backend object
 (re-installed after every reset, since moto's reset rebuilds the object's ``__dict__``), so a plain
-moto in the same process is untouched. The one class-level patch (subnet address allocation for
-launches) only changes behaviour for backends carrying the lab's marker attribute.
+moto in the same process is untouched. The class-level patches (subnet address allocation for
+launches, the subnet's free count) only change behaviour for backends carrying the lab's marker
+attribute.
 
 Gaps closed here:
 
@@ -18,7 +19,10 @@ Gaps closed here:
   (HTTP 500); ``addresses.private-ip-address`` / ``private-ip-address`` match only the primary IP;
   ``attachment.status`` / ``attachment.delete-on-termination`` / ``attachment.network-card-index``
   are missing -> evaluated here, the rest is left to moto;
-* attach/detach emit :class:`~.events.AttachmentEvent` for the fabric (moto has no hooks).
+* attach/detach emit :class:`~.events.AttachmentEvent` for the fabric (moto has no hooks);
+* a subnet's ``AvailableIpAddressCount`` counts only single addresses (never the 16 addresses of
+  a delegated /28 prefix, which moto does not know) -> computed by :mod:`addressing` (class-level,
+  for lab backends only).
 
 Imports moto's ``Subnet`` model (for the one class-level patch) and the lab's own modules; nothing
 of werkzeug or the middleware.
@@ -180,7 +184,23 @@ def _lab_get_available_subnet_ip(self: Subnet, instance: Any) -> str:
     return address
 
 
+_orig_available_count = Subnet.available_ip_address_count
+
+
+def _lab_available_ip_address_count(self: Subnet) -> int:
+    state = getattr(self.ec2_backend, MARKER, None)
+    if state is None:
+        return int(_orig_available_count.fget(self))  # type: ignore[attr-defined]
+    return SubnetIpv4(state.backend, self).available_count
+
+
+_LAB_AVAILABLE_COUNT = property(_lab_available_ip_address_count)
+
+
 def install_class_patches() -> None:
     """Idempotent; scoped to lab backends by the marker attribute."""
     if Subnet.get_available_subnet_ip is not _lab_get_available_subnet_ip:
         Subnet.get_available_subnet_ip = _lab_get_available_subnet_ip  # type: ignore[method-assign]
+    # moto declares it a property; setattr keeps mypy from reading it as a method
+    if Subnet.__dict__.get("available_ip_address_count") is not _LAB_AVAILABLE_COUNT:
+        setattr(Subnet, "available_ip_address_count", _LAB_AVAILABLE_COUNT)  # noqa: B010

@@ -8,10 +8,10 @@ never used) and may register an after-hook that runs once moto succeeded (to com
 ignores, or to rewrite moto's answer). Rules must not mutate state themselves: under ``DryRun``
 only the checks run.
 
-Each rule cites the moto gap it closes (harness.md §3) and the AWS behaviour it copies
-(aws-reference.md §3). Prefix delegation and IPv6 are refused loudly (``LabNotImplemented``) instead
-of being silently ignored the way moto does; they get their own rules (and ``addressing`` classes)
-in a later issue.
+Each rule cites the moto gap it closes and the AWS behaviour it copies. IPv4 prefix delegation
+(``Ipv4Prefix*``), which moto accepts and silently ignores, is modelled here: /28 prefixes take
+one IPv4 slot each, only on Nitro-based types, out of aligned wholly free blocks of the subnet
+(``addressing``); they live on moto's ENI object as ``ipv4_prefixes``. IPv6 is not modelled.
 
 Imports the lab's own modules only; moto is reached through ``ctx.backend`` (duck-typed), never
 imported, and no werkzeug/WSGI here (that is the middleware's job).
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import errors, pagination
-from .addressing import SubnetIpv4, eni_ipv4s, ipv4_slots_used
+from .addressing import SubnetIpv4, eni_ipv4s, eni_prefixes, ipv4_slots_used, set_eni_prefixes
 from .limits import UNATTACHED_IPV4_PER_ENI, known_type, limits_for
 from .state import LabState
 from .wire import QueryForm, success_body, xml_element, xml_item_set
@@ -111,13 +111,25 @@ def attached_nics(instance: Any) -> list[Any]:
     return [eni for eni in instance.nics.values() if eni.instance is instance]
 
 
-def refuse_prefixes(form: QueryForm, *names: str) -> None:
-    # SEAM: prefix delegation (aws-reference.md §3.4) lands here in a later issue. moto accepts
-    # these parameters and silently assigns nothing, which would make a client believe it got
-    # prefixes; the lab says so instead.
-    for name in names:
-        if any(k == name or k.startswith(name + ".") for k in form.params):
-            raise errors.lab_not_implemented("IPv4 prefix delegation (Ipv4Prefix*, a later issue)")
+def check_prefix_support(eni_or_instance_type: Any) -> None:
+    """Prefixes only on Nitro-based types; an unattached ENI is not tied to a type yet."""
+    instance_type = eni_or_instance_type
+    if not isinstance(instance_type, str):
+        instance = eni_or_instance_type.instance
+        if instance is None:
+            return
+        instance_type = instance.instance_type
+    if known_type(instance_type) and not limits_for(instance_type).nitro:
+        raise errors.prefixes_not_supported(instance_type)
+
+
+def positive_count(form: QueryForm, name: str) -> int | None:
+    count = form.get_int(name)
+    if count is not None and count < 1:
+        raise errors.invalid_parameter_value(
+            f"Value ({count}) for parameter {name} is invalid. Expecting a value greater than 0."
+        )
+    return count
 
 
 _ID_KEYS = re.compile(r"^(NetworkInterfaceId|ResourceId)(\.\d+)?$")
@@ -137,24 +149,31 @@ def check_visibility(state: LabState, form: QueryForm) -> None:
 def assign_private_ip_addresses(ctx: RuleContext) -> Plan:
     form = ctx.form
     eni = lookup_eni(ctx, require(form, "NetworkInterfaceId"))
-    refuse_prefixes(form, "Ipv4Prefix", "Ipv4PrefixCount")
     explicit = form.indexed("PrivateIpAddress")
     count = form.get_int("SecondaryPrivateIpAddressCount")
-    if explicit and count is not None:
+    prefixes = form.indexed("Ipv4Prefix")
+    prefix_count = form.get_int("Ipv4PrefixCount")
+    # Exactly one mode per call (moto would take the IPs and silently drop the prefixes).
+    modes = {
+        "PrivateIpAddresses": bool(explicit),
+        "SecondaryPrivateIpAddressCount": count is not None,
+        "Ipv4Prefixes": bool(prefixes),
+        "Ipv4PrefixCount": prefix_count is not None,
+    }
+    chosen = [name for name, used in modes.items() if used]
+    if len(chosen) > 1:
         raise errors.parameter_combination(
-            "The parameters 'PrivateIpAddresses' and 'SecondaryPrivateIpAddressCount' "
-            "cannot be used together."
+            f"The parameters '{chosen[0]}' and '{chosen[1]}' cannot be used together."
         )
-    if not explicit and count is None:
+    if not chosen:
         raise errors.missing_parameter("SecondaryPrivateIpAddressCount or PrivateIpAddress")
-    if count is not None and count < 1:
-        raise errors.invalid_parameter_value(
-            f"Value ({count}) for parameter SecondaryPrivateIpAddressCount is invalid. "
-            "Expecting a value greater than 0."
-        )
+    if prefixes or prefix_count is not None:
+        return _assign_prefixes(ctx, eni, prefixes, positive_count(form, "Ipv4PrefixCount"))
+    count = positive_count(form, "SecondaryPrivateIpAddressCount")
     wanted = len(explicit) if explicit else int(count or 0)
     # moto: no per-ENI limit at all (27 IPs on a c5.xlarge ENI). AWS counts existing + new slots
-    # against the attached type's Ipv4AddressesPerInterface, and assigns nothing on failure.
+    # (addresses and prefixes) against the attached type's Ipv4AddressesPerInterface, and
+    # assigns nothing on failure.
     limit, _type = eni_ipv4_limit(eni)
     if ipv4_slots_used(eni) + wanted > limit:
         raise errors.private_ip_limit_exceeded()
@@ -196,14 +215,49 @@ def assign_private_ip_addresses(ctx: RuleContext) -> Plan:
     return Plan(form=rewritten, after=after)
 
 
+def _assign_prefixes(
+    ctx: RuleContext, eni: Any, explicit: list[str], count: int | None
+) -> Plan:
+    # moto: Ipv4Prefix*/Ipv4PrefixCount accepted, nothing assigned, nothing said. AWS: one slot
+    # per /28 (the same Ipv4AddressesPerInterface budget as addresses), Nitro types only, an
+    # aligned wholly free block (InsufficientCidrBlocks when the subnet is fragmented).
+    check_prefix_support(eni)
+    wanted = len(explicit) if explicit else int(count or 0)
+    limit, _type = eni_ipv4_limit(eni)
+    if ipv4_slots_used(eni) + wanted > limit:
+        raise errors.private_ip_limit_exceeded()
+    space = SubnetIpv4(ctx.backend, eni.subnet)
+    if explicit:
+        space.check_explicit_prefixes(explicit, eni_id=eni.id)
+        new = list(explicit)
+    else:
+        new = space.allocate_prefixes(wanted)
+    # moto is asked for nothing (an Assign without addresses is a no-op there); the prefixes are
+    # committed after its 200, under the same lock.
+    rewritten = QueryForm(
+        {k: v for k, v in ctx.form.params.items() if not k.startswith("Ipv4Prefix")}
+    )
+
+    def after(_body: bytes) -> bytes:
+        set_eni_prefixes(eni, eni_prefixes(eni) + new)
+        inner = (
+            xml_element("networkInterfaceId", eni.id)
+            + xml_item_set("assignedIpv4PrefixSet", ({"ipv4Prefix": p} for p in new))
+            + xml_element("return", "true")
+        )
+        return success_body("AssignPrivateIpAddresses", ctx.request_id, inner)
+
+    return Plan(form=rewritten, after=after)
+
+
 # -- UnassignPrivateIpAddresses --------------------------------------------------------------------
 @rule("UnassignPrivateIpAddresses")
 def unassign_private_ip_addresses(ctx: RuleContext) -> Plan:
     form = ctx.form
     eni = lookup_eni(ctx, require(form, "NetworkInterfaceId"))
-    refuse_prefixes(form, "Ipv4Prefix")
     addresses = form.indexed("PrivateIpAddress")
-    if not addresses:
+    prefixes = form.indexed("Ipv4Prefix")
+    if not addresses and not prefixes:
         raise errors.missing_parameter("PrivateIpAddress")
     on_eni = eni_ipv4s(eni)
     # moto silently ignores unknown addresses and would even drop the primary. AWS fails the
@@ -212,7 +266,18 @@ def unassign_private_ip_addresses(ctx: RuleContext) -> Plan:
         raise errors.unassign_primary()
     if any(a not in on_eni for a in addresses):
         raise errors.unassign_not_assigned(eni.id)
-    return Plan()
+    held = eni_prefixes(eni)
+    if any(p not in held for p in prefixes):
+        raise errors.unassign_prefix_not_assigned(eni.id)
+    if not prefixes:
+        return Plan()
+    rewritten = QueryForm({k: v for k, v in form.params.items() if not k.startswith("Ipv4Prefix")})
+
+    def after(_body: bytes) -> None:
+        set_eni_prefixes(eni, [p for p in eni_prefixes(eni) if p not in prefixes])
+        return None
+
+    return Plan(form=rewritten, after=after)
 
 
 # -- CreateNetworkInterface ------------------------------------------------------------------------
@@ -234,8 +299,9 @@ def create_network_interface(ctx: RuleContext) -> Plan:
         created_after = plan.after
 
         def remember(body: bytes) -> bytes | None:
-            ctx.state.client_tokens[token] = (request, body)
-            return created_after(body) if created_after else None
+            final = created_after(body) if created_after else None
+            ctx.state.client_tokens[token] = (request, final if final is not None else body)
+            return final
 
         plan.after = remember
     return plan
@@ -248,7 +314,6 @@ def _create_network_interface(ctx: RuleContext) -> Plan:
         subnet = ctx.backend.get_subnet(subnet_id)
     except Exception:
         raise errors.subnet_not_found(subnet_id) from None
-    refuse_prefixes(form, "Ipv4Prefix", "Ipv4PrefixCount")
     primary = form.get("PrivateIpAddress")
     listed = form.indexed("PrivateIpAddresses", "PrivateIpAddress")
     listed_primary = form.indexed("PrivateIpAddresses", "Primary")
@@ -269,19 +334,40 @@ def _create_network_interface(ctx: RuleContext) -> Plan:
             primary = address
         else:
             explicit.append(address)
+    prefixes = form.indexed("Ipv4Prefix", "Ipv4Prefix")
+    prefix_count = positive_count(form, "Ipv4PrefixCount")
+    if prefixes and prefix_count is not None:
+        raise errors.parameter_combination(
+            "The parameters 'Ipv4Prefixes' and 'Ipv4PrefixCount' cannot be used together."
+        )
+    if (prefixes or prefix_count is not None) and (count is not None or len(explicit) > 1):
+        # [inf] one kind of secondary slot per call, as Assign; a chosen primary IP is fine.
+        raise errors.parameter_combination(
+            "Secondary private IPv4 addresses and IPv4 prefixes cannot be used together."
+        )
     secondaries = int(count or 0)
-    total = max(1, len(explicit)) + secondaries
+    n_prefixes = len(prefixes) if prefixes else int(prefix_count or 0)
+    total = max(1, len(explicit)) + secondaries + n_prefixes
     # moto: no limit (40 secondaries accepted). The ENI is not tied to a type yet, so AWS applies
-    # the largest per-ENI limit; the type's own limit is enforced at attach.
+    # the largest per-ENI limit; the type's own limit (and Nitro, for prefixes) is enforced at
+    # attach.
     if total > UNATTACHED_IPV4_PER_ENI:
         raise errors.private_ip_limit_exceeded()
     space = SubnetIpv4(ctx.backend, subnet)
     space.check_explicit(explicit, eni_id=None, allow_reassignment=False)
-    auto = total - len(explicit)
+    auto = total - n_prefixes - len(explicit)
     if auto > space.free_count:
         raise errors.create_insufficient_addresses()
     addresses = explicit + space.allocate(auto)
+    # The primary address first, then the /28s around it (a block holding it is not free).
+    if prefixes:
+        space.check_explicit_prefixes(prefixes, eni_id=None)
+        new_prefixes = list(prefixes)
+    else:
+        new_prefixes = space.allocate_prefixes(n_prefixes) if n_prefixes else []
     rewritten = QueryForm(dict(form.params))
+    rewritten.params.pop("Ipv4PrefixCount", None)
+    rewritten.drop_indexed("Ipv4Prefix")
     rewritten.params.pop("SecondaryPrivateIpAddressCount", None)
     rewritten.params["PrivateIpAddress"] = addresses[0]
     rewritten.drop_indexed("PrivateIpAddresses")
@@ -290,12 +376,17 @@ def _create_network_interface(ctx: RuleContext) -> Plan:
         rewritten.params[f"PrivateIpAddresses.{n}.Primary"] = "true" if n == 1 else "false"
     window = ctx.state.control.profile.create_visibility_delay
 
-    def after(body: bytes) -> None:
-        if window > 0:
-            eni_id = _first_text(body, "networkInterfaceId")
-            if eni_id:
-                ctx.state.invisible[eni_id] = time.monotonic() + window
-        return None
+    def after(body: bytes) -> bytes | None:
+        eni_id = _first_text(body, "networkInterfaceId")
+        if window > 0 and eni_id:
+            ctx.state.invisible[eni_id] = time.monotonic() + window
+        if not new_prefixes or not eni_id:
+            return None
+        # moto never heard of the prefixes: commit them on its ENI and add them to its answer
+        # (one <networkInterface> element, no nested one).
+        set_eni_prefixes(ctx.backend.enis[eni_id], new_prefixes)
+        listing = xml_item_set("ipv4PrefixSet", ({"ipv4Prefix": p} for p in new_prefixes))
+        return body.replace(b"</networkInterface>", listing.encode() + b"</networkInterface>", 1)
 
     return Plan(form=rewritten, after=after)
 
@@ -342,6 +433,8 @@ def attach_network_interface(ctx: RuleContext) -> Plan:
     # SEAM: multi-card types key device indexes per card; moto keeps one map, so does the lab.
     if any(n.device_index == device_index for n in nics):
         raise errors.device_index_in_use(instance.id, device_index)
+    if eni_prefixes(eni):
+        check_prefix_support(instance.instance_type)
     if limits is not None:
         # moto: no limit (7 ENIs on a c5.xlarge). The count in AWS's message includes the new ENI.
         if len(nics) + 1 > limits.max_enis:
@@ -396,6 +489,17 @@ def modify_network_interface_attribute(ctx: RuleContext) -> Plan:
         return None
 
     return Plan(after=after)
+
+
+# -- RunInstances ----------------------------------------------------------------------------------
+@rule("RunInstances")
+def run_instances(ctx: RuleContext) -> Plan:
+    # moto ignores prefixes in a launch's NIC specs; the lab models them on the ENI calls only,
+    # so a launch asking for them is a loud gap, not a silent "nothing assigned".
+    if any(k.startswith("NetworkInterface.") and ".Ipv4Prefix" in k for k in ctx.form.params):
+        raise errors.lab_not_implemented("IPv4 prefixes in RunInstances' network interfaces "
+                                         "(assign them with AssignPrivateIpAddresses)")
+    return Plan()
 
 
 # -- Describe* pagination --------------------------------------------------------------------------

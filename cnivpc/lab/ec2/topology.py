@@ -10,6 +10,9 @@ Owns :func:`create`, :class:`Topology` and :class:`InstanceInfo`. Layout (defaul
 * :meth:`Topology.run_instance` launches an instance of a real type into a node subnet and returns
   its id, primary ENI, MAC and primary IP. ENI/IP limits come from that type's
   DescribeInstanceTypes data (see :mod:`.limits`).
+* :func:`fragment` scatters single addresses over a subnet (on unattached "squatter" ENIs) so that
+  no aligned /28 stays free while most addresses do: the state in which EC2 answers prefix
+  requests with ``InsufficientCidrBlocks``.
 
 Built through moto's backend methods under the lab lock (no HTTP, no throttling, no latency):
 setup is instant and never competes with the code under test for token buckets. Launches still go
@@ -24,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .addressing import SubnetIpv4
 from .state import LabState
 
 
@@ -114,6 +118,10 @@ class Topology:
     def pod_subnet(self, az: str | None = None) -> str:
         return self.pod_subnets[az or self.azs[0]]
 
+    def fragment(self, subnet: str | None = None, *, leave: int = 0) -> Fragmentation:
+        """:func:`fragment` on ``subnet`` (default: the first AZ's pod subnet)."""
+        return fragment(self.lab, subnet or self.pod_subnet(), leave=leave)
+
     def node_subnet(self, az: str | None = None) -> str:
         return self.node_subnets[az or self.azs[0]]
 
@@ -168,6 +176,59 @@ def create(
             topo.node_subnets[zone] = node.id
             topo.pod_subnets[zone] = pods.id
     return topo
+
+
+SQUATTER_DESCRIPTION = "cnivpc-lab fragmentation"
+# Addresses per squatter ENI: the most an unattached ENI may hold (limits.UNATTACHED_IPV4_PER_ENI;
+# not imported: limits reads moto's data table, and this module imports no moto).
+SQUATTER_ADDRESSES = 50
+
+
+@dataclass(frozen=True)
+class Fragmentation:
+    """What :func:`fragment` did: the squatter ENIs, the addresses they hold, what stays free."""
+
+    subnet_id: str
+    enis: tuple[str, ...]
+    addresses: tuple[str, ...]
+    free_blocks: tuple[str, ...]  # the /28s left for prefixes (``leave`` of them)
+    free_addresses: int  # single addresses still free for automatic assignment
+
+
+def fragment(lab: LabLike, subnet_id: str, *, leave: int = 0) -> Fragmentation:
+    """Take one address (base + 8) of every free aligned /28 of the subnet but the first ``leave``
+    ones an automatic prefix assignment would pick, on new unattached ENIs (described
+    ``cnivpc-lab fragmentation``, up to 50 addresses each), as other tenants of a busy subnet
+    would. Afterwards prefix requests for more than ``leave`` blocks answer
+    ``InsufficientCidrBlocks`` although 14 of every 16 addresses stay free; deleting the
+    squatter ENIs undoes it. In-process under the lab lock, like the rest of the topology.
+    """
+    state = lab.state
+    with state.lock:
+        backend = state.backend
+        subnet = backend.get_subnet(subnet_id)
+        space = SubnetIpv4(backend, subnet)
+        blocks = space.eligible_blocks()
+        kept = blocks[:leave]
+        taken = [str(block.network_address + 8) for block in blocks[leave:]]
+        enis: list[str] = []
+        for start in range(0, len(taken), SQUATTER_ADDRESSES):
+            chunk = taken[start : start + SQUATTER_ADDRESSES]
+            eni = backend.create_network_interface(
+                subnet,
+                chunk[0],
+                [{"Primary": n == 0, "PrivateIpAddress": a} for n, a in enumerate(chunk)],
+                description=SQUATTER_DESCRIPTION,
+            )
+            enis.append(eni.id)
+        free = SubnetIpv4(backend, subnet).free_count
+    return Fragmentation(
+        subnet_id=subnet_id,
+        enis=tuple(enis),
+        addresses=tuple(taken),
+        free_blocks=tuple(str(b) for b in kept),
+        free_addresses=free,
+    )
 
 
 def _any_image(backend: Any) -> str:

@@ -209,7 +209,7 @@ def warm(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
         per_eni = node.limits().pod_ips_per_eni if conf.warm_ip_target > 0 else 0
         pool = read_pool(store, time.time())
         free, room = rules.pool_level(pool, conf, per_eni) if per_eni else (len(pool.free), 0)
-        threshold = rules.eni_threshold(conf, per_eni) if per_eni else 0
+        threshold = rules.eni_threshold(conf, per_eni, node.limits()) if per_eni else 0
         calls = node.ec2_calls
     actions = [f"{p.kind} {p.count} IPs" + (f" on {p.eni_id}" if p.eni_id else
                                             f" (new ENI at device {p.device_index})")

@@ -114,8 +114,9 @@ def main(args: list[str], out: TextIO) -> int:
     parser = Parser(prog="cnivpc max-pods", description=__doc__)
     add_conf_arguments(parser)
     parser.add_argument("--instance-type", help="another instance type than this one")
-    parser.add_argument("--prefixes", action="store_true",
-                        help="prefix mode: every IPv4 slot holds a /28 (Nitro types)")
+    parser.add_argument("--prefixes", action="store_true", default=None,
+                        help="prefix mode: every IPv4 slot holds a /28 (Nitro types; default: "
+                             "the config's ipv4Prefixes)")
     parser.add_argument("--enis", type=int, help="offline: ENIs per instance")
     parser.add_argument("--ipv4-per-eni", type=int, help="offline: IPv4 addresses per ENI")
     parser.add_argument("--vcpus", type=int, help="offline, prefix mode: vCPUs of the type")
@@ -125,6 +126,8 @@ def main(args: list[str], out: TextIO) -> int:
     parser.add_argument("--cap", type=int, default=0, help="never answer more than this")
     opts = parser.parse_args(args)
     conf = load_ipam_conf(opts)
+    if opts.prefixes is None:
+        opts.prefixes = conf.ipv4_prefixes
     index = conf.interface_index if opts.interface_index is None else opts.interface_index
     if (opts.enis is None) != (opts.ipv4_per_eni is None):
         raise CliError("--enis and --ipv4-per-eni go together", exit_code=EXIT_USAGE)

@@ -16,7 +16,7 @@ from ..aws.metadata import Metadata
 from ..cni.errors import CniError
 from ..cni.paths import open_file
 from ..cni.printable import printable
-from ..plugins.ipam.decision import max_pods
+from ..plugins.ipam.decision import max_pods, prefix_mode
 from ..plugins.ipam.ec2work import PREFIX_FALLBACK, PREFIXES_REFUSED
 from ..plugins.ipam.session import ScratchStore
 from .context import add_conf_arguments, load_ipam_conf, open_node
@@ -57,7 +57,8 @@ def gather(conf: Any) -> dict[str, Any]:
                                   "az": ident.availability_zone}
             lim = node.limits()
             report["capacity"] = {"enis": lim.enis, "ipv4_per_eni": lim.ipv4_per_eni,
-                                  "max_pods": max_pods(conf, lim)}
+                                  "max_pods": max_pods(conf, lim),
+                                  "prefixes": prefix_mode(conf, lim)}
         except CniError as exc:
             report["problems"].append(f"instance unknown: {exc}")
         allocations = store.allocations()
@@ -83,7 +84,11 @@ def gather(conf: Any) -> dict[str, Any]:
                            "prefixes": sorted(prefixes.get(e.eni_id, ()))}
                           for e in store.enis() if e.device_index >= conf.interface_index]
         # Prefix delegation: the mode, and why it fell back to secondary IPs, if it did.
-        report["mode"] = "prefixes" if conf.ipv4_prefixes else "secondary IPs"
+        report["mode"] = "secondary IPs"
+        if conf.ipv4_prefixes:
+            report["mode"] = ("prefixes" if report.get("capacity", {}).get("prefixes", True)
+                              else "secondary IPs (ipv4Prefixes is set, but the instance type "
+                                   "is not Nitro-based: it takes no prefixes)")
         fallback = store.cache_get(PREFIX_FALLBACK) if conf.ipv4_prefixes else None
         if isinstance(fallback, dict):
             report["prefix_fallback"] = {
@@ -115,7 +120,7 @@ def main(args: list[str], out: TextIO) -> int:
     line = (f"pod IPs:  {ips['in_use']} in use, {ips['free']} free ({ips['ready']} ready, "
             f"{ips['cooling']} cooling)")
     if cap:
-        slots = (f"{cap['ipv4_per_eni'] - 1} prefixes of 16" if conf.ipv4_prefixes
+        slots = (f"{cap['ipv4_per_eni'] - 1} prefixes of 16" if cap["prefixes"]
                  else f"{cap['ipv4_per_eni'] - 1} secondary IPs")
         line += (f", {ips['unassigned']} more can be assigned; max {cap['max_pods']} "
                  f"({cap['enis'] - conf.interface_index} ENIs x {slots})")

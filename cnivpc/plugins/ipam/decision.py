@@ -224,7 +224,7 @@ def plan_capacity(pool: Pool, conf: IpamConf, needed: int, *,
     if limits is None:
         return Read(f"the limits of {pool.instance_type or 'the instance type'}")
     per_eni = limits.pod_ips_per_eni  # slots: IPs, or prefixes in prefix mode
-    prefixes = conf.ipv4_prefixes
+    prefixes = prefix_mode(conf, limits)
     candidates = []
     for eni in [] if new_eni else pool.eligible(conf):
         room = slot_room(pool, conf, eni.eni_id, per_eni)
@@ -257,7 +257,8 @@ def slot_room(pool: Pool, conf: IpamConf, eni_id: str, per_eni: int) -> int:
     pending = 0
     for op in pool.ops:
         if op.kind == "assign" and op.eni_id == eni_id:
-            pending += ceil(op.expected / PREFIX_SIZE) if conf.ipv4_prefixes else op.expected
+            pending += ceil(op.expected / PREFIX_SIZE) if prefix_mode(conf, pool.limits) \
+                else op.expected
     return per_eni - pool.slots_used().get(eni_id, 0) - pending
 
 
@@ -269,10 +270,17 @@ def used_device_indexes(pool: Pool) -> set[int]:
     return used
 
 
+def prefix_mode(conf: IpamConf, limits: Limits | None) -> bool:
+    """Whether work is planned in prefixes: ``ipv4Prefixes``, unless the instance type is
+    known to take none (not Nitro-based: EC2 would refuse them, or refuse to attach an ENI
+    holding some)."""
+    return conf.ipv4_prefixes and (limits is None or limits.nitro is not False)
+
+
 def max_pods(conf: IpamConf, limits: Limits) -> int:
     """Pod IPs the node can hold: ENIs at ``interfaceIndex`` and above, each without its
     primary IP (16 per slot in prefix mode)."""
-    per_slot = PREFIX_SIZE if conf.ipv4_prefixes else 1
+    per_slot = PREFIX_SIZE if prefix_mode(conf, limits) else 1
     return max(0, limits.enis - conf.interface_index) * limits.pod_ips_per_eni * per_slot
 
 
@@ -283,7 +291,7 @@ def batch(pool: Pool, conf: IpamConf, room: int, needed: int) -> int:
     if conf.ip_batch_size > 0:
         return min(conf.ip_batch_size, room)
     want = max(needed, 1) + max(0, conf.warm_ip_target - len(pool.ready(conf)))
-    if conf.ipv4_prefixes:
+    if prefix_mode(conf, pool.limits):
         want = ceil(want / PREFIX_SIZE)
     return max(1, min(room, want))
 
@@ -306,7 +314,7 @@ def subnet_for_new_eni(pool: Pool, conf: IpamConf) -> Subnet:
 # -- the warm pool -------------------------------------------------------------------------------
 
 
-def eni_threshold(conf: IpamConf, per_eni: int) -> int:
+def eni_threshold(conf: IpamConf, per_eni: int, limits: Limits | None = None) -> int:
     """``warmENIThreshold`` resolved: below this many free IPs plus room on attached ENIs, the
     next ENI is started ahead of need (see the config's docstring). In prefix mode one
     prefix's worth: another prefix is one call on an ENI with a free slot."""
@@ -314,7 +322,7 @@ def eni_threshold(conf: IpamConf, per_eni: int) -> int:
         return 0
     if conf.warm_eni_threshold >= 0:
         return conf.warm_eni_threshold
-    if conf.ipv4_prefixes:
+    if prefix_mode(conf, limits):
         return max(conf.warm_ip_target, PREFIX_SIZE)
     return max(conf.warm_ip_target, per_eni * 3 // 4)
 
@@ -327,7 +335,7 @@ def pool_level(pool: Pool, conf: IpamConf, per_eni: int) -> tuple[int, int]:
     free = sum(1 for f in pool.free if f.eni_id in ids)
     used = pool.slots_used()
     room = sum(max(0, per_eni - used.get(e.eni_id, 0)) for e in eligible)
-    return free, room * (PREFIX_SIZE if conf.ipv4_prefixes else 1)
+    return free, room * (PREFIX_SIZE if prefix_mode(conf, pool.limits) else 1)
 
 
 def refill_need(pool: Pool, conf: IpamConf) -> tuple[str, int] | None:
@@ -341,11 +349,11 @@ def refill_need(pool: Pool, conf: IpamConf) -> tuple[str, int] | None:
     free, room = pool_level(pool, conf, per_eni)
     if free < conf.warm_ip_target and room > 0:
         return "assign", conf.warm_ip_target - free
-    if conf.ipv4_prefixes and room > 0:
+    if prefix_mode(conf, pool.limits) and room > 0:
         whole = len(pool.whole_free_prefixes())
         if whole < conf.warm_prefix_target:
             return "assign", (conf.warm_prefix_target - whole) * PREFIX_SIZE
-    if free + room < eni_threshold(conf, per_eni):
+    if free + room < eni_threshold(conf, per_eni, pool.limits):
         return "eni", 1
     return None
 

@@ -175,10 +175,11 @@ def _plan_problems(pool: Pool, conf: IpamConf, plan: Plan) -> list[str]:
         eni = next((e for e in pool.enis if e.eni_id == plan.eni_id), None)
         if eni is None or eni.device_index < conf.interface_index or not eni.link:
             return [f"assign to {plan.eni_id}, which is not an ENI whose IPs go to pods"]
-        if plan.prefixes != conf.ipv4_prefixes:
+        mode = conf.ipv4_prefixes and limits.nitro is not False
+        if plan.prefixes != mode:
             return [f"assign of {'prefixes' if plan.prefixes else 'IPs'} in the other mode"]
         used = _slots(pool, eni.eni_id)
-        coming = sum(-(-op.expected // 16) if conf.ipv4_prefixes else op.expected
+        coming = sum(-(-op.expected // 16) if mode else op.expected
                      for op in pool.ops if op.kind == "assign" and op.eni_id == eni.eni_id)
         if used + coming + plan.count > per_eni:
             return [f"assign {plan.count} to {eni.eni_id}, which uses {used} slots and "

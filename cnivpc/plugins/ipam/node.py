@@ -47,6 +47,9 @@ class Limits:
     # or "fallback guess"
     source: str = "DescribeInstanceTypes"
     problem: str = ""  # why EC2 was not the source
+    # Nitro-based (prefix delegation possible); None when not known (the built-in table, a
+    # guess, or a cached answer from before this was recorded).
+    nitro: bool | None = None
 
     @property
     def pod_ips_per_eni(self) -> int:
@@ -159,7 +162,7 @@ class Node:
             return memo  # a fallback too: it is not cached in the store, but good for this run
         cached = self.store.cache_get(f"limits:{itype}")
         if cached is not None:
-            return Limits(int(cached[0]), int(cached[1]))
+            return _cached_limits(cached)
         self._network(f"the limits of {itype}")
         limits = self._read_limits(itype)
         self._memo[f"limits-answer:{itype}"] = limits
@@ -168,8 +171,12 @@ class Node:
     def _read_limits(self, itype: str) -> Limits:
         try:
             answer = self.ec2.call("DescribeInstanceTypes", InstanceTypes=[itype])
-            info = answer["InstanceTypes"][0]["NetworkInfo"]
-            value = (int(info["MaximumNetworkInterfaces"]), int(info["Ipv4AddressesPerInterface"]))
+            kind = answer["InstanceTypes"][0]
+            info = kind["NetworkInfo"]
+            # Bare metal reports no hypervisor and runs on the Nitro system.
+            nitro = kind.get("Hypervisor") == "nitro" or bool(kind.get("BareMetal"))
+            value = (int(info["MaximumNetworkInterfaces"]), int(info["Ipv4AddressesPerInterface"]),
+                     nitro)
         except (Ec2Error, KeyError, IndexError) as exc:
             from ...aws.limits import known_limits
 
@@ -183,7 +190,7 @@ class Node:
             return Limits(*FALLBACK_LIMITS, fallback=True, source="fallback guess",
                           problem=str(exc))
         self.store.cache_put(f"limits:{itype}", list(value), LIMITS_TTL)
-        return Limits(*value)
+        return _cached_limits(list(value))
 
     def cached_limits(self) -> Limits | None:
         """The limits when the store has them (identity and limits cached): no IMDS, no EC2,
@@ -192,7 +199,7 @@ class Node:
         if not isinstance(identity, dict) or "instance_type" not in identity:
             return None
         cached = self.store.cache_get(f"limits:{identity['instance_type']}")
-        return None if cached is None else Limits(int(cached[0]), int(cached[1]))
+        return None if cached is None else _cached_limits(cached)
 
     def subnets(self, vpc_id: str) -> list[Subnet]:
         """Subnets of the node's VPC and AZ (filtered, paginated), most free addresses first."""
@@ -264,6 +271,12 @@ class Node:
 
         cidrs: list[str] = self._cached(f"peer-cidrs:{vpc_id}", VPC_TTL, fetch)
         return cidrs
+
+
+def _cached_limits(cached: list[Any]) -> Limits:
+    """Limits from the store's cache: [ENIs, IPv4 per ENI, Nitro] (older entries lack Nitro)."""
+    nitro = bool(cached[2]) if len(cached) > 2 else None
+    return Limits(int(cached[0]), int(cached[1]), nitro=nitro)
 
 
 class NotPrefetched(RuntimeError):

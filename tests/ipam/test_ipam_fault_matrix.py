@@ -19,44 +19,20 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.support.cli import Cli
-from tests.support.ipam import REPO, Ipam
+from tests.support.cli import Cli, audit, calls_of, lab_cli
+from tests.support.ipam import Ipam
 from tests.support.lab import make_client
 from tests.support.zipapp import Zipapp
 
 pytestmark = [pytest.mark.netns, pytest.mark.artifact]
 
 MUTATING = ("Assign", "Unassign", "Attach", "Detach", "Create", "Delete", "Modify")
-
-
-def lab_cli(ipam: Ipam, *args: str) -> dict[str, Any]:
-    """``python -m cnivpc.lab <args> --lab-id <this lab>``: the lab's command line."""
-    proc = subprocess.run([sys.executable, "-m", "cnivpc.lab", *args, "--lab-id",
-                           ipam.lab.lab_id], capture_output=True, text=True, timeout=60,
-                          cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
-    doc: dict[str, Any] = json.loads(proc.stdout)
-    return doc
-
-
-def calls_of(ipam: Ipam, action: str) -> int:
-    counts = lab_cli(ipam, "counts")["counts"]
-    return sum(int(per.get(action, {}).get("calls", 0)) for per in counts.values())
-
-
-def audit(c: Cli, *extra: str) -> list[dict[str, Any]]:
-    out = c("ipam", "audit", "--json", *extra)
-    assert out.code in (0, 3), out.stderr
-    violations: list[dict[str, Any]] = out.doc["violations"]
-    assert (out.code == 3) == bool(violations)
-    return violations
 
 
 def tagged_enis(ipam: Ipam, instance_id: str | None = None) -> list[dict[str, Any]]:
@@ -107,19 +83,6 @@ def gc(ipam: Ipam, valid: list[str]) -> None:
         {"containerID": cid, "ifname": "eth0"} for cid in valid]}
     reply = ipam.run("GC", conf=conf)
     assert reply.code == 0, reply.doc
-
-
-@pytest.fixture
-def node(cli: Callable[..., Cli], zipapp: Zipapp) -> Callable[..., Cli]:
-    """Name: node. Scope: function. ``node(instance_type, **ipam conf)`` -> Cli whose IPAM and
-    CLI runs exec the built zipapp and see the node's own boot id."""
-
-    def make(instance_type: str = "c5.xlarge", **conf: Any) -> Cli:
-        c = cli(instance_type, **conf)
-        c.ipam.use_zipapp(zipapp).with_node_boot_id()
-        return c
-
-    return make
 
 
 # -- lost responses: applied by EC2, the answer never arrives ----------------------------------

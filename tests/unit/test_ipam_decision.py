@@ -225,7 +225,7 @@ def test_prefix_mode_plans_prefixes_and_counts_slots_not_addresses() -> None:
     assert decision_problems(p, c, got) == []
     assert decision_problems(p, c, Plan("assign", 2, eni_id="eni-1", prefixes=True))
     # The ENI full (3 slots): a new one, filled with prefixes (ipBatchSize 0).
-    f2, h2 = prefix_rows("10.0.1.32/28", 1, held_n=16)
+    _, h2 = prefix_rows("10.0.1.32/28", 1, held_n=16)
     full = replace(p, held=(*p.held, *h2))
     got = rules.decide_add(full, c, observed=True)
     assert got == Start(Plan("create", 3, device_index=2, subnet=SUBNET, prefixes=True))

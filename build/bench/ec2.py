@@ -34,6 +34,10 @@ Modes (the config keys are in the output's ``data.modes.<mode>.config``):
   reported as the ``warm`` phase and counted in the mode's totals (mutating calls included).
 * ``defaults-cold``: the same defaults without the warm step (the first ADDs find an empty
   pool), reported as extra rows so nothing is hidden.
+* ``prefixes`` and ``prefixes-m5.large``: the defaults (warm step included) with
+  ``ipv4Prefixes``, on the run's instance type (beside ``defaults``: the same pods out of /28
+  prefixes instead of secondary IPs) and on an m5.large, whose 18 secondary-IP pods could not
+  hold the burst: 9 prefixes per ENI slot set, 144 addresses per ENI.
 * ``original``: ``ipBatchSize`` 1, ``warmIPTarget`` 0, ``maxFreeIPs`` 0 -- the original's
   allocation policy (Lyft's cni-ipvlan-vpc-k8s): one IP per AssignPrivateIpAddresses, a new ENI
   with its primary IP only, no warm refill, and every DEL unassigns the pod's IP. Every other key
@@ -104,16 +108,22 @@ from cnivpc.lab.runtime import logged_ec2_calls, tagged_processes  # noqa: E402
 SECTION = "ec2"
 TITLE = "EC2 economy and pod burst on a fresh node (IPAM, lab)"
 NODE_EC2_URL = "http://169.254.169.254:8773"
+INSTANCE_TYPE_KEY = "__instance_type"  # a mode's own instance type (not an IPAM key)
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 MODES: dict[str, dict[str, Any]] = {
     "defaults": {},
     "defaults-cold": {},
     "original": {"ipBatchSize": 1, "warmIPTarget": 0, "maxFreeIPs": 0},
+    # Prefix delegation: the defaults plus ``ipv4Prefixes``, on the run's instance type and on
+    # an m5.large (3 ENIs x 10 IPv4: 18 pod IPs in secondary mode, 288 addresses in prefixes).
+    "prefixes": {"ipv4Prefixes": True},
+    "prefixes-m5.large": {"ipv4Prefixes": True, INSTANCE_TYPE_KEY: "m5.large"},
 }
-WARMED = frozenset({"defaults"})  # modes whose node runs ``cnivpc ipam warm`` first
+WARMED = frozenset({"defaults", "prefixes", "prefixes-m5.large"})  # ``cnivpc ipam warm`` first
 TAG = "CNIVPC_BENCH_NODE"  # in every plugin process's environment: finds detached refills
 SETTLE_TIMEOUT = 120.0
 MUTATING_GOAL = 10
+PREFIX_MUTATING_GOAL = 3  # 110 pods on an m5.large in prefix mode: Create, Attach, Modify
 P99_GOAL = 0.3
 READ_PREFIXES = ("Describe", "Get", "List", "Search")
 OP_TIMEOUT = 150.0  # one plugin process; its own deadline (timeout) is 60 s
@@ -334,16 +344,19 @@ def node_state(lab: Any, instance_id: str) -> dict[str, Any]:
     enis = list(view.enis) if view else []
     pods = [e for e in enis if e.device_index >= 1]  # not the boot ENI
     return {"pod_enis": len(pods), "pod_eni_ips": sum(len(e.ipv4s) for e in pods),
-            "by_eni": [{"eni": e.eni_id, "device_index": e.device_index, "ips": len(e.ipv4s)}
-                       for e in enis]}
+            "pod_eni_prefixes": sum(len(e.ipv4_prefixes) for e in pods),
+            "by_eni": [{"eni": e.eni_id, "device_index": e.device_index, "ips": len(e.ipv4s),
+                        "prefixes": len(e.ipv4_prefixes)} for e in enis]}
 
 
 def run_mode(name: str, extra: dict[str, Any], args: argparse.Namespace, workdir: Path,
              runners: list[Runner]) -> dict[str, Any]:
     from cnivpc.lab.lab import Lab
 
-    say(f"{name}: starting a fresh {args.instance_type} lab ({args.latency})")
-    lab = Lab(nodes=1, instance_type=args.instance_type, latency=args.latency)
+    extra = dict(extra)
+    instance_type = extra.pop(INSTANCE_TYPE_KEY, args.instance_type)
+    say(f"{name}: starting a fresh {instance_type} lab ({args.latency})")
+    lab = Lab(nodes=1, instance_type=instance_type, latency=args.latency)
     try:
         lab.start()
     except Exception as exc:
@@ -403,6 +416,7 @@ def run_mode(name: str, extra: dict[str, Any], args: argparse.Namespace, workdir
     ips = [o.ip for o in adds if o.ip]
     up_logged, down_logged = logged_ec2_calls(up_log), logged_ec2_calls(down_log)
     return {
+        "instance_type": instance_type,
         "config": {k: v for k, v in conf.items() if k not in ("dataDir", "lockPath")},
         "load1_before": round(load_before, 2),
         "warm": warm,
@@ -530,6 +544,46 @@ def rows_for(ours: dict[str, Any], peer: dict[str, Any], pods: int, conc: int,
     return rows
 
 
+def prefix_rows(results: dict[str, Any], pods: int) -> list[Row]:
+    """Prefix mode beside secondary IPs (the defaults) on the run's type, and alone on an
+    m5.large, where secondary IPs hold only 18 pods."""
+    def mut(m: dict[str, Any]) -> tuple[int, str]:
+        warm = m["warm"]["ec2_mutating"] if m.get("warm") else 0
+        up, down = m["up"]["ec2_mutating"], m["down"]["ec2_mutating"]
+        return warm + up + down, f"{warm + up + down} (warm {warm}, up {up}, down {down})"
+
+    rows: list[Row] = []
+    small = results.get("prefixes-m5.large")
+    if small is not None:
+        n, text = mut(small)
+        rows.append(row(f"prefix mode, {pods} pods on an m5.large: EC2 mutating calls "
+                        "(warm step included)", text, "secondary IPs: 18 pods at most", None,
+                        f"<= {PREFIX_MUTATING_GOAL}", n <= PREFIX_MUTATING_GOAL
+                        and not small["failures"]))
+        rows.append(row(f"prefix mode, {pods} pods on an m5.large: failed ADDs + DELs",
+                        str(len(small["failures"])), "-", None, "0", not small["failures"]))
+    big, ours = results.get("prefixes"), results.get("defaults")
+    if big is not None and ours is not None:
+        itype = big["instance_type"]
+        (b_mut, b_text), (o_mut, o_text) = mut(big), mut(ours)
+        b_add, o_add = lat(big, "up"), lat(ours, "up")
+        rows += [
+            row(f"{itype}, {pods} pods: EC2 mutating calls, prefixes vs secondary IPs", b_text,
+                o_text, ratio(b_mut, o_mut)),
+            row(f"{itype}: pod ENIs, prefixes vs secondary IPs",
+                str(big["up"]["node_after"]["pod_enis"]),
+                str(ours["up"]["node_after"]["pod_enis"])),
+            row(f"{itype}: burst of {pods} ADDs p50, prefixes vs secondary IPs",
+                fmt(b_add, "s", 2), fmt(o_add, "s", 2), ratio(b_add["median"], o_add["median"])),
+            row(f"{itype}: burst of {pods} ADDs p99, prefixes vs secondary IPs",
+                f"{b_add['p99']:.2f} s", f"{o_add['p99']:.2f} s",
+                ratio(b_add["p99"], o_add["p99"])),
+            row(f"{itype}: prefix mode failed ADDs + DELs", str(len(big["failures"])),
+                str(len(ours["failures"])), None, "0", not big["failures"]),
+        ]
+    return rows
+
+
 def print_table(rows: Iterable[Row]) -> None:
     say("defaults vs original mode:")
     for r in rows:
@@ -579,7 +633,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zipapp", type=Path, default=REPO / "build" / "out" / "cnivpc")
     parser.add_argument("--shiv-root", default=None,
                         help="SHIV_ROOT for the plugin processes (default: the build's root)")
-    parser.add_argument("--modes", default="defaults,defaults-cold,original",
+    parser.add_argument("--modes",
+                        default="defaults,defaults-cold,original,prefixes,prefixes-m5.large",
                         help="comma-separated subset of: " + ", ".join(MODES))
     parser.add_argument("--keep", type=Path, default=None,
                         help="keep each mode's state and plugin logs under this directory")
@@ -641,6 +696,7 @@ def main(argv: list[str] | None = None) -> int:
     if "defaults" in results and "original" in results:
         rows = rows_for(results["defaults"], results["original"], args.pods, args.concurrency,
                         results.get("defaults-cold"))
+    rows += prefix_rows(results, args.pods)
     data: dict[str, Any] = {
         "pods": args.pods, "concurrency": args.concurrency, "latency_profile": args.latency,
         "instance_type": args.instance_type,

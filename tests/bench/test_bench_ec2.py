@@ -49,7 +49,8 @@ def test_both_modes_bring_pods_up_and_down_and_count_ec2_calls(
     data = section["data"]
     assert (data["pods"], data["concurrency"], data["latency_profile"]) == (PODS, 2, "zero")
     modes = data["modes"]
-    assert set(modes) == {"defaults", "defaults-cold", "original"}
+    assert set(modes) == {"defaults", "defaults-cold", "original", "prefixes",
+                          "prefixes-m5.large"}
     assert modes["original"]["config"] == {
         "cniVersion": "1.0.0", "name": "cnivpc", "type": "cnivpc-ipam", "logLevel": "info",
         "ipBatchSize": 1, "warmIPTarget": 0, "maxFreeIPs": 0}
@@ -86,6 +87,16 @@ def test_both_modes_bring_pods_up_and_down_and_count_ec2_calls(
     assert defaults["down"]["ec2_mutating"] == 0
     assert defaults["up"]["node_after"]["pod_eni_ips"] == 15  # c5.xlarge: 15 IPv4 per ENI
     assert defaults["down"]["node_after"] == defaults["up"]["node_after"]
+    # Prefix mode: the warm step's new ENI comes with a /28 in each of its slots (14 on a
+    # c5.xlarge, 9 on an m5.large), the burst and the DELs cost no EC2 mutation.
+    for name, itype, slots in (("prefixes", "c5.xlarge", 14), ("prefixes-m5.large",
+                                                               "m5.large", 9)):
+        mode = modes[name]
+        assert mode["instance_type"] == itype and mode["config"]["ipv4Prefixes"] is True
+        assert mode["warm"]["ec2_mutating"] == 3, name
+        assert mode["warm"]["node_after"]["pod_eni_prefixes"] == slots, name
+        assert mode["warm"]["report"]["free"] == slots * 16, name
+        assert mode["up"]["ec2_mutating"] == 0 and mode["down"]["ec2_mutating"] == 0, name
 
 
 def test_the_table_compares_defaults_with_original_mode(section: dict[str, Any]) -> None:
@@ -109,3 +120,8 @@ def test_the_table_compares_defaults_with_original_mode(section: dict[str, Any])
     assert any(w.startswith("cnivpc ipam warm") for w in whats)
     cold = [w for w in whats if w.startswith("cold node")]
     assert any("p99" in w for w in cold) and any("mutating" in w for w in cold)
+    # Prefix mode: its own rows, the m5.large one against the goal of 3 mutating calls.
+    small = next(r for r in rows if r["what"].startswith("prefix mode") and "mutating" in
+                 r["what"])
+    assert small["goal"] == "<= 3" and small["met"] is True and small["ours"].startswith("3 ")
+    assert any("prefixes vs secondary IPs" in w and "p99" in w for w in whats)

@@ -5,11 +5,14 @@ Starts the lab (simulated EC2 + IMDSv2 + 2 node namespaces), installs the built 
 (examples/cnivpc.conflist, run the way a runtime runs it), prints a table of the pods (IP, ENI,
 subnet, device) and connectivity checks with ✓/✗, deletes the pods and checks the nodes are
 clean, then tears the lab down. Needs a kernel with ipvlan: ``./build/dev demo`` runs it inside
-user-mode-linux when the host has none. Never imported by plugin code.
+user-mode-linux when the host has none. ``--prefixes`` runs the same with prefix delegation
+(``ipv4Prefixes``): every pod's address comes out of a /28 prefix of its ENI, and the checks
+prove the VPC delivers those addresses with real packets. Never imported by plugin code.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 import sys
@@ -24,10 +27,12 @@ from .runtime import Runtime, lab_conflist
 
 
 class Demo:
-    def __init__(self, zipapp: Path, pods: int, shiv_root: Path | None = None) -> None:
+    def __init__(self, zipapp: Path, pods: int, shiv_root: Path | None = None,
+                 prefixes: bool = False) -> None:
         self.zipapp = zipapp
         self.pods = pods
         self.shiv_root = shiv_root
+        self.prefixes = prefixes
         self.started = time.monotonic()
         self.failures = 0
 
@@ -60,8 +65,13 @@ class Demo:
             for n in nodes:
                 self.say(f"node {n.instance_id} ({n.instance_type}, {n.availability_zone}) "
                          f"netns {n.netns}, eth0 {n.primary_ip}")
-            runtimes = [Runtime(bin_dir, lab_conflist(work, i), n.netns, env)
-                        for i, n in enumerate(nodes)]
+            confs = [lab_conflist(work, i) for i in range(len(nodes))]
+            if self.prefixes:
+                self.say("prefix delegation: ipv4Prefixes, pods get addresses out of /28s")
+                for conf in confs:
+                    conf["plugins"][0]["ipv4Prefixes"] = True
+            runtimes = [Runtime(bin_dir, conf, n.netns, env)
+                        for conf, n in zip(confs, nodes, strict=True)]
             placement = [0] * self.pods + [1]
             pods: list[dict[str, Any]] = []
             for i, node in enumerate(placement):
@@ -93,17 +103,24 @@ class Demo:
         client = botocore.session.get_session().create_client(
             "ec2", region_name=lab.region, endpoint_url=lab.ec2.url,
             aws_access_key_id="lab", aws_secret_access_key="lab")
-        enis: dict[str, tuple[str, str, str]] = {}
+        enis: dict[str, tuple[str, str, str, str]] = {}
         for eni in client.describe_network_interfaces()["NetworkInterfaces"]:
+            where = (eni["NetworkInterfaceId"], eni["SubnetId"],
+                     str(eni.get("Attachment", {}).get("DeviceIndex", "-")))
             for addr in eni["PrivateIpAddresses"]:
-                enis[addr["PrivateIpAddress"]] = (
-                    eni["NetworkInterfaceId"], eni["SubnetId"],
-                    str(eni.get("Attachment", {}).get("DeviceIndex", "-")))
-        rows = [("pod", "node", "IP", "ENI", "subnet", "device", "MAC (= the ENI's)")]
+                enis[addr["PrivateIpAddress"]] = (*where, "secondary IP")
+            for prefix in eni.get("Ipv4Prefixes", []):
+                net = ipaddress.ip_network(prefix["Ipv4Prefix"])
+                for host in range(net.num_addresses):
+                    enis[str(net.network_address + host)] = (*where, str(net))
         for pod in pods:
-            eni_id, subnet, device = enis.get(pod["ip"], ("?", "?", "?"))
+            pod["from"] = enis.get(pod["ip"], ("?", "?", "?", "?"))[3]
+        rows = [("pod", "node", "IP", "ENI", "subnet", "device", "from", "MAC (= the ENI's)")]
+        for pod in pods:
+            eni_id, subnet, device, source = enis.get(pod["ip"], ("?", "?", "?", "?"))
             mac = pod["result"]["interfaces"][0]["mac"]
-            rows.append((pod["name"], str(pod["node"]), pod["cidr"], eni_id, subnet, device, mac))
+            rows.append((pod["name"], str(pod["node"]), pod["cidr"], eni_id, subnet, device,
+                         source, mac))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         print()
         for row in rows:
@@ -129,6 +146,9 @@ class Demo:
         other = next(p for p in pods if p["node"] == 1)
         a = mine[0]
         gateway = a["result"]["ips"][0]["gateway"]
+        if self.prefixes:
+            self.check("every pod's address is out of a /28 prefix of its ENI",
+                       lambda: all(p.get("from", "").endswith("/28") for p in pods))
         print("connectivity (real packets):")
         self.check(f"{a['name']} -> subnet router {gateway} (ipvlan on its ENI)",
                    lambda: self.ping(a["netns"], gateway))
@@ -168,10 +188,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--pods", type=int, default=2, help="pods on the first node")
     parser.add_argument("--shiv-root", help="where the zipapp is (or gets) extracted: an "
                         "extraction made beforehand saves the first pod that work")
+    parser.add_argument("--prefixes", action="store_true",
+                        help="prefix delegation: pods get addresses out of /28 prefixes")
     args = parser.parse_args(argv)
     zipapp = Path(args.zipapp)
     if not zipapp.exists():
         print(f"error: {zipapp} is missing: ./build/dev zipapp builds it", file=sys.stderr)
         return 2
     shiv_root = Path(args.shiv_root) if args.shiv_root else None
-    return Demo(zipapp, max(1, args.pods), shiv_root).run()
+    return Demo(zipapp, max(1, args.pods), shiv_root, prefixes=args.prefixes).run()

@@ -34,6 +34,7 @@ OPERATIONS: tuple[str, ...] = (
     "DescribeInstanceTypes", "DescribeInstances", "DescribeNetworkInterfaces",
     "DescribeSubnets", "DescribeVpcs", "DescribeVpcPeeringConnections",
     "DescribeSecurityGroups", "CreateTags", "DeleteTags",
+    "DescribeManagedPrefixLists", "GetManagedPrefixListEntries",
 )
 
 SERVICE = "ec2"

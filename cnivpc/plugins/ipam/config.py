@@ -22,6 +22,13 @@ target; 0 never), ``dataDir``, ``lockPath``, ``lockTimeout``, ``timeout`` (the w
 deadline), ``reconcileInterval``,
 ``clusterName`` (tagged on ENIs we create, for GC), ``mtu``.
 
+AWS service routes: ``routeServicePrefixLists`` (e.g. ``["s3", "dynamodb"]``; a short name is
+``com.amazonaws.<region>.<name>``, a full name or a ``pl-`` id also works) routes the CIDRs of
+those managed prefix lists over the ENI (the VPC router), as ``routeToCidrs`` does: a pod reaches
+S3 and DynamoDB through the VPC's gateway endpoints with its own IP (bucket policies keyed on the
+VPC or the endpoint keep working), never through the node's NAT. The lists are read with
+DescribeManagedPrefixLists and GetManagedPrefixListEntries and cached for an hour.
+
 Prefix delegation (Nitro instances): ``ipv4Prefixes`` (false) makes the pool out of /28
 prefixes, one per ENI IPv4 slot instead of one secondary IP (16 addresses each); pods still get
 one address each, keyed and cooled down as secondary IPs are. In that mode ``ipBatchSize``
@@ -39,12 +46,14 @@ Imports pydantic (through ``cni.types``) and nothing of AWS or netlink.
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from pydantic import Field, field_validator
 
 from ...cni.types import ConfigPath, NetConf
 
 DEFAULT_DATA_DIR = "/var/lib/cnivpc"
+SERVICE_LIST_RE = re.compile(r"^(pl-[0-9a-f]{1,32}|[a-z0-9][a-z0-9.-]{0,127})$")
 DEFAULT_LOCK_PATH = "/run/cnivpc/ipam.lock"
 
 
@@ -69,6 +78,9 @@ class IpamConf(NetConf):
     cluster_name: str = ""
     mtu: int = Field(default=0, ge=0, le=9001)
     ipv4_prefixes: bool = Field(default=False, alias="ipv4Prefixes")
+    route_service_prefix_lists: list[str] = Field(default_factory=list,
+                                                  alias="routeServicePrefixLists",
+                                                  max_length=16)
     warm_prefix_target: int = Field(default=0, alias="warmPrefixTarget", ge=0, le=100)
 
     @field_validator("route_to_cidrs")
@@ -76,6 +88,16 @@ class IpamConf(NetConf):
     def _cidrs(cls, values: list[str]) -> list[str]:
         # The network address is what a route needs (10.1.2.3/16 -> 10.1.0.0/16).
         return [str(ipaddress.ip_network(v, strict=False)) for v in values]
+
+    @field_validator("route_service_prefix_lists")
+    @classmethod
+    def _prefix_lists(cls, values: list[str]) -> list[str]:
+        # "s3" (com.amazonaws.<region>.s3), a full prefix list name, or a pl- id.
+        for v in values:
+            if not SERVICE_LIST_RE.match(v):
+                raise ValueError(f"{v!r} is not a service (s3, dynamodb), a prefix list name "
+                                 "(com.amazonaws.<region>.<service>) or id (pl-...)")
+        return values
 
     @field_validator("sec_group_ids")
     @classmethod

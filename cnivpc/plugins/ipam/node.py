@@ -250,6 +250,38 @@ class Node:
         cidrs: list[str] = self._cached(f"vpc-cidrs:{eni.vpc_id}", VPC_TTL, fetch)
         return cidrs
 
+    def service_cidrs(self, names: list[str]) -> list[str]:
+        """The IPv4 CIDRs of AWS service prefix lists (``routeServicePrefixLists``): a short
+        name is ``com.amazonaws.<region>.<name>``; a full name or a ``pl-`` id is taken as it
+        is. Cached like the VPC's CIDRs (they change rarely; AWS announces changes)."""
+        region = self.identity.region
+        wanted = [n if n.startswith(("pl-", "com.")) else f"com.amazonaws.{region}.{n}"
+                  for n in names]
+
+        def fetch() -> list[str]:
+            ids = [n for n in wanted if n.startswith("pl-")]
+            by_name = [n for n in wanted if not n.startswith("pl-")]
+            if by_name:
+                found = {pl["PrefixListName"]: pl["PrefixListId"] for pl in self.ec2.paginate(
+                    "DescribeManagedPrefixLists", "PrefixLists", MaxResults=100,
+                    Filters=[{"Name": "prefix-list-name", "Values": by_name}])}
+                for name in by_name:
+                    if name not in found:
+                        log.warning("no managed prefix list %s in %s: no route for it", name,
+                                    region)
+                ids += [found[n] for n in by_name if n in found]
+            cidrs: set[str] = set()
+            for pl in ids:
+                for entry in self.ec2.paginate("GetManagedPrefixListEntries", "Entries",
+                                               PrefixListId=pl, MaxResults=100):
+                    net = ipaddress.ip_network(entry["Cidr"], strict=False)
+                    if net.version == 4:
+                        cidrs.add(str(net))
+            return sorted(cidrs)
+
+        cidrs: list[str] = self._cached(f"service-cidrs:{','.join(wanted)}", VPC_TTL, fetch)
+        return cidrs
+
     def peer_cidrs(self, vpc_id: str) -> list[str]:
         def fetch() -> list[str]:
             found: set[str] = set()

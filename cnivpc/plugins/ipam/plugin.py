@@ -55,6 +55,14 @@ def _extra_cidrs(conf: IpamConf, node: Node, vpc_id: str) -> list[str]:
     extra = list(conf.route_to_cidrs)
     if conf.route_to_vpc_peers:
         extra = node.peer_cidrs(vpc_id) + extra
+    if conf.route_service_prefix_lists:
+        try:
+            extra += node.service_cidrs(conf.route_service_prefix_lists)
+        except (CniError, Ec2Error) as exc:
+            # The pod still works: its service traffic takes the node's NAT until the lists
+            # can be read (the next ADD asks again).
+            log.warning("cannot read the service prefix lists %s (%s): no service routes for "
+                        "this pod", ", ".join(conf.route_service_prefix_lists), exc)
     return extra
 
 

@@ -261,7 +261,8 @@ class Chaos:
 
 
 def run(zipapp: Path, *, seed: int, ops: int, nodes: int, instance_type: str,
-        workdir: Path, audit_every: int = 1, shiv_root: Path | None = None) -> Report:
+        workdir: Path, audit_every: int = 1, shiv_root: Path | None = None,
+        prefixes: bool = False) -> Report:
     from .lab import Lab
 
     rng = random.Random(seed)
@@ -271,6 +272,11 @@ def run(zipapp: Path, *, seed: int, ops: int, nodes: int, instance_type: str,
     with Lab(nodes=nodes, instance_type=instance_type, latency="zero") as lab:
         conf = {"warmIPTarget": rng.choice([0, 3, 8]), "ipBatchSize": rng.choice([0, 1, 3]),
                 "maxFreeIPs": rng.choice([-1, 0, 4]), "reconcileInterval": 0, "timeout": 30}
+        if prefixes:
+            # Prefix delegation: batches of prefixes, and GCs that give idle ones back whole.
+            conf.update(ipv4Prefixes=True, ipBatchSize=rng.choice([0, 1, 2]),
+                        freeIPMaxAge=rng.choice([0, 1]),
+                        warmPrefixTarget=rng.choice([0, 1]))
         members = [Node(lab, lab.node(i), zipapp, shiv_root, workdir / f"node{i}", conf)
                    for i in range(nodes)]
         chaos = Chaos(lab, members, rng, report)
@@ -294,12 +300,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--instance-type", default="c5.xlarge")
     parser.add_argument("--audit-every", type=int, default=1)
+    parser.add_argument("--prefixes", action="store_true",
+                        help="the IPAM with prefix delegation (ipv4Prefixes; a Nitro type)")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     with tempfile.TemporaryDirectory(prefix="cnivpc-chaos-") as tmp:
         report = run(args.zipapp.resolve(), seed=seed, ops=args.ops, nodes=args.nodes,
                      instance_type=args.instance_type, workdir=Path(tmp),
-                     audit_every=args.audit_every)
+                     audit_every=args.audit_every, prefixes=args.prefixes)
     print(json.dumps(report.line()), flush=True)
     for line in report.failures + report.violations:
         print(line, file=sys.stderr)

@@ -14,12 +14,13 @@ from tests.support.zipapp import Zipapp
 pytestmark = [pytest.mark.netns, pytest.mark.artifact]
 
 
-@pytest.mark.parametrize("seed", [7, 20261204])
+@pytest.mark.parametrize(("seed", "prefixes"), [(7, False), (20261204, False), (15, True)])
 def test_short_chaos_run_finds_no_violation(zipapp: Zipapp, tmp_path: Path,
-                                             require_root: None, seed: int) -> None:
+                                             require_root: None, seed: int,
+                                             prefixes: bool) -> None:
     zipapp.run("cnivpc", args=("--version",))  # extracted once, outside the measured run
     report = chaos.run(zipapp.path, seed=seed, ops=25, nodes=2, instance_type="c5.xlarge",
-                       workdir=tmp_path, shiv_root=zipapp.shiv_root)
+                       workdir=tmp_path, shiv_root=zipapp.shiv_root, prefixes=prefixes)
     print(report.line())
     assert report.failures == [], f"seed {seed}: {report.failures}"
     assert report.violations == [], f"seed {seed}: {report.violations}"

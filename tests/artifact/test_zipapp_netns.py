@@ -1,7 +1,8 @@
 """The built zipapp wiring a real pod: cnivpc-ptp ADD -> CHECK -> DEL -> DEL through its
 symlink, exec'd inside a throw-away node namespace with ``env -i``, exactly as a runtime would.
 The topology and config helpers are the ptp tests' own (tests/netns/conftest.py); the plugin's
-behaviour in detail is tested there, this checks that the shipped artifact does the same."""
+behaviour in detail is tested there, this checks that the shipped artifact does the same, under
+every CPython 3.10-3.14 this machine has (``target_python``, picked through CNIVPC_PYTHON)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ pytestmark = [pytest.mark.artifact, pytest.mark.netns]
 __all__ = ["topo"]  # the fixture, re-exported so pytest finds it here
 
 
-def ptp(zipapp: Zipapp, topo: Topo, command: str, conf: dict[str, Any]) -> Run:
-    env = {**BASE_ENV, "SHIV_ROOT": str(zipapp.shiv_root), "CNI_COMMAND": command,
+def ptp(zipapp: Zipapp, topo: Topo, command: str, conf: dict[str, Any],
+        python: str) -> Run:
+    env = {**BASE_ENV, "SHIV_ROOT": str(zipapp.shiv_root), "CNIVPC_PYTHON": python,
+           "CNI_COMMAND": command,
            "CNI_CONTAINERID": "art1", "CNI_NETNS": topo.pod_path, "CNI_IFNAME": "eth0",
            "CNI_PATH": str(zipapp.bin)}
     proc = subprocess.run(["ip", "netns", "exec", topo.node, "env", "-i",
@@ -34,9 +37,10 @@ def veths(netns: str) -> list[str]:
             if link["ifname"].startswith(("cnp", "eth1"))]
 
 
-def test_ptp_add_check_del_through_the_zipapp(zipapp: Zipapp, topo: Topo) -> None:
+def test_ptp_add_check_del_through_the_zipapp(zipapp: Zipapp, topo: Topo,
+                                              target_python: str) -> None:
     conf = config("1.1.0", prev_result("1.1.0"), ipMasq=True)
-    add = ptp(zipapp, topo, "ADD", conf)
+    add = ptp(zipapp, topo, "ADD", conf, target_python)
     assert add.returncode == 0, (add.stdout, add.stderr)
     result = add.doc
     assert result["cniVersion"] == "1.1.0"
@@ -48,11 +52,11 @@ def test_ptp_add_check_del_through_the_zipapp(zipapp: Zipapp, topo: Topo) -> Non
     sh("ping", "-c1", "-W2", NODE_IP, netns=topo.pod)
 
     conf["prevResult"] = result
-    check = ptp(zipapp, topo, "CHECK", conf)
+    check = ptp(zipapp, topo, "CHECK", conf, target_python)
     assert (check.returncode, check.stdout) == (0, ""), check.stderr
 
     for _ in range(2):  # DEL is idempotent
-        deleted = ptp(zipapp, topo, "DEL", conf)
+        deleted = ptp(zipapp, topo, "DEL", conf, target_python)
         assert (deleted.returncode, deleted.stdout) == (0, ""), deleted.stderr
         assert veths(topo.pod) == [] and veths(topo.node) == []
         assert ip_json(topo.node, "route", "show", POD_IP) == []

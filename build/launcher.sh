@@ -14,9 +14,18 @@ if [ -z "$p" ]; then
     # A runtime exec'ing plugins with no PATH at all gets the usual one for the search (not
     # exported: the plugin's own environment stays what the runtime gave).
     : "${PATH:=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}"
+    # The PATH walk is by hand (built-ins only, no fork) so that version managers' shim
+    # directories (pyenv, asdf: .../shims) are skipped: a shim obeys its own configuration,
+    # may refuse ("pyenv: python3.13: command not found") and costs ~100 ms per exec.
+    set -f
     for v in 14 13 12 11 10; do
-        if command -v "python3.$v" >/dev/null 2>&1; then p=python3.$v; break; fi
+        IFS=:
+        for d in $PATH; do
+            case $d in '' | */shims | */shims/) continue ;; esac
+            if [ -f "$d/python3.$v" ] && [ -x "$d/python3.$v" ]; then p=$d/python3.$v; break 2; fi
+        done
     done
+    unset IFS
 fi
 bad=
 if [ -n "$p" ] && ! command -v "$p" >/dev/null 2>&1; then bad=$p p=; fi
@@ -28,8 +37,8 @@ if [ -n "$bad" ]; then
         "is not an executable" >&2
 else
     echo "cnivpc: no supported Python: needs CPython 3.10 to 3.14 (none of python3.14 ..." \
-        "python3.10 is on PATH=${PATH:-}); install one (e.g. dnf install python3.12), or" \
-        "name one in CNIVPC_PYTHON or in ${0%/*}/cnivpc.python" >&2
+        "python3.10 is on PATH=${PATH:-}, shims skipped); install one (e.g. dnf install" \
+        "python3.12), or name one in CNIVPC_PYTHON or in ${0%/*}/cnivpc.python" >&2
 fi
 case ${0##*/} in
     cnivpc-*) ;;
@@ -50,6 +59,8 @@ if [ ! -t 0 ]; then
     done
 fi
 case $ver in '' | *[!0-9.]*) ver=1.0.0 ;; esac
-printf '{"cniVersion": "%s", "code": 50, "msg": "cnivpc: no supported Python (CPython 3.10 to 3.14) on this node", "details": "install python3.10 or newer, or name one in CNIVPC_PYTHON or %s/cnivpc.python"}\n' \
-    "$ver" "${0%/*}"
+msg='cnivpc: no supported Python (CPython 3.10 to 3.14) on this node'
+details='install python3.10 or newer, or name one in CNIVPC_PYTHON or'
+printf '{"cniVersion": "%s", "code": 50, "msg": "%s", "details": "%s %s/cnivpc.python"}\n' \
+    "$ver" "$msg" "$details" "${0%/*}"
 exit 1

@@ -54,6 +54,12 @@ def test_the_newest_on_path_wins(zipapp: Zipapp, tmp_path: Path) -> None:
     assert picked(run(zipapp.path, env, ("version",))) == PRESENT[-1][0]
     (d / f"python{PRESENT[-1][0]}").unlink()
     assert picked(run(zipapp.path, env, ("version",))) == PRESENT[-2][0]
+    # A version manager's shims directory (pyenv, asdf) is skipped, even first on PATH.
+    shims = tmp_path / "pyenv" / "shims"
+    shims.mkdir(parents=True)
+    (shims / f"python{PRESENT[-1][0]}").symlink_to(PRESENT[-1][1])
+    env["PATH"] = f"{shims}:{d}"
+    assert picked(run(zipapp.path, env, ("version",))) == PRESENT[-2][0]
     # ... and through a plugin symlink, the plugin (argv[0]) still answers.
     r = run(zipapp.bin / "cnivpc-ipam", {**env, "CNI_COMMAND": "VERSION"})
     assert r.returncode == 0 and "supportedVersions" in r.doc, r.stderr

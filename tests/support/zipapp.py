@@ -46,9 +46,11 @@ MATRIX: dict[str, dict[str, str]] = {v: {} for v in PYTHONS}
 def python_for(version: str) -> str | None:
     """An interpreter of CPython ``version`` on this machine: ``python3.X`` on PATH (Debian's
     /usr/bin/python3.11), else pyenv's newest ``<root>/versions/3.X.*`` (not a shim)."""
-    found = shutil.which(f"python{version}")
-    if found and "/shims/" not in found:
-        return found
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        found = os.path.join(d, f"python{version}")
+        if d and not d.rstrip("/").endswith("/shims") and os.path.isfile(found) \
+                and os.access(found, os.X_OK):
+            return found
     hits = sorted(glob.glob(f"{PYENV_ROOT}/versions/{version}.*/bin/python{version}"),
                   key=lambda p: [int(n) for n in p.split("/versions/")[1].split("/")[0]
                                  .split(".") if n.isdigit()])

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.zipapp import BASE_ENV, Run, Zipapp
+from tests.support.zipapp import BASE_ENV, MATRIX, TARGETS, Run, Zipapp, python_for
 
 from ..netns.conftest import NODE_IP, POD_IP, Topo, config, ip_json, prev_result, sh, topo
 
@@ -32,13 +32,36 @@ def ptp(zipapp: Zipapp, topo: Topo, command: str, conf: dict[str, Any],
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
+def target_python_key(path: str) -> str:
+    return next(t for t in TARGETS if python_for(t) == path)
+
+
 def veths(netns: str) -> list[str]:
     return [link["ifname"] for link in ip_json(netns, "link", "show")
             if link["ifname"].startswith(("cnp", "eth1"))]
 
 
-def test_ptp_add_check_del_through_the_zipapp(zipapp: Zipapp, topo: Topo,
-                                              target_python: str) -> None:
+NS_PROBE = """
+import errno, fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+try:
+    fcntl.ioctl(fd, 0xB703)  # NS_GET_NSTYPE, as cnivpc/net/netns.py asks it
+except OSError as exc:
+    sys.exit(3 if exc.errno == errno.ENOSYS else 1)
+"""
+
+
+def test_ptp_add_check_del_through_the_zipapp(zipapp: Zipapp, topo: Topo, target_python: str,
+                                              request: pytest.FixtureRequest) -> None:
+    # qemu-user (the aarch64 interpreter here) does not implement the namespace ioctls: a
+    # limit of the emulator, not of the plugin; probed, so a real aarch64 kernel runs the test.
+    probe = subprocess.run([target_python, "-c", NS_PROBE, topo.pod_path],
+                           capture_output=True, text=True, timeout=120)
+    if probe.returncode == 3:
+        MATRIX[target_python_key(target_python)][request.node.name] = "EMULATOR-LIMIT"
+        pytest.skip(f"NOT TESTED: {target_python} cannot ask a namespace file its type "
+                    "(ioctl NS_GET_NSTYPE: ENOSYS, qemu-user lacks it)")
+    assert probe.returncode == 0, probe.stderr
     conf = config("1.1.0", prev_result("1.1.0"), ipMasq=True)
     add = ptp(zipapp, topo, "ADD", conf, target_python)
     assert add.returncode == 0, (add.stdout, add.stderr)

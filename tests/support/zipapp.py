@@ -39,13 +39,23 @@ PYTHON = "/usr/bin/python3"
 # Every interpreter the artifact supports (build/multiabi.py PYTHONS).
 PYTHONS = ("3.10", "3.11", "3.12", "3.13", "3.14")
 PYENV_ROOT = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
-# What each target_python test did, for the end-of-session matrix: version -> {test: outcome}.
-MATRIX: dict[str, dict[str, str]] = {v: {} for v in PYTHONS}
+# The aarch64 interpreters: build/dev's set-up (ensure_aarch64_python) unpacks Debian 12's arm64
+# python3.11 and writes a wrapper that runs it under qemu-user-static; no other version has an
+# arm64 package here.
+AARCH64 = REPO / "build" / "work" / "aarch64"
+# Every target: "3.12" is this machine's own architecture, "3.12-aarch64" emulated.
+TARGETS = (*PYTHONS, *(f"{v}-aarch64" for v in PYTHONS))
+# What each target_python test did, for the end-of-session matrix: target -> {test: outcome}.
+MATRIX: dict[str, dict[str, str]] = {v: {} for v in TARGETS}
 
 
 def python_for(version: str) -> str | None:
     """An interpreter of CPython ``version`` on this machine: ``python3.X`` on PATH (Debian's
-    /usr/bin/python3.11), else pyenv's newest ``<root>/versions/3.X.*`` (not a shim)."""
+    /usr/bin/python3.11), else pyenv's newest ``<root>/versions/3.X.*`` (not a shim); for
+    ``3.X-aarch64``, build/dev's qemu wrapper."""
+    if version.endswith("-aarch64"):
+        wrapper = AARCH64 / f"python{version.removesuffix('-aarch64')}"
+        return str(wrapper) if os.access(wrapper, os.X_OK) else None
     for d in os.environ.get("PATH", "").split(os.pathsep):
         found = os.path.join(d, f"python{version}")
         if d and not d.rstrip("/").endswith("/shims") and os.path.isfile(found) \
@@ -57,10 +67,11 @@ def python_for(version: str) -> str | None:
     return hits[-1] if hits else None
 
 
-@pytest.fixture(params=PYTHONS, ids=[f"py{v}" for v in PYTHONS])
+@pytest.fixture(params=TARGETS, ids=[f"py{v}" for v in TARGETS])
 def target_python(request: pytest.FixtureRequest) -> str:
-    """Name: target_python. Scope: function, one per CPython 3.10-3.14. The interpreter's path
-    (to pass as CNIVPC_PYTHON); skips, saying it loudly, when this machine has none."""
+    """Name: target_python. Scope: function, one per CPython 3.10-3.14 on this machine's
+    architecture and on aarch64 (emulated). The interpreter's path (to pass as CNIVPC_PYTHON);
+    skips, saying it loudly, when this machine has none."""
     version: str = request.param
     path = python_for(version)
     if path is None:
@@ -77,7 +88,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Any:
     report = outcome.get_result()
     callspec = getattr(item, "callspec", None)
     version = callspec.params.get("target_python") if callspec else None
-    if version in MATRIX and report.when == "call":
+    # A skip during the test records its own reason (EMULATOR-LIMIT ...) itself.
+    if version in MATRIX and report.when == "call" and not report.skipped:
         MATRIX[version][item.name] = report.outcome
 
 

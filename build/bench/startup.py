@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                                  str(bindir / "cnivpc-ptp")])
         data["importtime_version"] = {"modules": count, "top": top}
         print_importtime("-X importtime, cnivpc-ptp VERSION", count, top)
-        more, per = per_interpreter(bindir, root, max(args.runs, 15))
+        more, per = per_interpreter(bindir, root, args.runs)
         rows += more
         data["interpreters"] = per
     write_section(args.out, "startup", "Exec start-up and the artifact", rows, data)

@@ -114,3 +114,28 @@ def test_ipam_add_del_against_the_lab_under(ipam_node: Any, zipapp: Zipapp,
         assert (deleted.code, deleted.doc) == (0, {}), deleted.stderr
     assert ipam.allocations() == {}
     ipam.settle()
+
+
+def test_the_requirement_check_names_what_does_not_fit(tmp_path: Path) -> None:
+    """The build's check that every pinned distribution runs on every target: a Requires-Python
+    that excludes 3.10, and a requirement only 3.10 has (a backport) that is not installed."""
+    m = multiabi()
+
+    def dist(name: str, version: str, *headers: str) -> None:
+        info = tmp_path / f"{name}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text("\n".join(
+            ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}", *headers]) + "\n")
+
+    dist("newonly", "1.0", "Requires-Python: >=3.11")
+    dist("needsbackport", "2.0", 'Requires-Dist: tomli>=1; python_version < "3.11"',
+         'Requires-Dist: newonly==1.0', 'Requires-Dist: extra-thing; extra == "x"')
+    with pytest.raises(SystemExit) as exc:
+        m.check_requirements(tmp_path, m.targets())
+    text = str(exc.value)
+    assert "newonly 1.0 requires Python >=3.11: not 3.10" in text
+    assert "needsbackport needs tomli>=1; python_version < \"3.11\" on cp310-x86_64" in text
+    assert "cp311" not in text.split("needsbackport", 1)[1]  # the marker holds on 3.10 only
+    assert "extra-thing" not in text  # an extra nobody asked for
+    assert m.check_requirements(tmp_path, [t for t in m.targets() if t.python != "3.10"]) \
+        is None

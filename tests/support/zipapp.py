@@ -185,8 +185,8 @@ class Zipapp:
 
 @pytest.fixture(scope="session")
 def zipapp(tmp_path_factory: pytest.TempPathFactory) -> Zipapp:
-    """Name: zipapp. Scope: session. Depends: build/zipapp.py, the dev venv (pip, shiv), PyPI
-    or pip's cache for the pinned runtime wheels."""
+    """Name: zipapp. Scope: session. Depends: build/zipapp.py, the dev venv (pip, shiv), the
+    wheelhouse in build/work (filled from PyPI on the first build, offline after)."""
     base = tmp_path_factory.mktemp("zipapp")
     source = snapshot(tmp_path_factory.mktemp("source"))
     path = build(source, base, base / "baked-root")

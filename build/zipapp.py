@@ -1,18 +1,25 @@
 """Build the cnivpc zipapp: ``<out>/cnivpc`` and the ``<out>/bin/cnivpc-{ipam,ipvlan,ptp}``
-symlinks (relative, to ``../cnivpc``) that run it as each CNI plugin.
+symlinks (relative, to ``../cnivpc``) that run it as each CNI plugin. One file runs on CPython
+3.10 to 3.14, on x86_64 and aarch64 (``--arch`` builds a smaller one for one architecture).
 
-The recipe (each step exists so that two builds of one commit are byte-identical and the
-artifact carries only what runs on a node):
-wheel of the project (without cnivpc/lab) → ``pip install --target`` with the pinned runtime
-dependencies only → scrub what makes trees differ between checkouts (``bin/``,
+The recipe (each step exists so that two builds of one commit are byte-identical, the artifact
+carries only what runs on a node, and it runs on every target):
+wheel of the project (without cnivpc/lab) → ``pip install --target`` of the pinned runtime
+dependencies as resolved for the oldest target (3.10), from the wheelhouse under build/work
+(build/multiabi.py: filled once from PyPI, offline after) → every compiled extension added for
+every other target (multiabi.add_extensions) and every requirement checked for every target
+(multiabi.check_requirements) → scrub what makes trees differ between checkouts (``bin/``,
 ``direct_url.json``, RECORD lines for them, pycs, file modes) → trim botocore's data to EC2
 (build/trim_botocore.py) → ``shiv --reproducible`` with ``SOURCE_DATE_EPOCH`` = the HEAD commit
-time. Two builds of one commit on one machine are byte-identical.
+time → the archive's head becomes build/launcher.sh (it picks the node's interpreter) and its
+``__main__.py`` FAST_MAIN → the completeness check (multiabi.check_complete): a build missing
+any extension for any target fails. Two builds of one commit on one machine are byte-identical.
 
-Stdlib only; runs under the dev venv's python, whose pip and shiv it uses. It must not import
-cnivpc or anything the zipapp ships: those are handled as files.
+Stdlib (and ``packaging``, for the requirement check) only; runs under the dev venv's python,
+whose pip and shiv it uses. It must not import cnivpc or anything the zipapp ships: those are
+handled as files.
 
-    .venv/bin/python build/zipapp.py [--out DIR] [--work DIR] [--python INTERP] [--root DIR]
+    .venv/bin/python build/zipapp.py [--out DIR] [--work DIR] [--root DIR] [--arch A]...
 """
 
 from __future__ import annotations
@@ -30,17 +37,21 @@ import time
 import zipfile
 from pathlib import Path
 
-import trim_botocore  # build/ is sys.path[0] when this file runs as a script
+import multiabi  # build/ is sys.path[0] when this file runs as a script
+import trim_botocore
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN_LINKS = ("cnivpc-ipam", "cnivpc-ipvlan", "cnivpc-ptp")
 ENTRY_POINT = "cnivpc.__main__:main"
-# -s: no user site-packages; -E: no PYTHON* variables (the runtime passes its environment on);
-# -S: no site module at all, so nothing of the node's system Python (dist-packages, its .pth
-# files, sitecustomize, Ubuntu's apport hook) is imported or can shadow what the zipapp
-# carries, and start-up is shorter (python3 -c pass here: 50 ms with site, 10 ms without).
-INTERPRETER_FLAGS = "-sSE"
-DEFAULT_PYTHON = "/usr/bin/python3"
+# The archive's head: a POSIX sh prologue that finds the interpreter and execs it with -sSE
+# on the archive (launcher.sh says how and why). -s: no user site-packages; -E: no PYTHON*
+# variables (the runtime passes its environment on); -S: no site module at all, so nothing of
+# the node's system Python (dist-packages, its .pth files, sitecustomize, Ubuntu's apport hook)
+# is imported or can shadow what the zipapp carries, and start-up is shorter (python3 -c pass
+# here: 50 ms with site, 10 ms without).
+LAUNCHER = Path(__file__).resolve().parent / "launcher.sh"
+# shiv's own shebang, replaced by LAUNCHER; shiv needs one to build.
+SHIV_PYTHON = "/bin/false"
 DEFAULT_ROOT = "/var/lib/cnivpc/shiv"
 # What goes into the wheel. cnivpc/lab (the simulated VPC) never ships.
 SOURCE_FILES = ("pyproject.toml", "README.md", "LICENSE")
@@ -104,10 +115,21 @@ def build_wheel(src: Path, wheels: Path) -> Path:
     return wheel
 
 
-def install(wheel: Path, site: Path, constraints: Path) -> None:
-    run([sys.executable, "-m", "pip", "install", "-q", "--target", str(site), "--no-compile",
-         "--only-binary", ":all:", "--no-warn-script-location", "-c", str(constraints),
-         str(wheel)])
+def install(wheel: Path, site: Path, constraints: Path, wheelhouse: Path,
+            base: multiabi.Target) -> None:
+    """The project and its pinned dependencies as pip resolves them for ``base`` (the oldest
+    interpreter: version markers there pull in whatever backport a newer one does without)."""
+    with zipfile.ZipFile(wheel) as zf:
+        meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        requires = [line.split(":", 1)[1].strip() for line in zf.read(meta).decode().splitlines()
+                    if line.startswith("Requires-Dist:") and "extra ==" not in line]
+    pinned = ["-c", str(constraints), *base.pip_args()]
+    log(f"pip install --target {site} (for {base}) {wheel.name}")
+    multiabi.install_offline_first(
+        wheelhouse,
+        install=["install", "-q", "--target", str(site), "--no-compile",
+                 "--no-warn-script-location", *pinned, str(wheel)],
+        download=[*pinned, *requires])
 
 
 def scrub(site: Path) -> None:
@@ -152,28 +174,41 @@ def normalize_modes(site: Path) -> None:
             path.chmod(0o644)
 
 
-def check_interpreter(python: str) -> None:
-    """pydantic-core is a compiled cpXY extension: the target interpreter must be our minor."""
-    if not os.path.exists(python):
-        log(f"warning: {python} does not exist here; not checking its version")
-        return
-    out = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                         check=True, capture_output=True, text=True).stdout.strip()
-    ours = "{}.{}".format(*sys.version_info[:2])
-    if out != ours:
-        raise SystemExit(f"zipapp: {python} is Python {out}, but the wheels are installed for "
-                         f"{ours}; build with a venv made from that interpreter")
-
-
 # The archive's __main__.py, in front of shiv's bootstrap. shiv's own start-up (its _bootstrap
 # package, shipped as source and so recompiled on every run, plus the imports it makes) costs
 # tens of ms on every exec even when the extraction exists; a plugin is exec'd three times
 # per pod. When this build's extraction is there, go straight to it; otherwise (first run, or
 # a SHIV_* override) hand over to shiv's bootstrap, which extracts and runs as usual.
+#
+# It first refuses, clearly, an interpreter or machine the archive has no extension for (the
+# launcher's override can name any python): on stderr, and as a CNI error on stdout when run as
+# a plugin (a DEL succeeds: a plugin that cannot start set nothing up). Written for any
+# Python 3 (no f-strings): it must be able to say why it cannot run.
 FAST_MAIN = """\
 # cnivpc: fast path in front of shiv's bootstrap (build/zipapp.py explains why).
 import os
 import sys
+
+if sys.version_info[:2] not in {pythons!r} or os.uname()[4] not in {arches!r}:
+    _why = "cnivpc: this file runs on CPython %s on %s, not %d.%d on %s" % (
+        ", ".join("%d.%d" % v for v in {pythons!r}), "/".join({arches!r}),
+        sys.version_info[0], sys.version_info[1], os.uname()[4])
+    sys.stderr.write(_why + "\\n")
+    _plugin = os.path.basename(sys.argv[0]).startswith("cnivpc-") or (
+        os.environ.get("CNI_COMMAND") and len(sys.argv) == 1)
+    if not _plugin:
+        sys.exit(127)
+    if os.environ.get("CNI_COMMAND") == "DEL":
+        sys.exit(0)
+    import json
+
+    try:
+        _ver = str(json.load(sys.stdin).get("cniVersion") or "1.0.0")
+    except Exception:
+        _ver = "1.0.0"
+    sys.stdout.write(json.dumps({{"cniVersion": _ver, "code": 50, "msg": _why,
+                                 "details": "pick another interpreter (CNIVPC_PYTHON)"}}) + "\\n")
+    sys.exit(1)
 
 
 def _extracted():
@@ -201,17 +236,18 @@ else:
 """
 
 
-def install_fast_main(path: Path) -> None:
-    """Rewrite the archive with FAST_MAIN as its __main__.py; every other entry (order, time
-    stamps, modes, compression) is copied as it is, so builds stay reproducible."""
-    data = path.read_bytes()
-    shebang = data[:data.index(b"\n") + 1]
+def install_fast_main(path: Path, arches: tuple[str, ...]) -> None:
+    """Rewrite the archive with LAUNCHER as its head and FAST_MAIN as its __main__.py; every
+    other entry (order, time stamps, modes, compression) is copied as it is, so builds stay
+    reproducible."""
     with zipfile.ZipFile(path) as zin:
         env = json.loads(zin.read("environment.json"))
         entries = [(info, zin.read(info)) for info in zin.infolist()]
-    body = FAST_MAIN.format(root=env["root"], build_id=env["build_id"]).encode()
+    pythons = tuple(tuple(int(n) for n in v.split(".")) for v in multiabi.PYTHONS)
+    body = FAST_MAIN.format(root=env["root"], build_id=env["build_id"], pythons=pythons,
+                            arches=arches).encode()
     buf = io.BytesIO()
-    buf.write(shebang)
+    buf.write(LAUNCHER.read_bytes())
     with zipfile.ZipFile(buf, "w") as zout:
         for info, content in entries:
             zout.writestr(info, body if info.filename == "__main__.py" else content)
@@ -219,17 +255,23 @@ def install_fast_main(path: Path) -> None:
     path.chmod(0o755)
 
 
-def build(out: Path, work: Path, python: str, root: str, project: Path = REPO) -> Path:
+def build(out: Path, work: Path, root: str, project: Path = REPO,
+          arches: tuple[str, ...] = multiabi.ARCHES, wheelhouse: Path | None = None) -> Path:
     started = time.monotonic()
-    check_interpreter(python)
-    if work.exists():
-        shutil.rmtree(work)
+    wanted = multiabi.targets(arches)
+    wheelhouse = wheelhouse or REPO / "build" / "work" / "wheelhouse"
     src, wheels, site = work / "src", work / "wheels", work / "site-packages"
-    for d in (src, wheels, site):
+    for d in (src, wheels, site):  # not the whole of work: the wheelhouse may live there
+        if d.exists():
+            shutil.rmtree(d)
         d.mkdir(parents=True)
     stage_source(project, src)
     wheel = build_wheel(src, wheels)
-    install(wheel, site, REPO / "build" / "constraints.txt")
+    install(wheel, site, REPO / "build" / "constraints.txt", wheelhouse, wanted[0])
+    added = multiabi.add_extensions(site, wheelhouse, wanted)
+    log(f"extensions for {len(wanted)} targets ({', '.join(map(str, wanted))}): "
+        f"{len(added)} files added")
+    multiabi.check_requirements(site, wanted)
     scrub(site)
     stats = trim_botocore.trim(site / "botocore" / "data")
     log(f"botocore data {stats['before'] / 1e6:.1f} MB -> {stats['after'] / 1e6:.2f} MB "
@@ -242,12 +284,17 @@ def build(out: Path, work: Path, python: str, root: str, project: Path = REPO) -
     env = clean_env()
     env["SOURCE_DATE_EPOCH"] = source_epoch()
     shiv_args = ["--site-packages", str(site), "-e", ENTRY_POINT,
-                 "-p", f"{python} {INTERPRETER_FLAGS}", "--root", root, "--compile-pyc",
+                 "-p", SHIV_PYTHON, "--root", root, "--compile-pyc",
                  "--reproducible", "-o", str(tmp)]
     log(f"SOURCE_DATE_EPOCH={env['SOURCE_DATE_EPOCH']} shiv {' '.join(shiv_args)}")
     subprocess.run([sys.executable, "-c", SHIV_SORTED_BOOTSTRAP, *shiv_args], check=True,
                    env=env)
-    install_fast_main(tmp)
+    install_fast_main(tmp, arches)
+    problems = multiabi.check_complete(tmp, wanted)
+    if problems:
+        tmp.unlink()
+        raise SystemExit("zipapp: INCOMPLETE build, not installed:\n  " + "\n  ".join(problems))
+    log(f"complete: every extension for {len(wanted)} targets")
     target = out / "cnivpc"
     os.replace(tmp, target)  # rename: a running copy keeps its old inode
     bindir = out / "bin"
@@ -273,8 +320,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="output directory (default build/out)")
     parser.add_argument("--work", type=Path, default=None,
                         help="scratch directory, wiped first (default <out>/../work)")
-    parser.add_argument("--python", default=os.environ.get("CNIVPC_PYTHON", DEFAULT_PYTHON),
-                        help="interpreter in the shebang (env CNIVPC_PYTHON; default %(default)s)")
+    parser.add_argument("--arch", action="append", choices=multiabi.ARCHES,
+                        help="build for this architecture only (repeatable; default: all, "
+                             "one artifact for every node)")
+    parser.add_argument("--wheelhouse", type=Path, default=None,
+                        help="wheel cache (default build/work/wheelhouse; kept across builds)")
     parser.add_argument("--root", default=os.environ.get("CNIVPC_SHIV_ROOT", DEFAULT_ROOT),
                         help="extraction root baked in (env CNIVPC_SHIV_ROOT; "
                              "default %(default)s; SHIV_ROOT overrides it at run time)")
@@ -287,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
                      "roots against the environment and the working directory)")
     out = args.out.resolve()
     work = (args.work or out.parent / "work").resolve()
-    build(out, work, args.python, args.root, args.src.resolve())
+    arches = tuple(a for a in multiabi.ARCHES if a in (args.arch or multiabi.ARCHES))
+    build(out, work, args.root, args.src.resolve(), arches,
+          args.wheelhouse.resolve() if args.wheelhouse else None)
     return 0
 
 

@@ -56,6 +56,11 @@ def main(args: list[str], out: TextIO | None = None, err: TextIO | None = None) 
     name, rest = args[0], args[1:]
     if name in ("version", "--version"):
         out.write(f"cnivpc {__version__}\n")
+        if name == "version":
+            # Which interpreter the launcher picked (the zipapp runs on any CPython 3.10+).
+            v = sys.version_info
+            out.write(f"python {v.major}.{v.minor}.{v.micro} {sys.executable} "
+                      f"({os.uname().machine})\n")
         return EXIT_OK
     if name not in COMMANDS:
         err.write(f"error: unknown command {name!r}\nhint: run 'cnivpc help' for the commands\n")

@@ -234,7 +234,12 @@ def main(args: list[str], out: TextIO) -> int:
         inst.changed += 1
         inst.say(f"extract into {shiv_root}")
         if not opts.dry_run:
-            env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SHIV_ROOT": shiv_root}
+            # The caller's PATH: the zipapp's launcher picks the interpreter from it, as it
+            # will from the runtime's on this node (python3.10 ... 3.14, newest first).
+            path = os.environ.get("PATH") or "/usr/sbin:/usr/bin:/sbin:/bin"
+            env = {"PATH": path, "SHIV_ROOT": shiv_root}
+            if os.environ.get("CNIVPC_PYTHON"):
+                env["CNIVPC_PYTHON"] = os.environ["CNIVPC_PYTHON"]
             subprocess.run([target, "version"], env=env, check=True, capture_output=True)
     prune_extractions(shiv_root, build_id, inst)
     out.write("nothing to do: already installed\n" if inst.changed == 0 else

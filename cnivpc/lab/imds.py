@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
@@ -190,7 +190,7 @@ def _moto_instance(backend: Any, instance_id: str) -> InstanceView | None:
         availability_zone=str(inst.placement.zone if hasattr(inst.placement, "zone") else ""),
         availability_zone_id=zone_id,
         account_id=str(backend.account_id),
-        launch_time=launch if launch.tzinfo else launch.replace(tzinfo=UTC),
+        launch_time=launch if launch.tzinfo else launch.replace(tzinfo=timezone.utc),
         enis=tuple(enis),
         architecture=str(getattr(inst, "architecture", "x86_64") or "x86_64"),
     )
@@ -348,7 +348,7 @@ def _lines(items: Iterable[str]) -> str:
 
 
 def _iso(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def identity_document(view: InstanceView) -> str:
@@ -649,7 +649,7 @@ class ImdsServer:
             return None
         # botocore/Go SDK credential chains read these; moto accepts any key, so fixed
         # lab credentials let plugins run with production defaults (no env credentials).
-        now = datetime.now(UTC)
+        now = datetime.now(timezone.utc)
         updated = _iso(now)
         creds = {
             "Code": "Success",

@@ -17,7 +17,9 @@ from tests.support.zipapp import PYTHON, REPO, Zipapp, build
 pytestmark = pytest.mark.artifact
 
 PROGRAMS = sorted(plugins.PLUGINS)
-MAX_SIZE = 8 * 1024 * 1024
+# pydantic-core's extension for 10 targets (CPython 3.10-3.14 x x86_64/aarch64) is ~2.2 MB each
+# compressed: ~23 MB in all (build/multiabi.py; the README's table).
+MAX_SIZE = 26 * 1024 * 1024
 ADD_ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c0ffee", "CNI_NETNS": "/var/run/netns/none",
            "CNI_IFNAME": "eth0"}
 
@@ -96,7 +98,8 @@ def test_baked_root_used_without_shiv_root(zipapp: Zipapp) -> None:
 
 def test_archive_contents(zipapp: Zipapp) -> None:
     assert zipapp.path.stat().st_size <= MAX_SIZE
-    assert zipapp.path.read_bytes().startswith(f"#!{PYTHON} -sSE\n".encode())
+    # The head is the sh launcher (it picks the node's interpreter), byte for byte.
+    assert zipapp.path.read_bytes().startswith((REPO / "build" / "launcher.sh").read_bytes())
     for program in PROGRAMS:
         link = zipapp.bin / program
         assert link.is_symlink() and str(link.readlink()) == "../cnivpc"

@@ -6,11 +6,18 @@ tmp SHIV_ROOT.
 Builds use a snapshot of the source taken once per session and a fixed SOURCE_DATE_EPOCH, so
 the reproducibility test compares builds of the same input even while the tree is edited.
 
+The artifact runs on every CPython 3.10-3.14 (its sh launcher picks one; CNIVPC_PYTHON names
+it): ``python_for(version)`` finds each on this machine (PATH, then pyenv's versions), and the
+``target_python`` fixture parametrizes a test over the five. A version this machine lacks is a
+skip whose reason says so, and the session ends with a matrix of what was and was not tested, so
+a missing interpreter is never silently a pass.
+
 Imports nothing of cnivpc: the artifact is a black box here.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -29,6 +36,77 @@ BUILDER = REPO / "build" / "zipapp.py"
 # What containerd's and CRI-O's systemd units give a plugin: a PATH and little else.
 BASE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 PYTHON = "/usr/bin/python3"
+# Every interpreter the artifact supports (build/multiabi.py PYTHONS).
+PYTHONS = ("3.10", "3.11", "3.12", "3.13", "3.14")
+PYENV_ROOT = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+# The aarch64 interpreters: build/dev's set-up (ensure_aarch64_python) unpacks Debian 12's arm64
+# python3.11 and writes a wrapper that runs it under qemu-user-static; no other version has an
+# arm64 package here.
+AARCH64 = REPO / "build" / "work" / "aarch64"
+# Every target: "3.12" is this machine's own architecture, "3.12-aarch64" emulated.
+TARGETS = (*PYTHONS, *(f"{v}-aarch64" for v in PYTHONS))
+# What each target_python test did, for the end-of-session matrix: target -> {test: outcome}.
+MATRIX: dict[str, dict[str, str]] = {v: {} for v in TARGETS}
+
+
+def python_for(version: str) -> str | None:
+    """An interpreter of CPython ``version`` on this machine: ``python3.X`` on PATH (Debian's
+    /usr/bin/python3.11), else pyenv's newest ``<root>/versions/3.X.*`` (not a shim); for
+    ``3.X-aarch64``, build/dev's qemu wrapper."""
+    if version.endswith("-aarch64"):
+        wrapper = AARCH64 / f"python{version.removesuffix('-aarch64')}"
+        return str(wrapper) if os.access(wrapper, os.X_OK) else None
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        found = os.path.join(d, f"python{version}")
+        if d and not d.rstrip("/").endswith("/shims") and os.path.isfile(found) \
+                and os.access(found, os.X_OK):
+            return found
+    hits = sorted(glob.glob(f"{PYENV_ROOT}/versions/{version}.*/bin/python{version}"),
+                  key=lambda p: [int(n) for n in p.split("/versions/")[1].split("/")[0]
+                                 .split(".") if n.isdigit()])
+    return hits[-1] if hits else None
+
+
+@pytest.fixture(params=TARGETS, ids=[f"py{v}" for v in TARGETS])
+def target_python(request: pytest.FixtureRequest) -> str:
+    """Name: target_python. Scope: function, one per CPython 3.10-3.14 on this machine's
+    architecture and on aarch64 (emulated). The interpreter's path (to pass as CNIVPC_PYTHON);
+    skips, saying it loudly, when this machine has none."""
+    version: str = request.param
+    path = python_for(version)
+    if path is None:
+        MATRIX[version][request.node.name] = "MISSING"
+        pytest.skip(f"MISSING INTERPRETER: no CPython {version} on this machine: the artifact "
+                    f"is NOT tested under {version}")
+    MATRIX[version][request.node.name] = "ran"
+    return path
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    callspec = getattr(item, "callspec", None)
+    version = callspec.params.get("target_python") if callspec else None
+    # A skip during the test records its own reason (EMULATOR-LIMIT ...) itself.
+    if version in MATRIX and report.when == "call" and not report.skipped:
+        MATRIX[version][item.name] = report.outcome
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not any(MATRIX.values()):
+        return
+    terminalreporter.section("cnivpc artifact: interpreter matrix")
+    for version, tests in MATRIX.items():
+        if not tests:
+            continue
+        missing = [t for t, o in tests.items() if o == "MISSING"]
+        counts = {o: sum(1 for x in tests.values() if x == o) for o in sorted(set(tests.values()))}
+        line = (f"CPython {version}: NOT TESTED (no interpreter on this machine; "
+                f"{len(missing)} test(s) skipped)" if missing else
+                f"CPython {version}: {python_for(version)}: "
+                + ", ".join(f"{n} {o}" for o, n in counts.items()))
+        terminalreporter.write_line(line)
 
 
 @dataclass(frozen=True)
@@ -107,8 +185,8 @@ class Zipapp:
 
 @pytest.fixture(scope="session")
 def zipapp(tmp_path_factory: pytest.TempPathFactory) -> Zipapp:
-    """Name: zipapp. Scope: session. Depends: build/zipapp.py, the dev venv (pip, shiv), PyPI
-    or pip's cache for the pinned runtime wheels."""
+    """Name: zipapp. Scope: session. Depends: build/zipapp.py, the dev venv (pip, shiv), the
+    wheelhouse in build/work (filled from PyPI on the first build, offline after)."""
     base = tmp_path_factory.mktemp("zipapp")
     source = snapshot(tmp_path_factory.mktemp("source"))
     path = build(source, base, base / "baked-root")

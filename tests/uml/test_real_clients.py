@@ -1,0 +1,305 @@
+"""Real CNI clients run the shipped conflists on a kernel with ipvlan (UML here), in the lab
+(2 nodes, EC2 over HTTP, IMDSv2), through the built zipapp's symlinks:
+
+* libcni 1.1.2 (tests/runtimes/libcni: the calls containerd, CRI-O and podman make) runs
+  examples/cnivpc.conflist and examples/cnivpc-fused.conflist: ADD, CHECK (libcni sends VERSION
+  first and the cached result as prevResult), DEL, DEL again; and a chain whose last plugin
+  fails its ADD, then the DEL a runtime sends after that, which must leave nothing.
+* podman 4.3 (CNI backend, crun) runs two containers on two nodes: they reach each other,
+  their subnet router and the internet host; ``network reload``, ``stop`` and ``run --rm``
+  release everything (the IPAM store and EC2 agree: ``cnivpc ipam audit`` finds nothing).
+  podman's cleanup DEL comes from conmon with its own, stripped environment.
+
+podman in UML needs (found by an earlier probe): cgroup2 mounted on /sys/fs/cgroup, container
+storage on tmpfs (never hostfs), ``--rootfs /:O`` (the host's root through an overlay: no
+image, nothing pulled), cgroupfs and no journald. The plugins run "on" a lab node: podman is
+started with ``nsenter --net`` into the node's netns (its mount namespace stays, so the
+container netns it bind-mounts under /run/netns stays visible to later podman commands).
+
+One lab for the module: moto's first calls are slow in UML. The tests run in file order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cnivpc.lab.fabric import INET_ADDR
+from cnivpc.lab.runtime import fused_conflist, lab_conflist
+from tests.support.lab import ping, run_in
+from tests.support.libcni import BASE_PATH, Libcni
+
+pytestmark = pytest.mark.uml
+
+REPO = Path(__file__).resolve().parents[2]
+ZIPAPP = Path(os.environ.get("CNIVPC_ZIPAPP", REPO / "build/out/cnivpc"))
+IN_UML = os.environ.get("CNL_IN_UML") == "1"
+EC2_ENV = {"AWS_ENDPOINT_URL_EC2": "http://169.254.169.254:8773"}
+# A last plugin that refuses ADD (as a bandwidth or portmap plugin may) and accepts the rest.
+FAILING_PLUGIN = """#!/bin/sh
+cat >/dev/null
+case "$CNI_COMMAND" in
+ADD) echo '{"cniVersion":"1.0.0","code":11,"msg":"refuses ADD"}'; exit 1 ;;
+VERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}' ;;
+esac
+exit 0
+"""
+
+
+@dataclass
+class Setup:
+    lab: Any
+    work: Path
+    bin_dir: Path
+    env: dict[str, str]
+    conflists: list[dict[str, Any]]
+
+    def node_ns(self, i: int) -> str:
+        return str(self.lab.node(i).netns)
+
+    def held(self, i: int) -> dict[str, str]:
+        db = Path(self.conflists[i]["plugins"][0]["dataDir"]) / "ipam.db"
+        with sqlite3.connect(db) as conn:
+            return dict(conn.execute(
+                "SELECT container_id, ip FROM ips WHERE container_id IS NOT NULL").fetchall())
+
+    def write(self, name: str, doc: dict[str, Any]) -> Path:
+        path = self.work / name
+        path.write_text(json.dumps(doc))
+        return path
+
+    def audit(self, i: int) -> list[dict[str, Any]]:
+        conf = self.write(f"audit{i}.conflist", self.conflists[i])
+        proc = run_in(self.node_ns(i), "env", "-i", f"PATH={BASE_PATH}",
+                      *(f"{k}={v}" for k, v in self.env.items()), str(ZIPAPP), "ipam",
+                      "audit", "--json", "--conf", str(conf), timeout=300)
+        assert proc.returncode in (0, 3), proc.stderr
+        violations: list[dict[str, Any]] = json.loads(proc.stdout)["violations"]
+        return violations
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    if not ZIPAPP.exists():
+        pytest.fail(f"{ZIPAPP} is missing: ./build/dev zipapp builds it (./build/dev test does)")
+    pytest.importorskip("moto")
+    from cnivpc.lab.lab import Lab
+
+    work = tmp_path_factory.mktemp("clients")
+    bin_dir = work / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "cnivpc").symlink_to(ZIPAPP.resolve())
+    for name in ("cnivpc-ipam", "cnivpc-ipvlan", "cnivpc-ptp"):
+        (bin_dir / name).symlink_to("cnivpc")
+    fail = bin_dir / "refuse-add"
+    fail.write_text(FAILING_PLUGIN)
+    fail.chmod(0o755)
+    shiv_root = os.environ.get("CNIVPC_SHIV_ROOT") or str(work / "shiv")
+    lab = Lab(nodes=2, instance_type="t3.small").start()
+    try:
+        yield Setup(lab, work, bin_dir, {"SHIV_ROOT": shiv_root, **EC2_ENV},
+                    [lab_conflist(work, i) for i in range(2)])
+    finally:
+        lab.stop()
+
+
+def client(setup: Setup, driver: Path, name: str, doc: dict[str, Any], node: int,
+           pod: str) -> Libcni:
+    return Libcni(driver, setup.write(name, doc), setup.work / f"cache-{name}",
+                  [setup.bin_dir], setup.node_ns(node), setup.env,
+                  f"/var/run/netns/{setup.lab.fabric.add_netns(pod)}")
+
+
+def pod_links(netns_path: str) -> list[str]:
+    out = run_in(Path(netns_path).name, "ip", "-j", "link", "show", check=True).stdout
+    return sorted(link["ifname"] for link in json.loads(out))
+
+
+def host_veths(setup: Setup, i: int) -> list[str]:
+    out = run_in(setup.node_ns(i), "ip", "-j", "link", "show", check=True).stdout
+    return sorted(n["ifname"] for n in json.loads(out) if n["ifname"].startswith("cnp"))
+
+
+@pytest.mark.parametrize("mode", ["chained", "fused"])
+def test_libcni_add_check_del_del(setup: Setup, libcni_driver: Path, mode: str) -> None:
+    chained = setup.conflists[0]
+    doc = chained if mode == "chained" else fused_conflist(chained)
+    cni = client(setup, libcni_driver, mode, doc, 0, f"lc-{mode}")
+    add = cni("add", f"lc-{mode}")
+    assert add.code == 0, (add.stdout, add.stderr[-2000:])
+    result = add.doc
+    assert result["cniVersion"] == "1.0.0"
+    assert [i["name"] for i in result["interfaces"]][::2] == ["eth0", "eth1"]
+    ip = result["ips"][0]["address"].split("/")[0]
+    assert setup.held(0) == {f"lc-{mode}": ip}
+    pod_ns = Path(cni.netns).name
+    assert ping(pod_ns, setup.lab.node(0).primary_ip)  # over the unnumbered veth
+    assert ping(pod_ns, result["ips"][0]["gateway"])  # the subnet router, over the ENI
+    assert cni.cache_files() == [f"cnivpc-lc-{mode}-eth0"]
+    check = cni("check", f"lc-{mode}")
+    assert (check.code, check.stdout) == (0, ""), check.stderr[-2000:]
+    for _ in range(2):
+        deleted = cni("del", f"lc-{mode}")
+        assert (deleted.code, deleted.stdout) == (0, ""), deleted.stderr[-2000:]
+        assert setup.held(0) == {} and cni.cache_files() == []
+        assert pod_links(cni.netns) == ["lo"] and host_veths(setup, 0) == []
+
+
+def test_libcni_del_after_a_failed_add(setup: Setup, libcni_driver: Path) -> None:
+    """The chain's last plugin refuses ADD after the three of ours succeeded: libcni returns
+    the error (and caches nothing); the runtime sends DEL without a prevResult; everything the
+    three plugins made is gone after it."""
+    doc = dict(setup.conflists[1])
+    doc["plugins"] = [*doc["plugins"], {"type": "refuse-add"}]
+    cni = client(setup, libcni_driver, "failing", doc, 1, "lc-failing")
+    add = cni("add", "lc-failing")
+    assert add.code == 1 and add.doc["code"] == 11, add.stdout
+    assert "refuses ADD" in add.doc["error"]
+    assert len(setup.held(1)) == 1 and "eth1" in pod_links(cni.netns)  # left half-done
+    assert cni.cache_files() == []
+    deleted = cni("del", "lc-failing")
+    assert (deleted.code, deleted.stdout) == (0, ""), deleted.stderr[-2000:]
+    assert setup.held(1) == {} and pod_links(cni.netns) == ["lo"] and host_veths(setup, 1) == []
+
+
+# ---------------------------------------------------------------- podman
+
+@dataclass
+class Podman:
+    setup: Setup
+    node: int
+    conf: Path
+    storage: Path
+
+    def __call__(self, *args: str, timeout: float = 180) -> str:
+        env = {"PATH": BASE_PATH, "HOME": str(self.setup.work / "home"),
+               "CONTAINERS_CONF": str(self.conf), "CONTAINERS_STORAGE_CONF": str(self.storage),
+               **self.setup.env}
+        cmd = ["nsenter", f"--net=/run/netns/{self.setup.node_ns(self.node)}", "env", "-i",
+               *(f"{k}={v}" for k, v in env.items()), "podman", *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        assert proc.returncode == 0, f"podman {' '.join(args)}: {proc.returncode}\n" \
+                                     f"{proc.stdout}\n{proc.stderr[-3000:]}"
+        return proc.stdout.strip()
+
+    def run(self, name: str) -> tuple[str, str]:
+        self("run", "-d", "--name", name, "--network", "cnivpc", "--rootfs", "/:O",
+             "/bin/sleep", "600")
+        return self.ip(name), self.netns(name)
+
+    def ip(self, name: str) -> str:
+        return self("inspect", name, "--format",
+                    "{{.NetworkSettings.Networks.cnivpc.IPAddress}}")
+
+    def netns(self, name: str) -> str:
+        return Path(self("inspect", name, "--format", "{{.NetworkSettings.SandboxKey}}")).name
+
+
+def podman_for(setup: Setup, node: int, storage_root: Path) -> Podman:
+    net_dir = setup.work / f"podman-net{node}"
+    net_dir.mkdir(exist_ok=True)
+    # Only this node's conflist: podman sends VERSION to every conflist's plugin, each time.
+    (net_dir / "10-cnivpc.conflist").write_text(json.dumps(setup.conflists[node]))
+    conf = setup.work / f"containers{node}.conf"
+    conf.write_text(f"""[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "none"
+runtime = "crun"
+[network]
+network_backend = "cni"
+cni_plugin_dirs = ["{setup.bin_dir}"]
+network_config_dir = "{net_dir}"
+""")
+    storage = setup.work / "storage.conf"
+    storage.write_text(f"""[storage]
+driver = "overlay"
+graphroot = "{storage_root}/graph"
+runroot = "{storage_root}/run"
+""")
+    return Podman(setup, node, conf, storage)
+
+
+def mount(*args: str) -> None:
+    subprocess.run(["mount", *args], check=True, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def guest(setup: Setup) -> Iterator[Path]:
+    """The guest's mounts podman needs (inside UML only: nothing here touches the host)."""
+    storage = setup.work / "podman-storage"
+    storage.mkdir()
+    (setup.work / "home").mkdir()
+    if IN_UML:
+        if not Path("/sys/fs/cgroup/cgroup.controllers").exists():
+            mount("-t", "cgroup2", "none", "/sys/fs/cgroup")
+        mount("-t", "tmpfs", "tmpfs", str(storage))  # overlay storage cannot live on hostfs
+        # libcni's cache (/var/lib/cni) would otherwise be written to the host's disk.
+        os.makedirs("/var/lib/cni", exist_ok=True)
+        mount("-t", "tmpfs", "tmpfs", "/var/lib/cni")
+        # conmon's cleanup DEL runs without our SHIV_ROOT: the zipapp then uses the root it
+        # was built with; show it the extraction made on the host instead of extracting there.
+        baked = "/var/lib/cnivpc/shiv"
+        if os.path.isdir(baked):
+            mount("--bind", setup.env["SHIV_ROOT"], baked)
+    yield storage
+
+
+def wait_for(what: str, predicate: Any, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_podman_pods_on_two_nodes(setup: Setup, guest: Path) -> None:
+    pa, pb = podman_for(setup, 0, guest), podman_for(setup, 1, guest)
+    started = time.monotonic()
+    ip_a, ns_a = pa.run("pa")
+    ip_b, ns_b = pb.run("pb")
+    print(f"\npodman: two containers up in {time.monotonic() - started:.1f} s")
+    assert setup.held(0) == {pa("inspect", "pa", "--format", "{{.Id}}"): ip_a}
+    assert list(setup.held(1).values()) == [ip_b]
+    for here, there in ((ns_a, ip_b), (ns_b, ip_a)):
+        assert ping(here, there), f"{here} cannot reach {there}"
+    # subnet router (the ipvlan leg), own node (the veth), the internet host (SNAT)
+    gateway_a = run_in(ns_a, "ip", "-j", "route", "show", "default", check=True).stdout
+    assert ping(ns_a, json.loads(gateway_a)[0]["gateway"])
+    assert ping(ns_b, setup.lab.node(1).primary_ip)
+    assert ping(ns_b, INET_ADDR)
+
+    # network reload: DEL then ADD; still one IP held, still reachable
+    pa("network", "reload", "pa")
+    ip_a2 = pa.ip("pa")
+    assert list(setup.held(0).values()) == [ip_a2]
+    assert ping(ns_b, ip_a2)
+
+    # stop: the DEL releases the IP (podman's cleanup, started by conmon)
+    pa("stop", "-t", "0", "pa")
+    pb("stop", "-t", "0", "pb")
+    wait_for("the stopped containers' DEL", lambda: setup.held(0) == setup.held(1) == {})
+    assert host_veths(setup, 0) == host_veths(setup, 1) == []
+    pa("rm", "pa")
+    pb("rm", "pb")
+
+    # run --rm: ADD, the command sees its address, DEL on exit
+    out = pa("run", "--rm", "--network", "cnivpc", "--rootfs", "/:O", "/usr/sbin/ip", "-4",
+             "-br", "addr", "show", "eth0")
+    assert "eth0" in out and "/" in out
+    wait_for("run --rm's DEL", lambda: setup.held(0) == {})
+    assert host_veths(setup, 0) == []
+    print(f"podman scenario: {time.monotonic() - started:.1f} s")
+    for i in range(2):
+        assert setup.audit(i) == [], f"node {i}: the store and EC2 disagree"

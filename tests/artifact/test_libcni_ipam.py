@@ -3,9 +3,10 @@ driving the built zipapp's cnivpc-ipam against the lab on the host kernel. The I
 a valid network list for libcni (its result has IPs and no interfaces); the chains with ipvlan
 and ptp run under libcni in UML (tests/uml/test_real_clients.py).
 
-What libcni adds over our own test runtime: it sends VERSION before CHECK, converts and caches
-the ADD result (DEL's and CHECK's prevResult come from that cache file, not from the caller),
-passes its own environment to plugins, and parses the result version itself.
+What libcni adds over our own test runtime: it parses and converts the ADD result itself (and
+rejects a version it does not know), caches it (DEL's and CHECK's prevResult come from that
+cache file, not from the caller; a DEL without one gets none), and passes its own environment
+to plugins.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from typing import Any
 
 import pytest
 
+from cnivpc.cli import runtimes
+from cnivpc.cli.install import conflist, fused_conflist
+from cnivpc.cni.versions import parse
 from cnivpc.lab.runtime import lab_conflist
 from tests.support.libcni import BASE_PATH, Libcni
 from tests.support.zipapp import Zipapp
@@ -24,6 +28,15 @@ from tests.support.zipapp import Zipapp
 pytestmark = [pytest.mark.artifact, pytest.mark.netns]
 
 EC2_ENV = {"AWS_ENDPOINT_URL_EC2": "http://169.254.169.254:8773"}
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+# Every conflist we ship or write: the examples and what `cnivpc install [--fused]` writes.
+SHIPPED = {
+    "examples/cnivpc.conflist": json.loads((EXAMPLES / "cnivpc.conflist").read_text()),
+    "examples/cnivpc-fused.conflist": json.loads(
+        (EXAMPLES / "cnivpc-fused.conflist").read_text()),
+    "cnivpc install": conflist(),
+    "cnivpc install --fused": fused_conflist(conflist()),
+}
 
 
 def ipam_conflist(workdir: Path, version: str) -> Path:
@@ -117,3 +130,21 @@ def test_del_with_only_what_the_runtime_passes(client: Any, zipapp: Zipapp) -> N
     assert (deleted.code, deleted.stdout) == (0, ""), deleted.stderr
     assert held(cni.conflist) == {} and cni.cache_files() == []
     assert audit(zipapp, cni.node_ns, cni.conflist) == []
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_conflist_passes_libcni_1_1(name: str, zipapp: Zipapp,
+                                                  libcni_driver: Path, tmp_path: Path) -> None:
+    """Its version is one libcni 1.1 (podman 4, containerd 1.6/1.7, CRI-O <= 1.30) parses, and
+    libcni's validation (VERSION to every plugin, as podman does for each conflist it loads)
+    passes against the built plugins. Running them: here for the IPAM, in UML for the rest."""
+    doc = SHIPPED[name]
+    newest = runtimes.newest_cni_version("podman", (4, 3, 1))
+    assert newest is not None and parse(doc["cniVersion"]) <= parse(newest)
+    path = tmp_path / "shipped.conflist"
+    path.write_text(json.dumps(doc))
+    # The fused type "cnivpc" is the zipapp itself (cnivpc install puts it beside the links).
+    cni = Libcni(libcni_driver, path, tmp_path / "cache", [zipapp.bin, zipapp.path.parent], "",
+                 {"SHIV_ROOT": str(zipapp.shiv_root)})
+    valid = cni("validate", "unused")
+    assert (valid.code, valid.doc) == (0, {"capabilities": []}), (valid.stdout, valid.stderr)

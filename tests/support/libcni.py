@@ -79,8 +79,8 @@ class Reply:
 
 @dataclass
 class Libcni:
-    """Runs the driver in a node's netns (libcni execs plugins in its own), with exactly
-    ``env`` as its environment: libcni gives plugins its environment plus CNI_*."""
+    """Runs the driver in a node's netns (libcni execs plugins in its own; "": this one), with
+    exactly ``env`` as its environment: libcni gives plugins its environment plus CNI_*."""
 
     driver: Path
     conflist: Path
@@ -94,7 +94,7 @@ class Libcni:
                  env: Mapping[str, str] | None = None, args: str = "",
                  timeout: float = 300) -> Reply:
         full = {"PATH": BASE_PATH, **(self.env if env is None else env)}
-        cmd = ["ip", "netns", "exec", self.node_ns, "env", "-i",
+        cmd = [*(["ip", "netns", "exec", self.node_ns] if self.node_ns else []), "env", "-i",
                *(f"{k}={v}" for k, v in full.items()), str(self.driver), command,
                "-conflist", str(self.conflist), "-id", container_id,
                "-netns", self.netns if netns is None else netns,

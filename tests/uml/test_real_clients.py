@@ -2,13 +2,14 @@
 (2 nodes, EC2 over HTTP, IMDSv2), through the built zipapp's symlinks:
 
 * libcni 1.1.2 (tests/runtimes/libcni: the calls containerd, CRI-O and podman make) runs
-  examples/cnivpc.conflist and examples/cnivpc-fused.conflist: ADD, CHECK (libcni sends VERSION
-  first and the cached result as prevResult), DEL, DEL again; and a chain whose last plugin
-  fails its ADD, then the DEL a runtime sends after that, which must leave nothing.
-* podman 4.3 (CNI backend, crun) runs two containers on two nodes: they reach each other,
-  their subnet router and the internet host; ``network reload``, ``stop`` and ``run --rm``
-  release everything (the IPAM store and EC2 agree: ``cnivpc ipam audit`` finds nothing).
-  podman's cleanup DEL comes from conmon with its own, stripped environment.
+  examples/cnivpc.conflist and examples/cnivpc-fused.conflist: ADD, CHECK (libcni passes the
+  result it cached as prevResult), DEL, DEL again; and a list whose last plugin fails its ADD
+  after ours succeeded, then the DEL a runtime sends after that, which must leave nothing.
+* podman 4.3 (CNI backend, crun) runs two containers on two nodes, one on the chained
+  conflist and one on the fused: they reach each other, their subnet router, their node and
+  the internet host; ``network reload``, ``stop`` and ``run --rm`` release everything (the
+  IPAM store and EC2 agree: ``cnivpc ipam audit`` finds nothing). podman's cleanup DEL comes
+  from conmon with its own, stripped environment.
 
 podman in UML needs (found by an earlier probe): cgroup2 mounted on /sys/fs/cgroup, container
 storage on tmpfs (never hostfs), ``--rootfs /:O`` (the host's root through an overlay: no
@@ -34,7 +35,7 @@ from typing import Any
 import pytest
 
 from cnivpc.lab.fabric import INET_ADDR
-from cnivpc.lab.runtime import fused_conflist, lab_conflist
+from cnivpc.lab.runtime import lab_conflist
 from tests.support.lab import ping, run_in
 from tests.support.libcni import BASE_PATH, Libcni
 
@@ -44,6 +45,7 @@ REPO = Path(__file__).resolve().parents[2]
 ZIPAPP = Path(os.environ.get("CNIVPC_ZIPAPP", REPO / "build/out/cnivpc"))
 IN_UML = os.environ.get("CNL_IN_UML") == "1"
 EC2_ENV = {"AWS_ENDPOINT_URL_EC2": "http://169.254.169.254:8773"}
+FUSED_EXAMPLE = REPO / "examples" / "cnivpc-fused.conflist"
 # A last plugin that refuses ADD (as a bandwidth or portmap plugin may) and accepts the rest.
 FAILING_PLUGIN = """#!/bin/sh
 cat >/dev/null
@@ -114,6 +116,18 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         lab.stop()
 
 
+def lab_fused(chained: dict[str, Any]) -> dict[str, Any]:
+    """examples/cnivpc-fused.conflist as shipped, with the lab's IPAM settings (the same ones
+    lab_conflist gives the chained example) in its ``ipam`` section."""
+    doc: dict[str, Any] = json.loads(FUSED_EXAMPLE.read_text())
+    (entry,) = doc["plugins"]
+    lab_ipam = {k: v for k, v in chained["plugins"][0].items() if k not in ("type", "logFile")}
+    entry["ipam"] = {**{k: v for k, v in entry["ipam"].items() if k != "secGroupIds"},
+                     **lab_ipam}
+    entry["logFile"] = chained["plugins"][0]["logFile"]
+    return doc
+
+
 def client(setup: Setup, driver: Path, name: str, doc: dict[str, Any], node: int,
            pod: str) -> Libcni:
     return Libcni(driver, setup.write(name, doc), setup.work / f"cache-{name}",
@@ -134,7 +148,7 @@ def host_veths(setup: Setup, i: int) -> list[str]:
 @pytest.mark.parametrize("mode", ["chained", "fused"])
 def test_libcni_add_check_del_del(setup: Setup, libcni_driver: Path, mode: str) -> None:
     chained = setup.conflists[0]
-    doc = chained if mode == "chained" else fused_conflist(chained)
+    doc = chained if mode == "chained" else lab_fused(chained)
     cni = client(setup, libcni_driver, mode, doc, 0, f"lc-{mode}")
     add = cni("add", f"lc-{mode}")
     assert add.code == 0, (add.stdout, add.stderr[-2000:])
@@ -157,10 +171,10 @@ def test_libcni_add_check_del_del(setup: Setup, libcni_driver: Path, mode: str) 
 
 
 def test_libcni_del_after_a_failed_add(setup: Setup, libcni_driver: Path) -> None:
-    """The chain's last plugin refuses ADD after the three of ours succeeded: libcni returns
-    the error (and caches nothing); the runtime sends DEL without a prevResult; everything the
-    three plugins made is gone after it."""
-    doc = dict(setup.conflists[1])
+    """The list's last plugin refuses ADD after ours (fused: one exec, UML is slow) succeeded:
+    libcni returns the error and caches nothing; the runtime sends DEL without a prevResult;
+    everything ours made is gone after it."""
+    doc = lab_fused(setup.conflists[1])
     doc["plugins"] = [*doc["plugins"], {"type": "refuse-add"}]
     cni = client(setup, libcni_driver, "failing", doc, 1, "lc-failing")
     add = cni("add", "lc-failing")
@@ -193,24 +207,26 @@ class Podman:
                                      f"{proc.stdout}\n{proc.stderr[-3000:]}"
         return proc.stdout.strip()
 
-    def run(self, name: str) -> tuple[str, str]:
+    def run(self, name: str) -> tuple[str, str, str]:
+        """Starts a container; its (ID, IP, netns name)."""
         self("run", "-d", "--name", name, "--network", "cnivpc", "--rootfs", "/:O",
              "/bin/sleep", "600")
-        return self.ip(name), self.netns(name)
+        return self.inspect(name)
 
-    def ip(self, name: str) -> str:
-        return self("inspect", name, "--format",
-                    "{{.NetworkSettings.Networks.cnivpc.IPAddress}}")
+    def inspect(self, name: str) -> tuple[str, str, str]:
+        # One podman process for all three: each one loads the networks (a plugin VERSION).
+        cid, ip, sandbox = self("inspect", name, "--format", "{{.Id}} "
+                                "{{.NetworkSettings.Networks.cnivpc.IPAddress}} "
+                                "{{.NetworkSettings.SandboxKey}}").split()
+        return cid, ip, Path(sandbox).name
 
-    def netns(self, name: str) -> str:
-        return Path(self("inspect", name, "--format", "{{.NetworkSettings.SandboxKey}}")).name
 
-
-def podman_for(setup: Setup, node: int, storage_root: Path) -> Podman:
+def podman_for(setup: Setup, node: int, storage_root: Path,
+               conflist: dict[str, Any] | None = None) -> Podman:
     net_dir = setup.work / f"podman-net{node}"
     net_dir.mkdir(exist_ok=True)
     # Only this node's conflist: podman sends VERSION to every conflist's plugin, each time.
-    (net_dir / "10-cnivpc.conflist").write_text(json.dumps(setup.conflists[node]))
+    (net_dir / "10-cnivpc.conflist").write_text(json.dumps(conflist or setup.conflists[node]))
     conf = setup.work / f"containers{node}.conf"
     conf.write_text(f"""[containers]
 default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
@@ -264,42 +280,63 @@ def wait_for(what: str, predicate: Any, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
+class Steps:
+    """Wall time per step, printed at the end (UML is slow: this shows where it goes)."""
+
+    def __init__(self) -> None:
+        self.mark = time.monotonic()
+        self.times: list[str] = []
+
+    def done(self, what: str) -> None:
+        now = time.monotonic()
+        self.times.append(f"{what} {now - self.mark:.1f}")
+        self.mark = now
+
+
 def test_podman_pods_on_two_nodes(setup: Setup, guest: Path) -> None:
-    pa, pb = podman_for(setup, 0, guest), podman_for(setup, 1, guest)
-    started = time.monotonic()
-    ip_a, ns_a = pa.run("pa")
-    ip_b, ns_b = pb.run("pb")
-    print(f"\npodman: two containers up in {time.monotonic() - started:.1f} s")
-    assert setup.held(0) == {pa("inspect", "pa", "--format", "{{.Id}}"): ip_a}
-    assert list(setup.held(1).values()) == [ip_b]
+    """Node 0 runs the chained conflist, node 1 the fused one."""
+    fused = lab_fused(setup.conflists[1])
+    pa, pb = podman_for(setup, 0, guest), podman_for(setup, 1, guest, fused)
+    steps = Steps()
+    id_a, ip_a, ns_a = pa.run("pa")
+    steps.done("run -d (chained)")
+    id_b, ip_b, ns_b = pb.run("pb")
+    steps.done("run -d (fused)")
+    assert setup.held(0) == {id_a: ip_a} and setup.held(1) == {id_b: ip_b}
     for here, there in ((ns_a, ip_b), (ns_b, ip_a)):
         assert ping(here, there), f"{here} cannot reach {there}"
     # subnet router (the ipvlan leg), own node (the veth), the internet host (SNAT)
-    gateway_a = run_in(ns_a, "ip", "-j", "route", "show", "default", check=True).stdout
-    assert ping(ns_a, json.loads(gateway_a)[0]["gateway"])
-    assert ping(ns_b, setup.lab.node(1).primary_ip)
-    assert ping(ns_b, INET_ADDR)
+    for ns, node in ((ns_a, 0), (ns_b, 1)):
+        default = json.loads(run_in(ns, "ip", "-j", "route", "show", "default",
+                                    check=True).stdout)
+        assert ping(ns, default[0]["gateway"])
+        assert ping(ns, setup.lab.node(node).primary_ip)
+        assert ping(ns, INET_ADDR)
+    steps.done("pings")
 
     # network reload: DEL then ADD; still one IP held, still reachable
-    pa("network", "reload", "pa")
-    ip_a2 = pa.ip("pa")
-    assert list(setup.held(0).values()) == [ip_a2]
-    assert ping(ns_b, ip_a2)
+    pb("network", "reload", "pb")
+    _, ip_b2, _ = pb.inspect("pb")
+    assert setup.held(1) == {id_b: ip_b2}
+    assert ping(ns_a, ip_b2)
+    steps.done("network reload")
 
-    # stop: the DEL releases the IP (podman's cleanup, started by conmon)
-    pa("stop", "-t", "0", "pa")
+    # stop: the DEL comes from podman's cleanup, which conmon starts with an environment of its
+    # own (none of ours: no AWS_*, no SHIV_ROOT); rm -f: podman's own DEL
     pb("stop", "-t", "0", "pb")
-    wait_for("the stopped containers' DEL", lambda: setup.held(0) == setup.held(1) == {})
+    pa("rm", "-f", "-t", "0", "pa")
+    wait_for("the containers' DEL", lambda: setup.held(0) == setup.held(1) == {})
     assert host_veths(setup, 0) == host_veths(setup, 1) == []
-    pa("rm", "pa")
-    pb("rm", "pb")
+    steps.done("stop, rm -f")
 
     # run --rm: ADD, the command sees its address, DEL on exit
-    out = pa("run", "--rm", "--network", "cnivpc", "--rootfs", "/:O", "/usr/sbin/ip", "-4",
+    out = pb("run", "--rm", "--network", "cnivpc", "--rootfs", "/:O", "/usr/sbin/ip", "-4",
              "-br", "addr", "show", "eth0")
     assert "eth0" in out and "/" in out
-    wait_for("run --rm's DEL", lambda: setup.held(0) == {})
-    assert host_veths(setup, 0) == []
-    print(f"podman scenario: {time.monotonic() - started:.1f} s")
+    wait_for("run --rm's DEL", lambda: setup.held(1) == {})
+    assert host_veths(setup, 1) == []
+    steps.done("run --rm")
     for i in range(2):
         assert setup.audit(i) == [], f"node {i}: the store and EC2 disagree"
+    steps.done("audit")
+    print("\npodman in UML (s):", ", ".join(steps.times))

@@ -5,14 +5,15 @@
 // a test sees what those runtimes would: libcni's exec environment (its own environment plus
 // CNI_*), its stdin (cniVersion, name, prevResult and runtimeConfig injected per plugin), its
 // result cache (the prevResult of CHECK and DEL comes from the cache file, not from the
-// caller), its version negotiation (VERSION before CHECK, result conversion after ADD) and its
-// error handling.
+// caller), its parsing and conversion of the ADD result (it rejects a result version it does
+// not know) and its error handling.
 //
 //	cnivpc-libcni COMMAND -conflist FILE [-id ID] [-netns PATH] [-ifname NAME]
 //	              [-path DIR:DIR] [-cache DIR] [-args 'K=V;K=V'] [-capargs JSON]
 //
 // COMMAND: add (prints the result), check, del, cached (prints the cached result or
-// nothing), validate (VERSION to each plugin, prints the supported versions per plugin).
+// nothing), validate (VERSION to each plugin: each must support the list's cniVersion; prints
+// the capabilities the list declares).
 // libcni 1.1.x has no GC or STATUS: CNI 1.1's garbage collection arrived in libcni 1.2.
 //
 // Exit status: 0 success; 1 the plugin (or libcni) reported an error, whose text is on stdout
@@ -118,11 +119,13 @@ func run(argv []string) int {
 			return print(result)
 		}
 	case "validate":
-		versions, err := cni.ValidateNetworkList(ctx, list)
+		// VERSION to every plugin: each must list the conflist's cniVersion. podman does this
+		// for every conflist it loads and drops a network that fails it.
+		capabilities, err := cni.ValidateNetworkList(ctx, list)
 		if err != nil {
 			return fail(err)
 		}
-		return print(map[string][]string{"supportedVersions": versions})
+		return print(map[string][]string{"capabilities": capabilities})
 	default:
 		return usage("unknown command " + command)
 	}

@@ -74,6 +74,12 @@ class Setup:
             return dict(conn.execute(
                 "SELECT container_id, ip FROM ips WHERE container_id IS NOT NULL").fetchall())
 
+    def pods(self, i: int) -> list[str]:
+        db = Path(self.conflists[i]["plugins"][0]["dataDir"]) / "ipam.db"
+        with sqlite3.connect(db) as conn:
+            return [row[0] for row in conn.execute(
+                "SELECT pod FROM ips WHERE container_id IS NOT NULL")]
+
     def write(self, name: str, doc: dict[str, Any]) -> Path:
         path = self.work / name
         path.write_text(json.dumps(doc))
@@ -303,6 +309,8 @@ def test_podman_pods_on_two_nodes(setup: Setup, guest: Path) -> None:
     id_b, ip_b, ns_b = pb.run("pb")
     steps.done("run -d (fused)")
     assert setup.held(0) == {id_a: ip_a} and setup.held(1) == {id_b: ip_b}
+    # podman's CNI_ARGS: K8S_POD_NAME is the container's name, and there is no namespace
+    assert setup.pods(0) == ["pa"] and setup.pods(1) == ["pb"]
     for here, there in ((ns_a, ip_b), (ns_b, ip_a)):
         assert ping(here, there), f"{here} cannot reach {there}"
     # subnet router (the ipvlan leg), own node (the veth), the internet host (SNAT)

@@ -7,7 +7,8 @@ Checks: the instance metadata answers IMDSv2; AWS credentials work; each EC2 act
 needs is allowed; the IPAM store is healthy; every ENI EC2 says is attached has a kernel link,
 and every ENI the store uses is still attached (not detached behind cnivpc's back); every
 allocation's netns still exists; no host veth of cnivpc is left without its pod; iptables
-works (and which backend); the kernel has ipvlan.
+works (and which backend); the kernel has ipvlan; the conflist's cniVersion is one the node's
+container runtimes can parse (``runtimes``: containerd, CRI-O, podman, by their version).
 
 Exit status 0 when nothing failed, 3 (EXIT_CHECK_FAILED) otherwise.
 """
@@ -24,10 +25,12 @@ from ..aws.ec2 import Ec2Error
 from ..aws.metadata import Metadata
 from ..cni.errors import CniError
 from ..cni.printable import printable
+from ..cni.versions import parse as parse_cni_version
 from ..plugins.ipam.config import IpamConf
 from ..plugins.ipam.node import Node
 from ..plugins.ipam.session import ScratchStore
 from ..plugins.ipam.store import Store
+from . import runtimes
 from .context import add_conf_arguments, load_ipam_conf, netns_gone, open_node
 from .exits import EXIT_CHECK_FAILED, EXIT_OK, Parser
 from .output import emit_json
@@ -201,6 +204,34 @@ class Doctor:
                  "" if probe.returncode == 0 else "cnivpc needs CONFIG_IPVLAN (any distro "
                  "kernel has it; minimal kernels may not)")
 
+    def cni_version(self) -> None:
+        """A conflist newer than the runtime's libcni fails every ADD (the plugins answer in
+        its version, libcni cannot parse that). ✗ for the kubelet's runtimes (containerd,
+        CRI-O); for podman alone only a note (it may not read this conflist directory)."""
+        want = self.conf.cni_version
+        found = runtimes.installed()
+        judged = [(rt, runtimes.newest_cni_version(rt.name, rt.version)) for rt in found]
+        too_old = [(rt, top) for rt, top in judged
+                   if top is not None and parse_cni_version(top) < parse_cni_version(want)]
+        if not found:
+            self.add("cni-version", None, f'conflist cniVersion "{want}"; no containerd, '
+                     "CRI-O or podman found to compare with")
+            return
+        if too_old:
+            cri = [(rt, top) for rt, top in too_old if rt.name in runtimes.CRI_RUNTIMES]
+            self.add("cni-version", False if cri else None,
+                     f'conflist cniVersion "{want}" is newer than ' + ", ".join(
+                         f'{rt.text} parses (up to "{top}")' for rt, top in too_old),
+                     f'set "cniVersion": "{min((t for _, t in too_old), key=parse_cni_version)}"'
+                     " in the conflist: every ADD fails with \"unsupported CNI result version\""
+                     " otherwise")
+            return
+        known = any(top is not None for _, top in judged)
+        self.add("cni-version", True if known else None,
+                 f'conflist cniVersion "{want}" parses in ' + ", ".join(
+                     rt.text + (" (libcni unknown for this version)" if top is None else "")
+                     for rt, top in judged))
+
     def run(self) -> list[Check]:
         self.guard("imds", self.imds, "is the instance metadata enabled (HttpTokens=required "
                    "works) and reachable from the host network namespace?")
@@ -216,6 +247,7 @@ class Doctor:
             self.guard("veths", self.leftover_veths, "")
         self.guard("iptables", self.iptables, "install iptables (legacy or nft backend)")
         self.guard("ipvlan", self.ipvlan, "cnivpc needs a kernel with ipvlan")
+        self.guard("cni-version", self.cni_version, "")
         if self.store is not None:
             self.store.close()
         return self.checks

@@ -91,4 +91,8 @@ class PodRef:
         )
 
     def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}" if self.name else ""
+        # podman (and any runtime outside Kubernetes) sends K8S_POD_NAME, the container's name,
+        # without a namespace: that is the name alone, not "/name".
+        if not self.name:
+            return ""
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name

@@ -82,6 +82,10 @@ def _parts(req: Request[FusedConf]) -> list[Part]:
 
 def add(req: Request[FusedConf]) -> Result:
     parts = _parts(req)
+    # What the ptp part would refuse after the IPAM allocated and ipvlan built: refused first.
+    for _, sub in parts:
+        if hasattr(sub.conf, "refuse_ifname"):
+            sub.conf.refuse_ifname(req.cmd.ifname)
     done: list[Part] = []
     result: Result | None = req.prev_result
     try:

@@ -57,6 +57,16 @@ def test_existing_container_interface_fails_cleanly(topo: Topo) -> None:
     assert state == {k: v for k, v in CLEAN.items() if k != "pod_eth1"}
 
 
+def test_ifname_equal_to_container_interface_is_code_7_and_changes_nothing(topo: Topo) -> None:
+    """What podman 4.3's `network reload` sends when it picks the veth's name from the old
+    result: CNI_IFNAME eth1, ptp's containerInterface. Refused up front, with the clash named
+    (it was code 999 'eth1 already exists' after ipvlan had made its eth1)."""
+    reply = cni(topo, "ADD", config("1.0.0", prev_result("1.0.0"), ipMasq=True), ifname="eth1")
+    assert reply.code == 1 and reply.out is not None and reply.out["code"] == 7, reply.out
+    assert reply.out["msg"] == "CNI_IFNAME eth1 is also the ptp plugin's containerInterface"
+    assert leftovers(topo) == CLEAN
+
+
 def test_failure_after_pod_setup_rolls_back(topo: Topo) -> None:
     # A host route to the pod IP already exists: step 3 fails after the veth, the pod routes
     # and the pod-side MASQUERADE exist.

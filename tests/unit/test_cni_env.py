@@ -104,3 +104,5 @@ def test_pod_ref_from_args() -> None:
     assert ref == PodRef("kube-system", "dns", "abc", "u-1")
     assert str(ref) == "kube-system/dns"
     assert str(PodRef.from_cni_args("")) == ""
+    # what podman sends: the container's name, no namespace
+    assert str(PodRef.from_cni_args("IgnoreUnknown=1;K8S_POD_NAME=web")) == "web"

@@ -201,3 +201,13 @@ def test_a_section_of_the_wrong_type_is_code_7(parts: Parts) -> None:
     code, doc = run("ADD", config(ptp="eth0"))
     assert code == 1 and doc is not None and doc["code"] == 7
     assert parts.calls == []
+
+
+def test_an_ifname_that_is_the_ptp_container_interface_is_code_7_before_any_part_runs(
+        parts: Parts) -> None:
+    """podman 4.3's `network reload` re-ADDs with the name of any interface of the old result:
+    here CNI_IFNAME eth1, the veth's name. Refused before the IPAM allocates anything."""
+    code, doc = run("ADD", config(ptp={"hostInterface": "eth0", "containerInterface": "eth0"}))
+    assert code == 1 and doc is not None and doc["code"] == 7, doc
+    assert doc["msg"] == "CNI_IFNAME eth0 is also the ptp plugin's containerInterface"
+    assert parts.calls == []

@@ -46,6 +46,7 @@ class TableRangeFull(NetError):
 
 def add(req: Request[PtpConf]) -> Result:
     conf, cmd = req.conf, req.cmd
+    conf.refuse_ifname(cmd.ifname)
     prev = require_prev(req.prev_result)
     ips = pod_ips(prev, cmd.ifname)
     att = Attachment(conf.name, cmd.container_id, cmd.ifname)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import Field, StrictBool, field_validator
 
 from ...cni.env import validate_ifname
+from ...cni.errors import InvalidConfig
 from ...cni.types import NetConf
 
 DEFAULT_NODE_PORTS = "30000:32767"
@@ -31,6 +32,18 @@ class PtpConf(NetConf):
                                    le=MAX_TABLE_ID - 65536)
     node_ports: str = DEFAULT_NODE_PORTS
     node_port_mark: int = Field(default=DEFAULT_NODE_PORT_MARK, ge=1, le=0xFFFFFFFF)
+
+    def refuse_ifname(self, ifname: str) -> None:
+        """CNI_IFNAME is the pod's main interface (the ipvlan slave): the veth end cannot take
+        the same name. Checked before anything is made (in fused mode before the IPAM runs),
+        so the runtime gets code 7 naming the clash instead of a half-built pod. Seen from
+        podman 4.3: its ``network reload`` re-ADDs with the name of any interface of the old
+        result, the veth's included."""
+        if ifname == self.container_interface:
+            raise InvalidConfig(
+                f"CNI_IFNAME {ifname} is also the ptp plugin's containerInterface",
+                "the pod's main interface and its veth to the node need two names: the runtime "
+                "must ask for another CNI_IFNAME (or set another containerInterface)")
 
     @field_validator("host_interface", "container_interface")
     @classmethod

@@ -62,6 +62,10 @@ class EniMetadata:
     # /28 prefixes delegated to the ENI (``ipv4-prefix``): their addresses are not repeated in
     # ``local-ipv4s``.
     ipv4_prefixes: tuple[str, ...] = field(default=())
+    # IPv6 (read only when asked: ``interface(mac, ipv6=True)``): the /80 prefixes delegated
+    # to the ENI and its subnet's IPv6 CIDR.
+    ipv6_prefixes: tuple[str, ...] = field(default=())
+    subnet_ipv6_cidr: str = ""
 
     @property
     def primary_ip(self) -> str:
@@ -171,8 +175,9 @@ class Metadata:
         listing = self.get("meta-data/network/interfaces/macs/")
         return [line.strip().rstrip("/") for line in listing.splitlines() if line.strip()]
 
-    def interface(self, mac: str) -> EniMetadata:
-        """One ENI's metadata; MetadataNotFound while its sub-keys are still propagating."""
+    def interface(self, mac: str, *, ipv6: bool = False) -> EniMetadata:
+        """One ENI's metadata; MetadataNotFound while its sub-keys are still propagating.
+        ``ipv6`` also reads its IPv6 prefixes and its subnet's IPv6 CIDR (two more reads)."""
         base = f"meta-data/network/interfaces/macs/{mac}/"
 
         def lines(key: str, required: bool = True) -> tuple[str, ...]:
@@ -189,15 +194,20 @@ class Metadata:
             vpc_id=self.get(base + "vpc-id").strip(), vpc_cidrs=vpc_cidrs,
             security_group_ids=lines("security-group-ids", required=False),
             ipv4_prefixes=tuple(p for p in lines("ipv4-prefix", required=False)
-                                if _is_ipv4(p.partition("/")[0])))
+                                if _is_ipv4(p.partition("/")[0])),
+            ipv6_prefixes=tuple(p for p in lines("ipv6-prefix", required=False) if ":" in p)
+            if ipv6 else (),
+            subnet_ipv6_cidr=next((c for c in lines("subnet-ipv6-cidr-blocks", required=False)
+                                   if ":" in c), "") if ipv6 else "")
 
-    def interfaces(self, *, skip_incomplete: bool = True) -> list[EniMetadata]:
+    def interfaces(self, *, skip_incomplete: bool = True,
+                   ipv6: bool = False) -> list[EniMetadata]:
         """Every ENI, by device number. ENIs whose keys still 404 are skipped (metadata lag; the
         ENI is either brand new, or detached and lingering) unless ``skip_incomplete`` is off."""
         out: list[EniMetadata] = []
         for mac in self.macs():
             try:
-                out.append(self.interface(mac))
+                out.append(self.interface(mac, ipv6=ipv6))
             except MetadataNotFound:
                 if not skip_incomplete:
                     raise

@@ -32,6 +32,7 @@ Imports the store, the node view (aws/), ``decision``, ``reconcile``, ``invarian
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -149,7 +150,47 @@ class Allocator:
 
     def acquire(self, container_id: str, ifname: str, pod: str, netns: str = "",
                 network: str | None = None) -> tuple[Allocation, EniRecord]:
-        """An IP for the attachment of ``network`` (``decision.decide_add`` says how)."""
+        """An IP for the attachment of ``network`` (``decision.decide_add`` says how), and
+        with ``ipv6`` an IPv6 address on the same ENI."""
+        alloc, eni = self._acquire_ipv4(container_id, ifname, pod, netns, network)
+        if self.conf.ipv6 and not alloc.ipv6:
+            return self._dual_stack(alloc, eni)
+        return alloc, eni
+
+    def _dual_stack(self, alloc: Allocation, eni: EniRecord) -> tuple[Allocation, EniRecord]:
+        """The attachment's IPv6 address, out of a /80 of the ENI its IPv4 is on (the ipvlan
+        slave shares that ENI's MAC: the VPC delivers to that ENI only). A record from before
+        ``ipv6`` was set lacks the subnet's IPv6 CIDR: a view of the instance with IPv6 first;
+        an ENI without a /80 gets one (one EC2 call, outside the lock)."""
+        if not eni.subnet_ipv6_cidr:
+            obs = reconciling.observe(self.node, self.conf, self._clock())
+            with self.decide():
+                reconciling.apply(self.store, self.conf, obs, self._clock())
+                eni = self.store.eni(eni.eni_id) or eni
+            if not eni.subnet_ipv6_cidr:
+                raise CniError(f"subnet {eni.subnet_id} of {eni.eni_id} has no IPv6 CIDR",
+                               "ipv6 needs subnets with an IPv6 /64 (and a VPC with IPv6)",
+                               code=7)
+        if not eni.ipv6_prefixes:
+            self.ec2work.assign_ipv6_prefix(eni)
+        with self.decide():
+            eni = self.store.eni(eni.eni_id) or eni
+            held = {a.ipv6 for a in self.store.allocations() if a.ipv6}
+            ipv6 = rules.pick_ipv6(eni.ipv6_prefixes, held, int.from_bytes(os.urandom(8), "big"))
+            problem = "no IPv6 prefix" if ipv6 is None else invariants.ipv6_problem(ipv6, eni,
+                                                                                    held)
+            if ipv6 is None or problem is not None:
+                raise PlanRefused("no IPv6 address for the pod", problem or "")
+            try:
+                self.store.set_ipv6(alloc.ip, ipv6)
+            except KeyError as exc:
+                raise TryAgainLater(f"the attachment of {alloc.ip} changed meanwhile",
+                                    str(exc)) from exc
+        log.info("IPv6 %s on %s for %s", ipv6, eni.eni_id, alloc.ip)
+        return replace(alloc, ipv6=ipv6), eni
+
+    def _acquire_ipv4(self, container_id: str, ifname: str, pod: str, netns: str,
+                      network: str | None) -> tuple[Allocation, EniRecord]:
         must_observe = False
         while True:
             self._check_deadline("waiting for an IP")

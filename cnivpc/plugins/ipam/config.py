@@ -78,6 +78,7 @@ class IpamConf(NetConf):
     cluster_name: str = ""
     mtu: int = Field(default=0, ge=0, le=9001)
     ipv4_prefixes: bool = Field(default=False, alias="ipv4Prefixes")
+    ipv6: bool = False
     route_service_prefix_lists: list[str] = Field(default_factory=list,
                                                   alias="routeServicePrefixLists",
                                                   max_length=16)

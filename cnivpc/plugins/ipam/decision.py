@@ -395,6 +395,28 @@ def plan_grow(pool: Pool, conf: IpamConf, count: int, *, new_eni: bool) -> Plan 
     return plan
 
 
+# -- dual-stack: the attachment's IPv6 address ---------------------------------------------------
+
+
+def pick_ipv6(prefixes: tuple[str, ...], held: set[str], draw: int) -> str | None:
+    """An IPv6 address for a pod out of the ENI's /80 prefixes, none of ``held``; ``draw`` is
+    a random number (the caller's). A /80 has 2**48 addresses: a random pick is never one a
+    recent pod had (the cooldown IPv4 needs, for free), and collisions are only retried.
+    None when the ENI has no prefix."""
+    import ipaddress
+
+    nets = [ipaddress.IPv6Network(p) for p in prefixes]
+    if not nets:
+        return None
+    for attempt in range(16):
+        net = nets[(draw + attempt) % len(nets)]
+        span = net.num_addresses - 2  # neither the prefix's first nor its last address
+        address = str(net.network_address + 1 + (draw * (attempt + 1) + attempt) % span)
+        if address not in held:
+            return address
+    return None
+
+
 # -- giving IPs back -----------------------------------------------------------------------------
 
 

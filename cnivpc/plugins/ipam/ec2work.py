@@ -15,7 +15,7 @@ import logging
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ...aws.ec2 import Ec2Error
@@ -129,6 +129,23 @@ class Ec2Work:
                                 exc.message) from exc
         raise exc.as_cni() from exc
 
+    def assign_ipv6_prefix(self, eni: EniRecord) -> tuple[str, ...]:
+        """Dual-stack: a /80 for an ENI that has none (adopted, or from before ``ipv6``); the
+        ENI's IPv6 prefixes after it, recorded. A lost answer followed by a retry leaves a
+        second /80: harmless, and reconciliation records it too."""
+        try:
+            answer = self.node.ec2.call("AssignIpv6Addresses", NetworkInterfaceId=eni.eni_id,
+                                        Ipv6PrefixCount=1)
+        except Ec2Error as exc:
+            raise exc.as_cni() from exc
+        got = tuple(str(p) for p in answer.get("AssignedIpv6Prefixes", []))
+        log.info("assigned the IPv6 prefix %s to %s", ", ".join(got), eni.eni_id)
+        with self.decide():
+            record = self.store.eni(eni.eni_id) or eni
+            merged = tuple(dict.fromkeys((*record.ipv6_prefixes, *got)))
+            self.store.put_eni(replace(record, ipv6_prefixes=merged))
+        return merged
+
     # -- prefix delegation -------------------------------------------------------------------
 
     def prefixes_usable(self) -> bool:
@@ -194,6 +211,7 @@ class Ec2Work:
             "TagSpecifications": [{"ResourceType": "network-interface", "Tags": tags}],
         }
         created, subnet = self._create_in_a_subnet(plan, params, boot.vpc_id)
+        ipv6_prefixes = tuple(p["Ipv6Prefix"] for p in created.get("Ipv6Prefixes", []))
         eni_id, mac = created["NetworkInterfaceId"], created["MacAddress"]
         addresses = created.get("PrivateIpAddresses", [])
         primary = created.get("PrivateIpAddress") or next(
@@ -213,7 +231,8 @@ class Ec2Work:
         record = EniRecord(eni_id=eni_id, mac=mac, device_index=plan.device_index,
                            subnet_id=subnet.subnet_id, subnet_cidr=subnet.cidr,
                            vpc_id=boot.vpc_id, vpc_cidrs=boot.vpc_cidrs, link=link.name,
-                           primary_ip=primary)
+                           primary_ip=primary, subnet_ipv6_cidr=subnet.ipv6_cidr,
+                           ipv6_prefixes=ipv6_prefixes)
         log.info("created %s (%s, %s) at device %d in %s with %d IPs%s", eni_id, mac, link.name,
                  plan.device_index, subnet.subnet_id, len(ips),
                  f" and {len(prefixes)} prefixes" if prefixes else "")
@@ -243,6 +262,9 @@ class Ec2Work:
         tries.append((plan.subnet, False))
         for subnet, prefixes in tries:
             call = {**params, "SubnetId": subnet.subnet_id, "ClientToken": os.urandom(16).hex()}
+            if self.conf.ipv6 and subnet.ipv6_cidr:
+                # Dual-stack: the ENI's pods take IPv6 addresses out of one /80 of its own.
+                call["Ipv6PrefixCount"] = 1
             call["Ipv4PrefixCount" if prefixes else "SecondaryPrivateIpAddressCount"] = plan.count
             try:
                 answer = self.node.ec2.call("CreateNetworkInterface", **call)

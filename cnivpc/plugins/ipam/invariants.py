@@ -111,6 +111,20 @@ def handout_problem(ip: str, eni: EniRecord, *, interface_index: int, primaries:
     return None
 
 
+def ipv6_problem(ipv6: str, eni: EniRecord, held: set[str]) -> str | None:
+    """Why ``ipv6`` must not go to a pod whose IPv4 is on ``eni``, or None: it is held, or
+    not in one of the ENI's /80 prefixes (the VPC delivers it to that ENI only)."""
+    if ipv6 in held:
+        return f"{ipv6} is already held"
+    try:
+        address = ipaddress.ip_address(ipv6)
+        if not any(address in ipaddress.ip_network(p) for p in eni.ipv6_prefixes):
+            return f"{ipv6} is in no IPv6 prefix of {eni.eni_id}"
+    except ValueError:
+        return f"{ipv6!r} is not an IPv6 address"
+    return None
+
+
 def decision_problems(pool: Pool, conf: IpamConf,
                       decision: AddDecision | Plan | Release | list[FreeIP]) -> list[str]:
     """Why ``decision``, taken on ``pool``, would break an invariant ([] when it would not):

@@ -65,6 +65,7 @@ class Subnet:
     cidr: str
     available: int
     tags: dict[str, str]
+    ipv6_cidr: str = ""  # its associated IPv6 /64, "" when none
 
 
 class Node:
@@ -152,8 +153,8 @@ class Node:
         self._identity = Identity(**raw)
         return self._identity
 
-    def interfaces(self) -> list[EniMetadata]:
-        return self.metadata.interfaces()
+    def interfaces(self, *, ipv6: bool = False) -> list[EniMetadata]:
+        return self.metadata.interfaces(ipv6=ipv6)
 
     def limits(self) -> Limits:
         itype = self.identity.instance_type
@@ -212,7 +213,10 @@ class Node:
                          {"Name": "availability-zone", "Values": [az]}])
             return [{"subnet_id": s["SubnetId"], "cidr": s["CidrBlock"],
                      "available": int(s["AvailableIpAddressCount"]),
-                     "tags": {t["Key"]: t["Value"] for t in s.get("Tags", [])}}
+                     "tags": {t["Key"]: t["Value"] for t in s.get("Tags", [])},
+                     "ipv6_cidr": next((a["Ipv6CidrBlock"] for a in s.get(
+                         "Ipv6CidrBlockAssociationSet", []) if a.get("Ipv6CidrBlockState", {})
+                         .get("State") == "associated"), "")}
                     for s in items]
 
         raw = self._cached(f"subnets:{vpc_id}:{az}", SUBNETS_TTL, fetch)

@@ -81,7 +81,7 @@ def observe(node: Node, conf: IpamConf, now: float) -> Observation:
 
     instance_id = node.fresh_identity().instance_id
     macs = frozenset(m.lower() for m in node.metadata.macs())
-    listed = node.interfaces()
+    listed = node.interfaces(ipv6=conf.ipv6)
     by_mac = eni_links.links_by_mac()
     mtu = conf.mtu
     if not mtu:
@@ -147,7 +147,8 @@ def apply(store: Store, conf: IpamConf, obs: Observation, now: float) -> None:
         store.put_eni(EniRecord(
             eni_id=eni.eni_id, mac=eni.mac, device_index=eni.device_number,
             subnet_id=eni.subnet_id, subnet_cidr=eni.subnet_cidr, vpc_id=eni.vpc_id,
-            vpc_cidrs=seen.vpc_cidrs, link=seen.link, primary_ip=eni.primary_ip))
+            vpc_cidrs=seen.vpc_cidrs, link=seen.link, primary_ip=eni.primary_ip,
+            subnet_ipv6_cidr=eni.subnet_ipv6_cidr, ipv6_prefixes=eni.ipv6_prefixes))
         if eni.device_number < max(1, conf.interface_index) or not seen.link:
             continue
         if eni.eni_id not in already:

@@ -24,6 +24,12 @@ def dns_of(vpc_cidrs: tuple[str, ...]) -> list[str]:
     return [str(ipaddress.ip_network(vpc_cidrs[0], strict=False).network_address + 2)]
 
 
+# The VPC router's IPv6 address on every link (the subnet /64 is not on-link for an address
+# EC2 delivers to one ENI, so the next hop is the router's link-local) [inf: AWS's VPC router
+# answers IPv6 at a link-local address and at the subnet's base + 1].
+ROUTER_IPV6 = "fe80::1"
+
+
 def build(alloc: Allocation, eni: EniRecord, extra_cidrs: list[str]) -> Result:
     prefix = ipaddress.ip_network(eni.subnet_cidr, strict=False).prefixlen
     gateway = gateway_of(eni.subnet_cidr)
@@ -32,9 +38,16 @@ def build(alloc: Allocation, eni: EniRecord, extra_cidrs: list[str]) -> Result:
         net = str(ipaddress.ip_network(cidr, strict=False))
         if net not in destinations:  # a peer or routeToCidrs entry may repeat a VPC CIDR
             destinations.append(net)
+    ips = [IPConfig(address=f"{alloc.ip}/{prefix}", gateway=gateway, interface=0)]
+    routes = [Route(dst=dst, gw=gateway) for dst in destinations]
+    if alloc.ipv6:
+        # Dual-stack: the pod's own IPv6, VPC and internet alike, over the ENI (no NAT: the
+        # VPC's IPv6 is public, the egress-only gateway keeps inbound out).
+        ips.append(IPConfig(address=f"{alloc.ipv6}/128", gateway=ROUTER_IPV6, interface=0))
+        routes.append(Route(dst="::/0", gw=ROUTER_IPV6))
     return Result(
         interfaces=[Interface(name=eni.link)],
-        ips=[IPConfig(address=f"{alloc.ip}/{prefix}", gateway=gateway, interface=0)],
-        routes=[Route(dst=dst, gw=gateway) for dst in destinations],
+        ips=ips,
+        routes=routes,
         dns=DNS(nameservers=dns_of(eni.vpc_cidrs)),
     )

@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS ips (
     allocated_at REAL,
     freed_at     REAL,
     prefix       TEXT,
+    ipv6         TEXT,
     CHECK ((container_id IS NULL) = (ifname IS NULL))
 );
 CREATE INDEX IF NOT EXISTS ips_attachment ON ips (container_id, ifname);
@@ -69,7 +70,9 @@ CREATE TABLE IF NOT EXISTS enis (
     vpc_cidrs    TEXT NOT NULL,
     link         TEXT NOT NULL DEFAULT '',
     primary_ip   TEXT NOT NULL DEFAULT '',
-    updated      REAL NOT NULL
+    updated      REAL NOT NULL,
+    subnet_ipv6_cidr TEXT NOT NULL DEFAULT '',
+    ipv6_prefixes    TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS ops (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -137,6 +140,8 @@ class Allocation:
     network: str = ""
     # The /28 prefix EC2 assigned the address in (prefix mode); "" for a secondary IP.
     prefix: str = ""
+    # The attachment's IPv6 address (dual-stack, ``ipv6``), out of a /80 of the same ENI.
+    ipv6: str = ""
 
 
 @dataclass(frozen=True)
@@ -153,6 +158,8 @@ class EniRecord:
     vpc_cidrs: tuple[str, ...]
     link: str
     primary_ip: str = ""
+    subnet_ipv6_cidr: str = ""  # "" when the subnet has no IPv6 (or it was not read)
+    ipv6_prefixes: tuple[str, ...] = ()  # /80s delegated to the ENI
 
 
 @dataclass(frozen=True)
@@ -299,6 +306,14 @@ class Store:
                 self._conn.execute("ALTER TABLE ips ADD COLUMN network TEXT")
             if "prefix" not in columns:
                 self._conn.execute("ALTER TABLE ips ADD COLUMN prefix TEXT")
+            if "ipv6" not in columns:
+                self._conn.execute("ALTER TABLE ips ADD COLUMN ipv6 TEXT")
+            eni_columns = {str(r[1]) for r in self._conn.execute("PRAGMA table_info(enis)")}
+            if "subnet_ipv6_cidr" not in eni_columns:
+                self._conn.execute("ALTER TABLE enis ADD COLUMN subnet_ipv6_cidr TEXT NOT NULL "
+                                   "DEFAULT ''")
+                self._conn.execute("ALTER TABLE enis ADD COLUMN ipv6_prefixes TEXT NOT NULL "
+                                   "DEFAULT '[]'")
             if self._meta("schema_version") != str(SCHEMA_VERSION):
                 self._set_meta("schema_version", str(SCHEMA_VERSION))
 
@@ -359,7 +374,7 @@ class Store:
         """Allocations, all or one attachment's. With ``network``, only that network's and
         unclaimed ones (which that network may claim)."""
         sql = ("SELECT ip, eni_id, container_id, ifname, pod, allocated_at, netns, "
-               "COALESCE(network, ''), COALESCE(prefix, '') FROM ips "
+               "COALESCE(network, ''), COALESCE(prefix, ''), COALESCE(ipv6, '') FROM ips "
                "WHERE container_id IS NOT NULL")
         params: list[Any] = []
         if container_id is not None:
@@ -374,6 +389,16 @@ class Store:
         rows = self._conn.execute(sql + " ORDER BY allocated_at, ip", params).fetchall()
         return [Allocation(*row) for row in rows]
 
+    def set_ipv6(self, ip: str, ipv6: str) -> None:
+        """Give the attachment holding ``ip`` the IPv6 address ``ipv6`` (dual-stack).
+        Raises KeyError if ``ip`` is not held or ``ipv6`` already is."""
+        if self._conn.execute("SELECT 1 FROM ips WHERE ipv6 = ?", (ipv6,)).fetchone():
+            raise KeyError(f"{ipv6} is already held")
+        cur = self._conn.execute("UPDATE ips SET ipv6 = ? WHERE ip = ? AND container_id IS NOT "
+                                 "NULL", (ipv6, ip))
+        if cur.rowcount != 1:
+            raise KeyError(f"{ip} is not held")
+
     def ip_rows(self) -> tuple[list[FreeIP], list[Allocation]]:
         """Every tracked IP in one read: (the free ones, longest-free first; the allocations,
         oldest first)."""
@@ -381,12 +406,12 @@ class Store:
         held: list[Allocation] = []
         for r in self._conn.execute(
                 "SELECT ip, eni_id, container_id, ifname, pod, allocated_at, netns, "
-                "COALESCE(network, ''), COALESCE(prefix, ''), freed_at FROM ips "
-                "ORDER BY freed_at, allocated_at, ip").fetchall():
+                "COALESCE(network, ''), COALESCE(prefix, ''), COALESCE(ipv6, ''), freed_at "
+                "FROM ips ORDER BY freed_at, allocated_at, ip").fetchall():
             if r[2] is None:
-                free.append(FreeIP(str(r[0]), str(r[1]), float(r[9] or 0.0), str(r[8])))
+                free.append(FreeIP(str(r[0]), str(r[1]), float(r[10] or 0.0), str(r[8])))
             else:
-                held.append(Allocation(*r[:9]))
+                held.append(Allocation(*r[:10]))
         return free, held
 
     def claim(self, network: str, container_id: str, ifname: str) -> None:
@@ -419,7 +444,7 @@ class Store:
         released = self.allocations(container_id, ifname, network)
         self._conn.executemany(
             "UPDATE ips SET container_id = NULL, ifname = NULL, network = NULL, pod = '', "
-            "netns = '', allocated_at = NULL, freed_at = ? WHERE ip = ? "
+            "netns = '', allocated_at = NULL, ipv6 = NULL, freed_at = ? WHERE ip = ? "
             "AND container_id IS NOT NULL", [(self._clock(), a.ip) for a in released])
         return released
 
@@ -492,21 +517,29 @@ class Store:
     def put_eni(self, eni: EniRecord) -> None:
         self._conn.execute(
             "INSERT INTO enis(eni_id, mac, device_index, subnet_id, subnet_cidr, vpc_id, "
-            "vpc_cidrs, link, primary_ip, updated) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "vpc_cidrs, link, primary_ip, updated, subnet_ipv6_cidr, ipv6_prefixes) "
+            "VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(eni_id) DO UPDATE SET mac = excluded.mac, "
             "device_index = excluded.device_index, subnet_id = excluded.subnet_id, "
             "subnet_cidr = excluded.subnet_cidr, vpc_id = excluded.vpc_id, "
             "vpc_cidrs = excluded.vpc_cidrs, link = excluded.link, "
-            "primary_ip = excluded.primary_ip, updated = excluded.updated",
+            "primary_ip = excluded.primary_ip, updated = excluded.updated, "
+            # A view without IPv6 (it was not read) never erases what one with it recorded.
+            "subnet_ipv6_cidr = CASE WHEN excluded.subnet_ipv6_cidr = '' THEN "
+            "enis.subnet_ipv6_cidr ELSE excluded.subnet_ipv6_cidr END, "
+            "ipv6_prefixes = CASE WHEN excluded.ipv6_prefixes = '[]' THEN enis.ipv6_prefixes "
+            "ELSE excluded.ipv6_prefixes END",
             (eni.eni_id, eni.mac, eni.device_index, eni.subnet_id, eni.subnet_cidr, eni.vpc_id,
-             json.dumps(list(eni.vpc_cidrs)), eni.link, eni.primary_ip, self._clock()))
+             json.dumps(list(eni.vpc_cidrs)), eni.link, eni.primary_ip, self._clock(),
+             eni.subnet_ipv6_cidr, json.dumps(list(eni.ipv6_prefixes))))
 
     def enis(self) -> list[EniRecord]:
         rows = self._conn.execute(
             "SELECT eni_id, mac, device_index, subnet_id, subnet_cidr, vpc_id, vpc_cidrs, link, "
-            "primary_ip FROM enis ORDER BY device_index").fetchall()
+            "primary_ip, subnet_ipv6_cidr, ipv6_prefixes FROM enis "
+            "ORDER BY device_index").fetchall()
         return [EniRecord(r[0], r[1], int(r[2]), r[3], r[4], r[5], tuple(json.loads(r[6])), r[7],
-                          r[8]) for r in rows]
+                          r[8], r[9], tuple(json.loads(r[10]))) for r in rows]
 
     def enis_updated_since(self, since: float) -> set[str]:
         """ENIs recorded (created, or seen again) at or after ``since``."""

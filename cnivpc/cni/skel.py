@@ -19,14 +19,16 @@ IPAM's DEL needs neither). Only a required key that is missing or invalid still 
 Untrusted input is checked here, before any plugin code runs: the CNI_* variables by
 ``cni.env`` (container ID, ifname, netns, CNI_ARGS; a DEL of an attachment no ADD could have
 made succeeds doing nothing), the network ``name`` by libcni's rule, config paths and the
-rest by the plugin's config model (``cni.types.ConfigPath``). Stdin is read up to
-``MAX_STDIN`` bytes and must be a JSON object (too deep a nesting is a decoding error, not a
-crash). The config is logged at DEBUG redacted (``logs.redacted``), never as raw stdin.
+rest by the plugin's config model (``cni.types.ConfigPath``; run compiled, ``cni.compiled``).
+Stdin is read up to ``MAX_STDIN`` bytes and must be a JSON object (too deep a nesting is a
+decoding error, not a crash). The config is logged at DEBUG redacted (``logs.redacted``),
+never as raw stdin.
 
 GC gets its valid attachments as a ``cni.attachments.ValidAttachments``, which keeps "no list
 in the request" apart from "an empty list".
 
-VERSION is answered without importing the plugin module, pydantic or anything else heavy.
+VERSION is answered without importing the plugin module, pydantic_core or anything else heavy;
+no command imports pydantic itself (the models run compiled: ``cni.models``).
 """
 
 from __future__ import annotations
@@ -160,8 +162,8 @@ class Dispatcher:
 
         from . import logs
         from .attachments import ValidAttachments
+        from .models import Result
         from .plugin import Request
-        from .types import Result
 
         plugin = self.load()
         best_effort = cmd.command == "DEL"
@@ -178,7 +180,7 @@ class Dispatcher:
         if conf.prev_result is not None and versions.has_chaining(version):
             try:
                 prev = Result.from_version(conf.prev_result, version)
-            except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            except ValueError as exc:  # pydantic_core's ValidationError is a ValueError
                 if not best_effort:
                     raise InvalidConfig("invalid prevResult", validation_details(exc)) from exc
                 # DEL tears down by names and keys, never by what prevResult says alone.
@@ -269,10 +271,10 @@ def _known_keys(model: Any) -> set[str]:
 
 def validation_details(exc: Exception) -> str:
     """pydantic's messages, one line per problem, without its documentation URLs."""
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
+    errors = _errors(exc)
+    if errors or callable(getattr(exc, "errors", None)):
         return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in errors()
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in errors
         )
     return str(exc)
 
@@ -282,7 +284,7 @@ def _load_conf(plugin: Plugin[Any], config: dict[str, Any], best_effort: bool,
     """The plugin's config model, and the config it was built from. With ``best_effort`` (DEL)
     optional keys that fail validation are dropped (and logged) and the rest is validated
     again; a missing or invalid required key fails every command."""
-    from .types import NAME_MAX, NAME_RE
+    from .wire import NAME_MAX, NAME_RE
 
     name = config.get("name")
     if not isinstance(name, str) or not NAME_RE.fullmatch(name) or len(name) > NAME_MAX:
@@ -310,8 +312,15 @@ def _load_conf(plugin: Plugin[Any], config: dict[str, Any], best_effort: bool,
 
 
 def _errors(exc: Exception) -> list[dict[str, Any]]:
+    """The problems of a validation error, without their documentation URLs: pydantic_core
+    imports pydantic itself to write those."""
     errors = getattr(exc, "errors", None)
-    return list(errors()) if callable(errors) else []
+    if not callable(errors):
+        return []
+    try:
+        return list(errors(include_url=False))
+    except TypeError:  # not pydantic_core's
+        return list(errors())
 
 
 def _optional_keys(model: Any) -> set[str]:

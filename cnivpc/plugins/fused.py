@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Any
-
-from pydantic import Field
+from typing import TYPE_CHECKING, Any
 
 from ..cni.errors import CniError, InvalidConfig
+from ..cni.models import Result
 from ..cni.plugin import Plugin, Request
 from ..cni.skel import validation_details
-from ..cni.types import NetConf, Result
 from . import load
 
 log = logging.getLogger("cnivpc.fused")
@@ -45,10 +43,14 @@ INHERITED = ("logFile", "logLevel")
 Part = tuple[Plugin[Any], Request[Any]]
 
 
-class FusedConf(NetConf):
-    # ``ipam`` is NetConf's (a dict); the two other sections are ours.
-    ipvlan: dict[str, Any] = Field(default_factory=dict)
-    ptp: dict[str, Any] = Field(default_factory=dict)
+# The config, compiled from the pydantic model (``cni.compiled``): no pydantic in the process.
+if TYPE_CHECKING:
+    from .fused_model import FusedConf
+else:
+    from ..cni.compiled import model
+    from .schemas import MODELS
+
+    FusedConf = model(MODELS, "cnivpc.plugins.fused_model:FusedConf")
 
 
 def _sub_request(req: Request[FusedConf], key: str, program: str,

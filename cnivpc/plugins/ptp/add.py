@@ -26,8 +26,8 @@ from typing import Any
 
 from ...cni import logs
 from ...cni.errors import InvalidConfig
+from ...cni.models import Interface, Result
 from ...cni.plugin import Request
-from ...cni.types import Interface, Result
 from ...net import arp, iptables, links, netns, routes, sysctl
 from ...net.errors import ArpError, LinkExists, LinkNotFound, NetError
 from ...net.iptables import Iptables

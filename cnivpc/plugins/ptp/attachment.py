@@ -9,7 +9,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from ...cni.errors import InvalidConfig
-from ...cni.types import Result
+from ...cni.models import Result
 from . import naming
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

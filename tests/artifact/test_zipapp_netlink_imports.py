@@ -12,22 +12,13 @@ from typing import Any
 
 import pytest
 
-from tests.support.zipapp import BASE_ENV, PYTHON, Zipapp
+from tests.support.zipapp import BASE_ENV, IMPORTS_PROBE, PYTHON, Zipapp
 
 from ..netns.conftest import Topo, config, ip_json, prev_result, topo
 
 pytestmark = [pytest.mark.artifact, pytest.mark.netns]
 __all__ = ["topo"]  # the fixture, re-exported so pytest finds it here
 
-# Runs the archive as exec would (argv[0] is the symlink) and prints every imported module
-# name when the interpreter exits.
-MODULES = """
-import atexit, json, runpy, sys
-atexit.register(lambda: print("MODULES=" + json.dumps(sorted(sys.modules)), file=sys.stderr))
-atexit.register(lambda: print("CNIVPC=" + sys.modules["cnivpc"].__file__, file=sys.stderr))
-sys.argv = [sys.argv[1]]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
 # Loaded by pyroute2's IPRoute, never by our client.
 FORBIDDEN = ("asyncio", "pyroute2.iproute", "pyroute2.requests", "pyroute2.netlink.nlsocket",
              "pyroute2.netlink.core")
@@ -39,8 +30,8 @@ def run(zipapp: Zipapp, topo: Topo, program: str, command: str, conf: dict[str, 
            "CNI_CONTAINERID": "imports1", "CNI_NETNS": topo.pod_path, "CNI_IFNAME": ifname,
            "CNI_PATH": str(zipapp.bin)}
     proc = subprocess.run(["ip", "netns", "exec", topo.node, "env", "-i",
-                           *(f"{k}={v}" for k, v in env.items()), PYTHON, "-sSE", "-c", MODULES,
-                           str(zipapp.bin / program)],
+                           *(f"{k}={v}" for k, v in env.items()), PYTHON, "-sSE", "-c",
+                           IMPORTS_PROBE, str(zipapp.bin / program)],
                           input=json.dumps(conf), capture_output=True, text=True, timeout=120,
                           cwd="/")  # with -c, sys.path[0] is the cwd: not the checkout's cnivpc
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("MODULES=")]

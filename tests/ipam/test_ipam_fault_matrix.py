@@ -29,7 +29,7 @@ import pytest
 from tests.support.cli import Cli
 from tests.support.ipam import REPO, Ipam
 from tests.support.lab import make_client
-from tests.support.zipapp import Zipapp
+from tests.support.zipapp import IMPORTS_PROBE, Zipapp
 
 pytestmark = [pytest.mark.netns, pytest.mark.artifact]
 
@@ -349,15 +349,6 @@ def test_the_background_refill_keeps_the_configs_deadline(node: Callable[..., Cl
     lab_cli(c.ipam, "fault", "clear")
 
 
-# Runs the archive as exec would and prints every imported module when the interpreter exits.
-MODULES = """
-import atexit, json, runpy, sys
-atexit.register(lambda: print("MODULES=" + json.dumps(sorted(sys.modules)), file=sys.stderr))
-sys.argv = [sys.argv[1]]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
 def test_a_warm_add_imports_no_botocore_nor_compression(node: Callable[..., Cli],
                                                         zipapp: Zipapp) -> None:
     """The warm path pays Python start-up only for what it uses: no botocore, and none of the
@@ -373,12 +364,12 @@ def test_a_warm_add_imports_no_botocore_nor_compression(node: Callable[..., Cli]
     proc = subprocess.run(["ip", "netns", "exec", c.ipam.node.netns, "sh", "-c",
                            'mount --bind "$0" /proc/sys/kernel/random/boot_id && exec "$@"',
                            str(boot), "env", "-i", *(f"{k}={v}" for k, v in env.items()),
-                           "/usr/bin/python3", "-sSE", "-c", MODULES,
+                           "/usr/bin/python3", "-sSE", "-c", IMPORTS_PROBE,
                            str(zipapp.bin / "cnivpc-ipam")],
                           input=json.dumps(c.ipam.config()), capture_output=True, text=True,
                           timeout=120, cwd="/")
     assert json.loads(proc.stdout)["ips"], proc.stderr
-    [line] = [ln for ln in proc.stderr.splitlines() if ln.startswith("MODULES=")]
+    line = [ln for ln in proc.stderr.splitlines() if ln.startswith("MODULES=")][-1]
     modules = set(json.loads(line.removeprefix("MODULES=")))
     assert "cnivpc.plugins.ipam.allocator" in modules
     tops = {m.split(".")[0] for m in modules}

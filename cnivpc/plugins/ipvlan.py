@@ -17,7 +17,6 @@ Imports ``net/`` (pyroute2) and ``cni/``; never botocore.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,7 @@ from ..cni.plugin import Plugin, Request
 from ..net import ipvlan as slaves
 from ..net import links, netns, routes
 from ..net.errors import LinkNotFound, NetnsNotFound, NotANetns, RouteExists
+from .digest import sha256_hex
 
 log = logging.getLogger("cnivpc.ipvlan")
 
@@ -111,7 +111,7 @@ def slave_names(ifname: str, count: int) -> list[str]:
 
 
 def _temp_name(container_id: str, ifname: str, n: int) -> str:
-    digest = hashlib.sha256(f"{container_id}/{ifname}/{n}".encode()).hexdigest()
+    digest = sha256_hex(f"{container_id}/{ifname}/{n}".encode())
     return f"cvt{digest[:11]}"
 
 

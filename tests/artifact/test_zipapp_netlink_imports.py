@@ -19,9 +19,10 @@ from ..netns.conftest import Topo, config, ip_json, prev_result, topo
 pytestmark = [pytest.mark.artifact, pytest.mark.netns]
 __all__ = ["topo"]  # the fixture, re-exported so pytest finds it here
 
-# Loaded by pyroute2's IPRoute, never by our client.
+# Loaded by pyroute2's IPRoute, never by our client; multiprocessing and platform by the real
+# pyroute2.config, which only IPRoute needs (cnivpc.net._nl registers a light one).
 FORBIDDEN = ("asyncio", "pyroute2.iproute", "pyroute2.requests", "pyroute2.netlink.nlsocket",
-             "pyroute2.netlink.core")
+             "pyroute2.netlink.core", "multiprocessing", "platform")
 
 
 def run(zipapp: Zipapp, topo: Topo, program: str, command: str, conf: dict[str, Any],

@@ -27,12 +27,14 @@ FORBIDDEN = ("asyncio", "pyroute2.iproute", "pyroute2.requests", "pyroute2.netli
 
 def run(zipapp: Zipapp, topo: Topo, program: str, command: str, conf: dict[str, Any],
         ifname: str) -> tuple[int, Any, set[str]]:
+    zipapp.site_packages()  # extracted beforehand: the measured run is a warm one
     env = {**BASE_ENV, "SHIV_ROOT": str(zipapp.shiv_root), "CNI_COMMAND": command,
            "CNI_CONTAINERID": "imports1", "CNI_NETNS": topo.pod_path, "CNI_IFNAME": ifname,
            "CNI_PATH": str(zipapp.bin)}
     proc = subprocess.run(["ip", "netns", "exec", topo.node, "env", "-i",
                            *(f"{k}={v}" for k, v in env.items()), PYTHON, "-sSE", "-c",
-                           IMPORTS_PROBE, str(zipapp.bin / program)],
+                           IMPORTS_PROBE,
+                           str(zipapp.path if program == "cnivpc" else zipapp.bin / program)],
                           input=json.dumps(conf), capture_output=True, text=True, timeout=120,
                           cwd="/")  # with -c, sys.path[0] is the cwd: not the checkout's cnivpc
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("MODULES=")]
@@ -44,9 +46,27 @@ def run(zipapp: Zipapp, topo: Topo, program: str, command: str, conf: dict[str, 
     return proc.returncode, doc, set(json.loads(lines[-1].removeprefix("MODULES=")))
 
 
+# The import budget of each plugin path (modules in sys.modules when the process ends, the
+# interpreter's own ~60 included), measured, with a few modules of slack: a new import on a
+# pod's path must be a decision, not an accident. And what no plugin path may load at all:
+# pydantic's Python layer (the models run compiled), pydantic_core's type hints,
+# typing_extensions, OpenSSL's hashes, decimal (pydantic_core's serializer), botocore.
+BUDGET = {"ptp ADD": 192, "ptp DEL": 190, "ipvlan ADD": 180, "fused ADD": 192}
+HEAVY = ("pydantic", "pydantic_core.core_schema", "typing_extensions", "_hashlib", "hashlib",
+         "decimal", "botocore", "urllib3")
+
+
 def forbidden(modules: set[str]) -> list[str]:
     return sorted(m for m in modules if m in FORBIDDEN or m.startswith(
         tuple(f"{name}." for name in FORBIDDEN)))
+
+
+def within_budget(path: str, modules: set[str]) -> None:
+    heavy = sorted(m for m in modules if m in HEAVY or m.startswith(
+        tuple(f"{name}." for name in HEAVY)))
+    assert heavy == [], f"{path} imports {heavy}"
+    print(f"BUDGET {path}: {len(modules)} modules")
+    assert len(modules) <= BUDGET[path], f"{path}: {len(modules)} modules > {BUDGET[path]}"
 
 
 def test_ptp_add_and_del_use_the_codecs_not_iproute(zipapp: Zipapp, topo: Topo) -> None:
@@ -58,11 +78,13 @@ def test_ptp_add_and_del_use_the_codecs_not_iproute(zipapp: Zipapp, topo: Topo) 
     assert {"pyroute2.netlink.rtnl.ifinfmsg", "pyroute2.netlink.rtnl.rtmsg",
             "pyroute2.netlink.rtnl.fibmsg", "cnivpc.net.rtnl"} <= modules
     assert forbidden(modules) == []
+    within_budget("ptp ADD", modules)
 
     conf["prevResult"] = result
     code, result, modules = run(zipapp, topo, "cnivpc-ptp", "DEL", conf, "eth0")
     assert (code, result) == (0, None)
     assert "pyroute2.netlink.rtnl.ifinfmsg" in modules and forbidden(modules) == []
+    within_budget("ptp DEL", modules)
 
 
 def test_ipvlan_add_reaches_the_kernel_without_iproute(zipapp: Zipapp, topo: Topo) -> None:
@@ -76,3 +98,17 @@ def test_ipvlan_add_reaches_the_kernel_without_iproute(zipapp: Zipapp, topo: Top
     assert code == 0 or "create ipvlan" in result["msg"], result
     assert "pyroute2.netlink.rtnl.ifinfmsg" in modules and "cnivpc.net.rtnl" in modules
     assert forbidden(modules) == []
+    within_budget("ipvlan ADD", modules)
+
+
+def test_fused_loads_its_three_plugins_within_budget(zipapp: Zipapp, topo: Topo) -> None:
+    """The fused mode validates all three sections before any part runs: every plugin module
+    and config is loaded, then the bad ptp key (the last section) stops it (no EC2 here)."""
+    conf = {"cniVersion": "1.0.0", "name": "cnivpc", "type": "cnivpc", "ipam": {},
+            "ptp": {"hostInterface": "eth0", "containerInterface": "a/b"}}
+    code, result, modules = run(zipapp, topo, "cnivpc", "ADD", conf, "eth0")
+    assert code == 1 and result["code"] == 7 and "containerInterface" in result["details"], \
+        result
+    assert {"cnivpc.plugins.ipam.plugin", "cnivpc.plugins.ipvlan",
+            "cnivpc.plugins.ptp"} <= modules
+    within_budget("fused ADD", modules)

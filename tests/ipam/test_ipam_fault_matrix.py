@@ -349,6 +349,9 @@ def test_the_background_refill_keeps_the_configs_deadline(node: Callable[..., Cl
     lab_cli(c.ipam, "fault", "clear")
 
 
+WARM_ADD_BUDGET = 155
+
+
 def test_a_warm_add_imports_no_botocore_nor_compression(node: Callable[..., Cli],
                                                         zipapp: Zipapp) -> None:
     """The warm path pays Python start-up only for what it uses: no botocore, and none of the
@@ -374,6 +377,12 @@ def test_a_warm_add_imports_no_botocore_nor_compression(node: Callable[..., Cli]
     assert "cnivpc.plugins.ipam.allocator" in modules
     tops = {m.split(".")[0] for m in modules}
     assert tops & {"botocore", "urllib3", "shutil", "bz2", "lzma", "_bz2", "_lzma"} == set()
+    # Nor pydantic's Python layer, pydantic_core's type hints or OpenSSL's hashes; and the
+    # warm path's import budget (measured, a few modules of slack).
+    assert tops & {"pydantic", "typing_extensions", "_hashlib", "decimal"} == set()
+    assert "pydantic_core.core_schema" not in modules
+    print(f"BUDGET ipam warm ADD: {len(modules)} modules")
+    assert len(modules) <= WARM_ADD_BUDGET, len(modules)
 
 
 def test_a_leaked_eni_is_swept_once_seen_twice_five_minutes_apart(

@@ -70,8 +70,9 @@ class Dispatcher:
     """Runs one CNI command for plugin ``name``; ``load`` imports the plugin on demand.
 
     A plain class, not a dataclass, and the modules only ADD/DEL/... need (env, logs,
-    traceback, dataclasses) are imported after VERSION is answered: ``dataclasses`` alone pulls
-    in ``inspect`` and ``ast``, over 10 ms of every VERSION exec.
+    traceback) are imported after VERSION is answered. No plugin path imports ``dataclasses``
+    (it pulls in ``inspect`` and ``ast``: ~6 ms per exec): the request's types are
+    NamedTuples and plain classes.
     """
 
     def __init__(self, name: str, load: Callable[[], Plugin[Any]], version: str = "0.0.0",
@@ -115,8 +116,6 @@ class Dispatcher:
         return code
 
     def _dispatch(self, command: str, log: Any) -> int:
-        import dataclasses
-
         from .env import COMMANDS, read_env
 
         started = time.monotonic()
@@ -128,7 +127,7 @@ class Dispatcher:
                                          f"expected one of {list(COMMANDS)}")
             cmd = read_env(command, self.getenv)
             raw = self._read_stdin()
-            cmd = dataclasses.replace(cmd, stdin=raw)
+            cmd = cmd._replace(stdin=raw)
             if cmd.never_added:
                 # Nothing to undo, and nothing to validate: a DEL must not fail for it.
                 log.warning("DEL: no ADD can have made this attachment (%s): nothing to do",

@@ -26,7 +26,7 @@ import re
 import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import netns
 from .errors import IptablesError, IptablesNotFound
@@ -43,8 +43,9 @@ TABLE_MISSING = "Table does not exist"
 DECLARE = ":"
 
 
-@dataclass(frozen=True)
-class Version:
+# A NamedTuple, not a dataclass: the plugin path never imports dataclasses (with inspect and
+# ast it costs ~6 ms per exec, and each class ~0.4 ms to create; a NamedTuple 0.06 ms).
+class Version(NamedTuple):
     """``iptables --version``: the release and the backend ("nf_tables" or "legacy")."""
 
     release: tuple[int, int, int]
@@ -81,8 +82,7 @@ def _binary(name: str) -> str:
                            f"looked in PATH and {FALLBACK_PATH}; install iptables")
 
 
-@dataclass(frozen=True)
-class Iptables:
+class Iptables(NamedTuple):
     """iptables (or ip6tables with ``ipv6``) acting in the netns at ``netns_path`` (the
     current one when None)."""
 

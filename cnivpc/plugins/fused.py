@@ -24,7 +24,6 @@ Imports the plugins through the registry; never botocore itself (the IPAM part d
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..cni.errors import CniError, InvalidConfig
@@ -88,9 +87,9 @@ def add(req: Request[FusedConf]) -> Result:
     result: Result | None = req.prev_result
     try:
         for plugin, sub in parts:
-            sub = replace(sub, prev_result=result)
+            sub = sub.replace(prev_result=result)
             result = plugin.add(sub)
-            done.append((plugin, replace(sub, prev_result=result)))
+            done.append((plugin, sub.replace(prev_result=result)))
     except BaseException:
         for plugin, sub in reversed(done):
             try:

@@ -17,7 +17,7 @@ Stdlib only; imports nothing of cnivpc but ``cni.errors``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import InvalidEnvironment
 
@@ -71,8 +71,9 @@ def cni_args_problem(raw: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class PodRef:
+# A NamedTuple, not a dataclass: the plugin path never imports dataclasses (with inspect and
+# ast it costs ~6 ms per exec, and each class ~0.4 ms to create; a NamedTuple 0.06 ms).
+class PodRef(NamedTuple):
     """The pod a sandbox belongs to, as containerd and CRI-O report it (may be empty)."""
 
     namespace: str = ""

@@ -17,8 +17,7 @@ Stdlib only; imports nothing of cnivpc but ``cni.errors``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import InvalidConfig
 
@@ -30,14 +29,15 @@ KEYS = (KEY, LEGACY_KEY)
 Pair = tuple[str, str]  # (container ID, ifname)
 
 
-@dataclass(frozen=True)
-class ValidAttachments:
+# A NamedTuple, not a dataclass: the plugin path never imports dataclasses (with inspect and
+# ast it costs ~6 ms per exec, and each class ~0.4 ms to create; a NamedTuple 0.06 ms).
+class ValidAttachments(NamedTuple):
     """The attachments a GC request says are still in use, or the fact that it named none.
 
     ``given`` False: no list in the request (``require()`` raises). Otherwise ``require()``
     is the set of (container ID, ifname) pairs, possibly empty."""
 
-    _pairs: frozenset[Pair] | None = None
+    pairs_given: frozenset[Pair] | None = None
 
     @classmethod
     def missing(cls) -> ValidAttachments:
@@ -72,16 +72,16 @@ class ValidAttachments:
 
     @property
     def given(self) -> bool:
-        return self._pairs is not None
+        return self.pairs_given is not None
 
     def require(self) -> frozenset[Pair]:
         """The valid (container ID, ifname) pairs; refuses (code 7) when the request named
         none, so a GC without the list removes nothing."""
-        if self._pairs is None:
+        if self.pairs_given is None:
             raise InvalidConfig(f"GC needs {KEY}",
                                 "the request has no list of valid attachments (neither "
                                 f"{KEY} nor {LEGACY_KEY}): refusing to remove anything")
-        return self._pairs
+        return self.pairs_given
 
     def container_ids(self) -> frozenset[str]:
         return frozenset(cid for cid, _ in self.require())
@@ -89,7 +89,7 @@ class ValidAttachments:
     def to_config(self) -> dict[str, Any]:
         """The keys to put into a config handed on (a fused part, a delegated plugin): both,
         as libcni sends them; nothing when no list was given."""
-        if self._pairs is None:
+        if self.pairs_given is None:
             return {}
-        items = [{"containerID": c, "ifname": i} for c, i in sorted(self._pairs)]
+        items = [{"containerID": c, "ifname": i} for c, i in sorted(self.pairs_given)]
         return {KEY: items, LEGACY_KEY: [dict(item) for item in items]}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .args import cni_args_problem
 from .errors import InvalidEnvironment
@@ -61,8 +61,9 @@ def validate_netns(value: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class EnvVar:
+# A NamedTuple, not a dataclass: the plugin path never imports dataclasses (with inspect and
+# ast it costs ~6 ms per exec, and each class ~0.4 ms to create; a NamedTuple 0.06 ms).
+class EnvVar(NamedTuple):
     name: str
     attr: str
     required_for: frozenset[str]
@@ -81,8 +82,7 @@ ENV_TABLE: tuple[EnvVar, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class CmdArgs:
+class CmdArgs(NamedTuple):
     """What the runtime told us through the environment (and stdin, read later)."""
 
     command: str
@@ -91,11 +91,16 @@ class CmdArgs:
     ifname: str = ""
     args: str = ""
     path: str = ""
-    stdin: bytes = field(default=b"", repr=False)
+    stdin: bytes = b""  # never in repr(): it may hold credentials
     # DEL only: invalid optional variables left out, each with its problem.
     set_aside: tuple[str, ...] = ()
     # DEL only: why no ADD can have made this attachment (an invalid container ID or ifname).
     never_added: str = ""
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields
+                          if name != "stdin")
+        return f"CmdArgs({shown})"
 
 
 # What identifies an attachment: a DEL naming an invalid one has nothing to undo.

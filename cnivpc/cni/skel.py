@@ -19,14 +19,16 @@ IPAM's DEL needs neither). Only a required key that is missing or invalid still 
 Untrusted input is checked here, before any plugin code runs: the CNI_* variables by
 ``cni.env`` (container ID, ifname, netns, CNI_ARGS; a DEL of an attachment no ADD could have
 made succeeds doing nothing), the network ``name`` by libcni's rule, config paths and the
-rest by the plugin's config model (``cni.types.ConfigPath``). Stdin is read up to
-``MAX_STDIN`` bytes and must be a JSON object (too deep a nesting is a decoding error, not a
-crash). The config is logged at DEBUG redacted (``logs.redacted``), never as raw stdin.
+rest by the plugin's config model (``cni.types.ConfigPath``; run compiled, ``cni.compiled``).
+Stdin is read up to ``MAX_STDIN`` bytes and must be a JSON object (too deep a nesting is a
+decoding error, not a crash). The config is logged at DEBUG redacted (``logs.redacted``),
+never as raw stdin.
 
 GC gets its valid attachments as a ``cni.attachments.ValidAttachments``, which keeps "no list
 in the request" apart from "an empty list".
 
-VERSION is answered without importing the plugin module, pydantic or anything else heavy.
+VERSION is answered without importing the plugin module, pydantic_core or anything else heavy;
+no command imports pydantic itself (the models run compiled: ``cni.models``).
 """
 
 from __future__ import annotations
@@ -68,8 +70,9 @@ class Dispatcher:
     """Runs one CNI command for plugin ``name``; ``load`` imports the plugin on demand.
 
     A plain class, not a dataclass, and the modules only ADD/DEL/... need (env, logs,
-    traceback, dataclasses) are imported after VERSION is answered: ``dataclasses`` alone pulls
-    in ``inspect`` and ``ast``, over 10 ms of every VERSION exec.
+    traceback) are imported after VERSION is answered. No plugin path imports ``dataclasses``
+    (it pulls in ``inspect`` and ``ast``: ~6 ms per exec): the request's types are
+    NamedTuples and plain classes.
     """
 
     def __init__(self, name: str, load: Callable[[], Plugin[Any]], version: str = "0.0.0",
@@ -113,8 +116,6 @@ class Dispatcher:
         return code
 
     def _dispatch(self, command: str, log: Any) -> int:
-        import dataclasses
-
         from .env import COMMANDS, read_env
 
         started = time.monotonic()
@@ -126,7 +127,7 @@ class Dispatcher:
                                          f"expected one of {list(COMMANDS)}")
             cmd = read_env(command, self.getenv)
             raw = self._read_stdin()
-            cmd = dataclasses.replace(cmd, stdin=raw)
+            cmd = cmd._replace(stdin=raw)
             if cmd.never_added:
                 # Nothing to undo, and nothing to validate: a DEL must not fail for it.
                 log.warning("DEL: no ADD can have made this attachment (%s): nothing to do",
@@ -160,8 +161,8 @@ class Dispatcher:
 
         from . import logs
         from .attachments import ValidAttachments
+        from .models import Result
         from .plugin import Request
-        from .types import Result
 
         plugin = self.load()
         best_effort = cmd.command == "DEL"
@@ -178,7 +179,7 @@ class Dispatcher:
         if conf.prev_result is not None and versions.has_chaining(version):
             try:
                 prev = Result.from_version(conf.prev_result, version)
-            except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            except ValueError as exc:  # pydantic_core's ValidationError is a ValueError
                 if not best_effort:
                     raise InvalidConfig("invalid prevResult", validation_details(exc)) from exc
                 # DEL tears down by names and keys, never by what prevResult says alone.
@@ -269,10 +270,10 @@ def _known_keys(model: Any) -> set[str]:
 
 def validation_details(exc: Exception) -> str:
     """pydantic's messages, one line per problem, without its documentation URLs."""
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
+    errors = _errors(exc)
+    if errors or callable(getattr(exc, "errors", None)):
         return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in errors()
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in errors
         )
     return str(exc)
 
@@ -282,7 +283,7 @@ def _load_conf(plugin: Plugin[Any], config: dict[str, Any], best_effort: bool,
     """The plugin's config model, and the config it was built from. With ``best_effort`` (DEL)
     optional keys that fail validation are dropped (and logged) and the rest is validated
     again; a missing or invalid required key fails every command."""
-    from .types import NAME_MAX, NAME_RE
+    from .wire import NAME_MAX, NAME_RE
 
     name = config.get("name")
     if not isinstance(name, str) or not NAME_RE.fullmatch(name) or len(name) > NAME_MAX:
@@ -310,8 +311,15 @@ def _load_conf(plugin: Plugin[Any], config: dict[str, Any], best_effort: bool,
 
 
 def _errors(exc: Exception) -> list[dict[str, Any]]:
+    """The problems of a validation error, without their documentation URLs: pydantic_core
+    imports pydantic itself to write those."""
     errors = getattr(exc, "errors", None)
-    return list(errors()) if callable(errors) else []
+    if not callable(errors):
+        return []
+    try:
+        return list(errors(include_url=False))
+    except TypeError:  # not pydantic_core's
+        return list(errors())
 
 
 def _optional_keys(model: Any) -> set[str]:

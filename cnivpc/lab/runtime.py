@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -93,6 +94,9 @@ class Runtime:
     # reboot would. Off by default: it costs two execs per plugin run.
     boot_id_file: Path | None = None
     timings: list[tuple[str, str, float]] = field(default_factory=list)
+    # CPU seconds (user+sys) of each exec's whole process tree, beside ``timings`` (the
+    # detached after-answer child is not waited for, so not counted).
+    cpu: list[tuple[str, str, float]] = field(default_factory=list)
 
     def _exec(self, plugin: dict[str, Any], command: str, container_id: str, netns: str,
               prev: dict[str, Any] | None, ifname: str = "eth0") -> dict[str, Any]:
@@ -107,6 +111,7 @@ class Runtime:
                            f"K8S_POD_NAME={container_id};K8S_POD_INFRA_CONTAINER_ID={container_id}",
                **self.env}
         started = time.monotonic()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         boot = [] if self.boot_id_file is None else [
             "sh", "-c", 'mount --bind "$0" /proc/sys/kernel/random/boot_id && exec "$@"',
             str(self.boot_id_file)]
@@ -115,6 +120,9 @@ class Runtime:
              *(f"{k}={v}" for k, v in env.items()), str(self.bin_dir / plugin["type"])],
             input=json.dumps(stdin), capture_output=True, text=True, timeout=300)
         self.timings.append((plugin["type"], command, time.monotonic() - started))
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.cpu.append((plugin["type"], command, after.ru_utime + after.ru_stime
+                         - before.ru_utime - before.ru_stime))
         if proc.returncode != 0:
             raise PluginFailed(f"{plugin['type']} {command} {container_id}: exit "
                                f"{proc.returncode}\n{proc.stdout}\n{proc.stderr[-2000:]}")

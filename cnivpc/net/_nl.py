@@ -22,6 +22,7 @@ import errno as errno_mod
 import importlib
 import importlib.util
 import os
+import socket
 import sys
 from collections.abc import Callable, Iterable
 from functools import cache
@@ -57,6 +58,40 @@ def _register_bare_package() -> None:
 
     package.__dict__["__getattr__"] = complete
     sys.modules["pyroute2"] = package
+    _register_light_config()
+
+
+# What the message modules we load read of ``pyroute2.config`` (ifinfmsg: AF_BRIDGE and its
+# data-plugin lists), with the real module's values.
+_CONFIG_USED = {"AF_BRIDGE": 7, "data_plugins_pkgs": [], "data_plugins_path": []}
+
+
+def _register_light_config() -> None:
+    """``pyroute2.config`` without running it until something asks for more than
+    ``_CONFIG_USED``: the real module imports multiprocessing (pickle and its friends) and
+    platform, and calls ``platform.architecture`` at import: ~5 ms of CPU per exec for
+    settings of pyroute2's own sockets and IPRoute, which we never use. Any other attribute
+    runs the real module in place (``IPRoute`` in the tests and the lab gets it all)."""
+    if "pyroute2.config" in sys.modules:
+        return
+    spec = importlib.util.find_spec("pyroute2.config")
+    if spec is None or spec.loader is None:  # pragma: no cover - a broken install
+        return
+    config = importlib.util.module_from_spec(spec)
+    loader = spec.loader
+    config.__dict__.update(_CONFIG_USED, AF_BRIDGE=getattr(socket, "AF_BRIDGE", 7))
+    config.data_plugins_pkgs = []  # type: ignore[attr-defined]  # fresh lists
+    config.data_plugins_path = []  # type: ignore[attr-defined]
+
+    def complete(name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        del config.__dict__["__getattr__"]
+        loader.exec_module(config)
+        return getattr(config, name)
+
+    config.__dict__["__getattr__"] = complete
+    sys.modules["pyroute2.config"] = config
 
 
 # The message classes ``rtnl`` encodes and decodes with, by name -> their module.

@@ -16,8 +16,7 @@ Imports nothing of cnivpc but ``net.*``.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _nl, links, sysctl
 from .errors import LinkExists, NetlinkFailure, SysctlError
@@ -29,8 +28,9 @@ ADDR_GEN_NONE = "1"
 ADDR_GEN_RANDOM = "3"
 
 
-@dataclass(frozen=True)
-class Slave:
+# A NamedTuple, not a dataclass: the plugin path never imports dataclasses (with inspect and
+# ast it costs ~6 ms per exec, and each class ~0.4 ms to create; a NamedTuple 0.06 ms).
+class Slave(NamedTuple):
     link: links.Link
     mode: str
     master_index: int

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _nl
 from .errors import LinkExists, LinkNotFound
@@ -23,11 +22,12 @@ IFA_F_NODAD = 0x02
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 
-@dataclass(frozen=True)
-class Link:
+# A NamedTuple, not a dataclass: the plugin path never imports dataclasses (with inspect and
+# ast it costs ~6 ms per exec, and each class ~0.4 ms to create; a NamedTuple 0.06 ms).
+class Link(NamedTuple):
     """What we need to know about one link."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, never called on a Link
     name: str
     kind: str  # "veth", "ipvlan", ... ("" for kind-less devices such as a physical NIC)
     mac: str

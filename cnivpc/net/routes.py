@@ -11,8 +11,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _nl
 from .errors import LinkNotFound, NetlinkFailure
@@ -44,8 +43,9 @@ def host_network(ip: IPAddress) -> IPNetwork:
     return ipaddress.ip_network(ip)
 
 
-@dataclass(frozen=True)
-class Route:
+# A NamedTuple, not a dataclass: the plugin path never imports dataclasses (with inspect and
+# ast it costs ~6 ms per exec, and each class ~0.4 ms to create; a NamedTuple 0.06 ms).
+class Route(NamedTuple):
     dst: IPNetwork
     oif: int
     gateway: IPAddress | None = None
@@ -67,8 +67,7 @@ class Route:
                    table=int(msg.get("RTA_TABLE") or msg["table"]), scope=int(msg["scope"]))
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     family: int
     priority: int
     table: int

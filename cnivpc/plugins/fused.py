@@ -24,15 +24,12 @@ Imports the plugins through the registry; never botocore itself (the IPAM part d
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
-from typing import Any
-
-from pydantic import Field
+from typing import TYPE_CHECKING, Any
 
 from ..cni.errors import CniError, InvalidConfig
+from ..cni.models import Result
 from ..cni.plugin import Plugin, Request
 from ..cni.skel import validation_details
-from ..cni.types import NetConf, Result
 from . import load
 
 log = logging.getLogger("cnivpc.fused")
@@ -45,10 +42,14 @@ INHERITED = ("logFile", "logLevel")
 Part = tuple[Plugin[Any], Request[Any]]
 
 
-class FusedConf(NetConf):
-    # ``ipam`` is NetConf's (a dict); the two other sections are ours.
-    ipvlan: dict[str, Any] = Field(default_factory=dict)
-    ptp: dict[str, Any] = Field(default_factory=dict)
+# The config, compiled from the pydantic model (``cni.compiled``): no pydantic in the process.
+if TYPE_CHECKING:
+    from .fused_model import FusedConf
+else:
+    from ..cni.compiled import model
+    from .schemas import MODELS
+
+    FusedConf = model(MODELS, "cnivpc.plugins.fused_model:FusedConf")
 
 
 def _sub_request(req: Request[FusedConf], key: str, program: str,
@@ -83,16 +84,18 @@ def _parts(req: Request[FusedConf]) -> list[Part]:
 def add(req: Request[FusedConf]) -> Result:
     parts = _parts(req)
     # What the ptp part would refuse after the IPAM allocated and ipvlan built: refused first.
+    from .ptp.config import PtpConf, refuse_ifname
+
     for _, sub in parts:
-        if hasattr(sub.conf, "refuse_ifname"):
-            sub.conf.refuse_ifname(req.cmd.ifname)
+        if isinstance(sub.conf, PtpConf):
+            refuse_ifname(sub.conf, req.cmd.ifname)
     done: list[Part] = []
     result: Result | None = req.prev_result
     try:
         for plugin, sub in parts:
-            sub = replace(sub, prev_result=result)
+            sub = sub.replace(prev_result=result)
             result = plugin.add(sub)
-            done.append((plugin, replace(sub, prev_result=result)))
+            done.append((plugin, sub.replace(prev_result=result)))
     except BaseException:
         for plugin, sub in reversed(done):
             try:

@@ -17,45 +17,47 @@ Imports ``net/`` (pyroute2) and ``cni/``; never botocore.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import ipaddress
 import logging
-from typing import Any
-
-from pydantic import Field, field_validator
+from typing import TYPE_CHECKING, Any
 
 from ..cni import invoke
 from ..cni.env import validate_ifname
 from ..cni.errors import CniError, InvalidConfig, PluginNotAvailable
+from ..cni.models import DNS, Interface, IPConfig, Result
 from ..cni.plugin import Plugin, Request
-from ..cni.types import DNS, Interface, IPConfig, NetConf, Result
 from ..net import ipvlan as slaves
 from ..net import links, netns, routes
 from ..net.errors import LinkNotFound, NetnsNotFound, NotANetns, RouteExists
+from .digest import sha256_hex
 
 log = logging.getLogger("cnivpc.ipvlan")
 
 
-class IpvlanConf(NetConf):
-    master: str | None = None
-    mode: str = "l2"
-    mtu: int = Field(default=0, ge=0, le=65535)
+def check_master(value: str | None) -> str | None:
+    """``master`` (a check of ``IpvlanConf``, the model in ``plugins.ipvlan_model``)."""
+    problem = validate_ifname(value) if value else None
+    if problem:
+        raise ValueError(f"invalid interface name {value!r}: {problem}")
+    return value
 
-    @field_validator("master")
-    @classmethod
-    def _master(cls, value: str | None) -> str | None:
-        problem = validate_ifname(value) if value else None
-        if problem:
-            raise ValueError(f"invalid interface name {value!r}: {problem}")
-        return value
 
-    @field_validator("mode")
-    @classmethod
-    def _mode(cls, value: str) -> str:
-        value = value or "l2"
-        if value not in slaves.MODES:
-            raise ValueError(f"unknown ipvlan mode {value!r}: use l2, l3 or l3s")
-        return value
+def check_mode(value: str) -> str:
+    """``mode`` (a check of ``IpvlanConf``)."""
+    value = value or "l2"
+    if value not in slaves.MODES:
+        raise ValueError(f"unknown ipvlan mode {value!r}: use l2, l3 or l3s")
+    return value
+
+
+# The config, compiled from the pydantic model (``cni.compiled``): no pydantic in the process.
+if TYPE_CHECKING:
+    from .ipvlan_model import IpvlanConf
+else:
+    from ..cni.compiled import model
+    from .schemas import MODELS
+
+    IpvlanConf = model(MODELS, "cnivpc.plugins.ipvlan_model:IpvlanConf")
 
 
 def _delegated(conf: IpvlanConf) -> str | None:
@@ -109,7 +111,7 @@ def slave_names(ifname: str, count: int) -> list[str]:
 
 
 def _temp_name(container_id: str, ifname: str, n: int) -> str:
-    digest = hashlib.sha256(f"{container_id}/{ifname}/{n}".encode()).hexdigest()
+    digest = sha256_hex(f"{container_id}/{ifname}/{n}".encode())
     return f"cvt{digest[:11]}"
 
 

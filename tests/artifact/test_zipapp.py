@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cnivpc import __version__, plugins
-from tests.support.zipapp import PYTHON, REPO, Zipapp, build
+from tests.support.zipapp import IMPORTS_PROBE, PYTHON, REPO, Zipapp, build
 
 pytestmark = pytest.mark.artifact
 
@@ -173,20 +173,10 @@ def test_trimmed_botocore_makes_an_ec2_client(zipapp: Zipapp) -> None:
     assert len(ops.split(",")) == 18
 
 
-# Runs the archive exactly as exec would (shiv's bootstrap reads the archive from argv[0], the
-# symlink), and prints every imported module name when the interpreter exits.
-MODULES = """
-import atexit, json, runpy, sys
-atexit.register(lambda: print("MODULES=" + json.dumps(sorted(sys.modules)), file=sys.stderr))
-sys.argv = [sys.argv[1]]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
 def imported(zipapp: Zipapp, program: str, env: dict[str, str], stdin: str) -> tuple[str, set[str]]:
     full = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SHIV_ROOT": str(zipapp.shiv_root), **env}
     proc = subprocess.run(["env", "-i", *(f"{k}={v}" for k, v in full.items()), PYTHON, "-sSE",
-                           "-c", MODULES, str(zipapp.bin / program)],
+                           "-c", IMPORTS_PROBE, str(zipapp.bin / program)],
                           input=stdin, capture_output=True, text=True, timeout=120,
                           cwd="/")  # -c puts the cwd first on sys.path: not the checkout's cnivpc
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("MODULES=")]
@@ -202,9 +192,10 @@ def test_version_imports_nothing_heavy(zipapp: Zipapp) -> None:
     stdout, modules = imported(zipapp, "cnivpc-ptp", {"CNI_COMMAND": "VERSION"}, "")
     assert json.loads(stdout)["cniVersion"] == "1.1.0"
     assert "cnivpc.cni.skel" in modules  # the dispatch really ran in this process
-    # cnivpc.__main__'s stand-in for pydantic's plugin loader is a name in sys.modules, not an
-    # import of pydantic.
+    # cnivpc.__main__'s stand-ins for pydantic's plugin loader and for pydantic_core's package
+    # (loaded on first use) are names in sys.modules, not imports.
     modules.discard("pydantic.plugin._loader")
+    modules.discard("pydantic_core")
     assert not tops(modules) & {"botocore", "pyroute2", "pydantic", "pydantic_core", "urllib3"}
     assert "cnivpc.plugins.ptp" not in modules
 
@@ -213,6 +204,9 @@ def test_ptp_path_does_not_import_botocore(zipapp: Zipapp) -> None:
     conf = {"cniVersion": "1.0.0", "name": "net", "type": "cnivpc-ptp", "hostInterface": "eth0"}
     stdout, modules = imported(zipapp, "cnivpc-ptp", ADD_ENV, json.dumps(conf))
     assert json.loads(stdout)["code"] == 7  # containerInterface is missing
-    assert "cnivpc.plugins.ptp" in modules and "pydantic" in modules  # the plugin was loaded
+    assert "cnivpc.plugins.ptp" in modules  # the plugin was loaded, its config validated:
+    assert "pydantic_core._pydantic_core" in modules  # by the compiled model (cni.compiled),
+    assert "pydantic" not in tops(modules)  # without pydantic's Python layer
+    assert "pydantic_core.core_schema" not in modules  # nor pydantic_core's type hints
     assert "botocore" not in tops(modules)
     assert not [m for m in modules if m.startswith("cnivpc.aws")]

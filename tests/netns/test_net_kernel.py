@@ -106,9 +106,20 @@ def test_sysctl_iptables_and_arp_act_in_the_target_netns(ns_pair: tuple[str, str
     sh("ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1",
        netns=os.path.basename(a))
     sh("ip", "link", "set", "v0", "up", netns=os.path.basename(a))
+    sh("ip", "link", "set", "v1", "up", netns=os.path.basename(a))
     with netns.iproute(a) as ipa:
         v0 = links.get(ipa, "v0")
-    arp.announce("v0", v0.mac, [ipaddress.IPv4Address("192.0.2.7")], a)
+    # The frames must really leave (the sending socket is never bound): a packet socket on
+    # the peer end, bound before they are sent, receives both.
+    ips = [ipaddress.IPv4Address("192.0.2.7"), ipaddress.IPv4Address("192.0.2.8")]
+    capture = netns.run_in(a, lambda: socket.socket(
+        socket.AF_PACKET, socket.SOCK_RAW, socket.htons(arp.ETH_P_ARP)))
+    with capture:
+        netns.run_in(a, lambda: capture.bind(("v1", arp.ETH_P_ARP)))
+        capture.settimeout(10)
+        arp.announce("v0", v0.mac, ips, a)
+        seen = [capture.recv(2048) for _ in ips]
+    assert seen == [arp.frame(v0.mac, ip) for ip in ips]
 
 
 def test_missing_netns_is_never_created(require_root: None) -> None:

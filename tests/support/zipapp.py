@@ -108,6 +108,27 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
                 + ", ".join(f"{n} {o}" for o, n in counts.items()))
         terminalreporter.write_line(line)
 
+# ``python3 -sSE -c IMPORTS_PROBE <symlink>`` runs the archive exactly as exec would (shiv's
+# bootstrap reads it from argv[0], the symlink) and prints every imported module name
+# (``MODULES=[...]``) and where cnivpc came from (``CNIVPC=...``) on stderr when the process
+# ends: at its ``os._exit`` (a plugin process ends that way, skipping the interpreter's
+# teardown) or at a normal exit (the CLI). A detached child's stderr is /dev/null.
+IMPORTS_PROBE = """
+import atexit, json, os, runpy, sys
+_exit = os._exit
+def report():
+    if "cnivpc" in sys.modules:
+        print("CNIVPC=" + sys.modules["cnivpc"].__file__, file=sys.stderr)
+    print("MODULES=" + json.dumps(sorted(sys.modules)), file=sys.stderr, flush=True)
+def exit_now(code):
+    report()
+    _exit(code)
+os._exit = exit_now
+atexit.register(report)
+sys.argv = [sys.argv[1]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
 
 @dataclass(frozen=True)
 class Source:

@@ -81,10 +81,13 @@ def test_pyroute2_lazy_import_keeps_the_full_package_usable() -> None:
         "from cnivpc.net import netns, links\n"
         "with netns.iproute() as ipr: links.get(ipr, 'lo')\n"
         "assert 'pyroute2.ndb' not in sys.modules, 'the heavy __init__ ran'\n"
+        "assert 'multiprocessing' not in sys.modules, 'the real pyroute2.config ran'\n"
         "from pyroute2 import IPRoute, NDB\n"
-        "print(IPRoute.__name__, NDB.__name__)\n"
+        "with IPRoute() as ipr: ipr.get_links()\n"
+        "from pyroute2 import config\n"
+        "print(IPRoute.__name__, NDB.__name__, config.AF_BRIDGE, type(config.kernel).__name__)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=False)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["IPRoute", "NDB"]
+    assert done.stdout.split() == ["IPRoute", "NDB", "7", "list"]

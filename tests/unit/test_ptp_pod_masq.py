@@ -41,7 +41,7 @@ def test_modern_iptables_gets_random_fully_and_no_version_exec(fake: tuple[Path,
     rule = change_pod_masq(Iptables(), "eth0", True)
     assert rule is not None and "--random-fully" in rule
     calls = log.read_text().splitlines()
-    assert len(calls) == 2 and " -C " in calls[0] and " -A " in calls[1]
+    assert len(calls) == 1 and " -A " in calls[0]  # appended unchecked: one exec
     assert not any("--version" in c for c in calls)
     assert change_pod_masq(Iptables(), "eth0", False) is None  # -D: not there (exit 1)
 
@@ -58,5 +58,5 @@ def test_old_iptables_gets_the_rule_without_it(fake: tuple[Path, Path]) -> None:
 def test_other_failures_are_not_swallowed(fake: tuple[Path, Path]) -> None:
     script, log = fake
     install(script, log, 'echo "Permission denied (you must be root)" >&2; exit 4\n')
-    with pytest.raises(iptables.IptablesError, match="-C POSTROUTING failed"):
+    with pytest.raises(iptables.IptablesError, match="-A POSTROUTING failed"):
         change_pod_masq(Iptables(), "eth0", True)

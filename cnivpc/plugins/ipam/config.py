@@ -1,5 +1,9 @@
-"""The IPAM plugin's configuration (top-level keys of its conflist entry: it runs first in the
-chain, not as a nested ``ipam`` section). Every invalid value is a code-7 error naming the key.
+"""The IPAM plugin's configuration as its process uses it: ``IpamConf`` compiled from the
+pydantic model ``ipam.model`` (``cni.compiled``; the type checker sees the model), its defaults
+and the checks its fields run (named by the model, so they live here, without pydantic).
+
+Its keys are top-level keys of its conflist entry (it runs first in the chain, not as a nested
+``ipam`` section). Every invalid value is a code-7 error naming the key.
 
 Keys shared with the original (Lyft's cni-ipvlan-vpc-k8s), with our defaults:
 ``secGroupIds`` (default: the boot ENI's groups), ``subnetTags``, ``interfaceIndex`` (1: never
@@ -40,70 +44,51 @@ one more prefix is a single call on an ENI with a free slot. When EC2 cannot giv
 falls back: another tag-matching subnet for a new ENI, then secondary IPs, and says so in the log
 and in ``cnivpc status``.
 
-Imports pydantic (through ``cni.types``) and nothing of AWS or netlink.
+Dual-stack: ``ipv6`` (false) gives each attachment an IPv6 address too, out of a /80 prefix of
+the ENI its IPv4 is on (the VPC and its subnets need IPv6 CIDRs; Nitro types).
+
+Imports ``cnivpc.cni`` and the generated ``plugins.schemas``; never pydantic, AWS or netlink.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-
-from pydantic import Field, field_validator
-
-from ...cni.types import ConfigPath, NetConf
+from typing import TYPE_CHECKING
 
 DEFAULT_DATA_DIR = "/var/lib/cnivpc"
-SERVICE_LIST_RE = re.compile(r"^(pl-[0-9a-f]{1,32}|[a-z0-9][a-z0-9.-]{0,127})$")
 DEFAULT_LOCK_PATH = "/run/cnivpc/ipam.lock"
+SERVICE_LIST_RE = re.compile(r"^(pl-[0-9a-f]{1,32}|[a-z0-9][a-z0-9.-]{0,127})$")
 
 
-class IpamConf(NetConf):
-    sec_group_ids: list[str] | None = Field(default=None, alias="secGroupIds")
-    subnet_tags: dict[str, str] = Field(default_factory=dict)
-    interface_index: int = Field(default=1, ge=0, le=100)
-    skip_deallocation: bool = False
-    route_to_vpc_peers: bool = False
-    route_to_cidrs: list[str] = Field(default_factory=list)
-    reuse_ip_wait: float = Field(default=60.0, alias="reuseIPWait", ge=0)
-    ip_batch_size: int = Field(default=0, alias="ipBatchSize", ge=0, le=100)
-    warm_ip_target: int = Field(default=8, alias="warmIPTarget", ge=0, le=1000)
-    warm_eni_threshold: int = Field(default=-1, alias="warmENIThreshold", ge=-1, le=10000)
-    max_free_ips: int = Field(default=-1, alias="maxFreeIPs", ge=-1)
-    free_ip_max_age: float = Field(default=0.0, alias="freeIPMaxAge", ge=0)
-    data_dir: ConfigPath = DEFAULT_DATA_DIR
-    lock_path: ConfigPath = DEFAULT_LOCK_PATH
-    lock_timeout: float = Field(default=20.0, gt=0, le=110)
-    timeout: float = Field(default=60.0, gt=0, le=110)
-    reconcile_interval: float = Field(default=60.0, ge=0)
-    cluster_name: str = ""
-    mtu: int = Field(default=0, ge=0, le=9001)
-    ipv4_prefixes: bool = Field(default=False, alias="ipv4Prefixes")
-    ipv6: bool = False
-    route_service_prefix_lists: list[str] = Field(default_factory=list,
-                                                  alias="routeServicePrefixLists",
-                                                  max_length=16)
-    warm_prefix_target: int = Field(default=0, alias="warmPrefixTarget", ge=0, le=100)
+def route_cidrs(values: list[str]) -> list[str]:
+    # The network address is what a route needs (10.1.2.3/16 -> 10.1.0.0/16).
+    return [str(ipaddress.ip_network(v, strict=False)) for v in values]
 
-    @field_validator("route_to_cidrs")
-    @classmethod
-    def _cidrs(cls, values: list[str]) -> list[str]:
-        # The network address is what a route needs (10.1.2.3/16 -> 10.1.0.0/16).
-        return [str(ipaddress.ip_network(v, strict=False)) for v in values]
 
-    @field_validator("route_service_prefix_lists")
-    @classmethod
-    def _prefix_lists(cls, values: list[str]) -> list[str]:
-        # "s3" (com.amazonaws.<region>.s3), a full prefix list name, or a pl- id.
-        for v in values:
-            if not SERVICE_LIST_RE.match(v):
-                raise ValueError(f"{v!r} is not a service (s3, dynamodb), a prefix list name "
-                                 "(com.amazonaws.<region>.<service>) or id (pl-...)")
-        return values
+def service_prefix_lists(values: list[str]) -> list[str]:
+    # "s3" (com.amazonaws.<region>.s3), a full prefix list name, or a pl- id.
+    for v in values:
+        if not SERVICE_LIST_RE.match(v):
+            raise ValueError(f"{v!r} is not a service (s3, dynamodb), a prefix list name "
+                             "(com.amazonaws.<region>.<service>) or id (pl-...)")
+    return values
 
-    @field_validator("sec_group_ids")
-    @classmethod
-    def _groups(cls, values: list[str] | None) -> list[str] | None:
-        for v in values or []:
-            if not v.startswith("sg-"):
-                raise ValueError(f"{v!r} is not a security group id (sg-...)")
-        return values
+
+def security_groups(values: list[str] | None) -> list[str] | None:
+    for v in values or []:
+        if not v.startswith("sg-"):
+            raise ValueError(f"{v!r} is not a security group id (sg-...)")
+    return values
+
+
+if TYPE_CHECKING:
+    from .model import IpamConf
+else:
+    from ...cni.compiled import model
+    from ..schemas import MODELS
+
+    IpamConf = model(MODELS, "cnivpc.plugins.ipam.model:IpamConf")
+
+__all__ = ["DEFAULT_DATA_DIR", "DEFAULT_LOCK_PATH", "IpamConf", "route_cidrs",
+           "security_groups", "service_prefix_lists"]

@@ -22,8 +22,8 @@ from ...aws.errors import MetadataUnavailable
 from ...aws.metadata import Metadata
 from ...cni.args import PodRef
 from ...cni.errors import CniError, InvalidConfig, PluginNotAvailable
+from ...cni.models import Result
 from ...cni.plugin import Plugin, Request
-from ...cni.types import Result
 from . import result as results
 from .allocator import Allocator
 from .config import IpamConf

@@ -3,14 +3,14 @@ master), the IP with its subnet's prefix length, the subnet gateway (network + 1
 router), a route via it for every VPC CIDR (secondary ones too), peered VPC CIDRs and
 ``routeToCidrs``, and the VPC resolver (primary CIDR base + 2) as DNS.
 
-Pure: no I/O. Imports pydantic models from ``cni.types``.
+Pure: no I/O. Imports the wire models (``cni.models``, compiled: no pydantic).
 """
 
 from __future__ import annotations
 
 import ipaddress
 
-from ...cni.types import DNS, Interface, IPConfig, Result, Route
+from ...cni.models import DNS, Interface, IPConfig, Result, Route
 from .store import Allocation, EniRecord
 
 

@@ -26,15 +26,15 @@ from typing import Any
 
 from ...cni import logs
 from ...cni.errors import InvalidConfig
+from ...cni.models import Interface, Result
 from ...cni.plugin import Request
-from ...cni.types import Interface, Result
 from ...net import arp, iptables, links, netns, routes, sysctl
 from ...net.errors import ArpError, LinkExists, LinkNotFound, NetError
 from ...net.iptables import Iptables
 from . import attachment, lock, naming
 from .attachment import Attachment, IPAddress, pod_ips, require_prev, table_routes
 from .cleanup import change_pod_masq, drop_policy, teardown_masq
-from .config import PtpConf
+from .config import PtpConf, refuse_ifname
 
 log = logs.get("ptp")
 VETH_MAX_MTU = 65535
@@ -46,7 +46,7 @@ class TableRangeFull(NetError):
 
 def add(req: Request[PtpConf]) -> Result:
     conf, cmd = req.conf, req.cmd
-    conf.refuse_ifname(cmd.ifname)
+    refuse_ifname(conf, cmd.ifname)
     prev = require_prev(req.prev_result)
     ips = pod_ips(prev, cmd.ifname)
     att = Attachment(conf.name, cmd.container_id, cmd.ifname)
@@ -171,34 +171,51 @@ def _setup_policy(undo: ExitStack, host: Any, conf: PtpConf, att: Attachment, oi
 
 def _setup_host_iptables(undo: ExitStack, conf: PtpConf, att: Attachment,
                          ips: list[IPAddress], families: list[int]) -> None:
-    """The host's rules, one iptables-restore per family (see net.iptables for why): with
-    ipMasq, the pod's nat chain (ACCEPT to itself, MASQUERADE the rest) and the POSTROUTING
-    jumps to it, rebuilt from scratch so a leftover of an interrupted ADD is replaced rather
-    than doubled; and the node-wide NodePort marks when missing (usually only the node's
-    first pod adds them)."""
+    """The host's rules: with ipMasq, the pod's nat chain (ACCEPT to itself, MASQUERADE the
+    rest) and the POSTROUTING jumps to it; and the node-wide NodePort marks when missing
+    (usually only the node's first pod adds them).
+
+    One exec per family on every pod but a node's first (see net.iptables for why execs
+    count): an iptables-restore that declares the chain (created, or flushed when an
+    interrupted ADD left it), fills it, appends the jumps, and checks (``-C``) that the
+    NodePort marks are there, nat committed before mangle is checked. When a mark is missing
+    (the node's first pod, or someone flushed mangle), the careful way follows: one listing of
+    nat (leftover jumps to the chain are replaced rather than doubled, the chain rebuilt from
+    scratch: this also replaces what the attempt committed), one of mangle (which marks are
+    missing), one restore."""
     if conf.ip_masq:
         sysctl.enable_forwarding(4 in families, 6 in families)
     for family in families:
         ipt = Iptables(ipv6=family == 6)
-        nat: list[list[str]] = []
         if conf.ip_masq:
             _on_failure(undo, teardown_masq, ipt, att.chain)
+        masq = _masq_commands(att, ips, family) if conf.ip_masq else []
+        marks = naming.nodeport_rules(conf.host_interface, conf.node_ports, conf.node_port_mark)
+        if ipt.attempt({"nat": [[iptables.DECLARE, att.chain], *masq] if masq else [],
+                        "mangle": [["-C", "PREROUTING", *rule] for rule in marks]}):
+            continue
+        nat: list[list[str]] = []
+        if conf.ip_masq:
             chains, rules = ipt.listing("nat", containing=att.chain)
             nat.append(["-F" if att.chain in chains else "-N", att.chain])
             nat += [["-D", c, *r] for c, r in rules if iptables.jump_target(r) == att.chain]
-            for ip in (ip for ip in ips if ip.version == family):
-                nat += [["-A", att.chain, *rule]
-                        for rule in naming.masq_chain_rules(ip, att.comment)]
-                nat.append(["-A", "POSTROUTING",
-                            *naming.masq_jump_rule(ip, att.chain, att.comment)])
+            nat += masq
         # Our NodePort rules carry their comment: with none listed, none is there; a listed one
         # that covers() does not recognise is confirmed with -C before appending another.
         _, listed = ipt.listing("mangle", containing=naming.NODEPORT_COMMENT)
-        mangle = [["-A", "PREROUTING", *rule] for rule in naming.nodeport_rules(
-            conf.host_interface, conf.node_ports, conf.node_port_mark)
-            if not any(c == "PREROUTING" and iptables.covers(r, rule) for c, r in listed)
-            and not (listed and ipt.exists("mangle", "PREROUTING", rule))]
+        mangle = [["-A", "PREROUTING", *rule] for rule in marks
+                  if not any(c == "PREROUTING" and iptables.covers(r, rule) for c, r in listed)
+                  and not (listed and ipt.exists("mangle", "PREROUTING", rule))]
         ipt.apply({"nat": nat, "mangle": mangle})
+
+
+def _masq_commands(att: Attachment, ips: list[IPAddress], family: int) -> list[list[str]]:
+    """The pod's chain rules and the POSTROUTING jumps to it, for the IPs of ``family``."""
+    commands: list[list[str]] = []
+    for ip in (ip for ip in ips if ip.version == family):
+        commands += [["-A", att.chain, *rule] for rule in naming.masq_chain_rules(ip, att.comment)]
+        commands.append(["-A", "POSTROUTING", *naming.masq_jump_rule(ip, att.chain, att.comment)])
+    return commands
 
 
 def _setup_nodeport_routing(host: Any, conf: PtpConf, families: list[int]) -> None:

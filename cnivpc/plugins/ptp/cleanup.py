@@ -100,11 +100,16 @@ def change_pod_masq(ipt: Iptables, ifname: str, add: bool) -> list[str] | None:
     """Append (``add``) or delete the pod-side MASQUERADE rule; the rule if that changed
     anything. ``--random-fully`` is tried first instead of asking ``iptables --version`` (one
     exec less per ADD and DEL): an iptables older than 1.6.2 rejects the option (exit 2,
-    naming it), and the rule is retried without it."""
+    naming it), and the rule is retried without it.
+
+    ADD appends without checking first (one exec, not two): the pod's netns is new, a failed
+    ADD removes the rule it added, and the spec never sends a second ADD for an attachment
+    without a DEL; even then the copy would be the same MASQUERADE, never matched, gone with
+    the netns."""
     for random_fully in (True, False):
         rule = naming.pod_masq_rule(ifname, random_fully)
         try:
-            changed = (ipt.append_unique if add else ipt.delete)("nat", "POSTROUTING", rule)
+            changed = (ipt.append if add else ipt.delete)("nat", "POSTROUTING", rule)
         except IptablesError as exc:
             if random_fully and "random-fully" in exc.details:
                 continue

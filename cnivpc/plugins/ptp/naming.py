@@ -16,10 +16,11 @@ host interface and rule ``fwmark <mark> lookup main priority 512``.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 from collections.abc import Iterator
+
+from ..digest import sha256_hex, sha512_hex
 
 HOST_VETH_PREFIX = "cnp"
 ALIAS_PREFIX = "cnivpc-ptp"
@@ -44,7 +45,7 @@ _COMMENT_RE = re.compile(r'^name: "([^"]*)" id: "([^"]*)"$')
 
 def host_veth_name(container_id: str, ifname: str) -> str:
     """Stable host-side veth name of one attachment (15 chars, the kernel's IFNAMSIZ-1)."""
-    digest = hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()
+    digest = sha256_hex(f"{container_id}/{ifname}".encode())
     return HOST_VETH_PREFIX + digest[:12]
 
 
@@ -69,7 +70,7 @@ def parse_alias(alias: str) -> tuple[str, str, str] | None:
 
 def masq_chain(network: str, container_id: str) -> str:
     """The reference plugins' per-container nat chain name (``utils.FormatChainName``)."""
-    return "CNI-" + hashlib.sha512((network + container_id).encode()).hexdigest()[:24]
+    return "CNI-" + sha512_hex((network + container_id).encode())[:24]
 
 
 def masq_comment(network: str, container_id: str) -> str:
@@ -123,7 +124,7 @@ def table_candidates(start: int, key: str, span: int = TABLE_SPAN) -> Iterator[i
     """Every table ID in [start, start + span) once, beginning at a point fixed by ``key``
     and going up (wrapping), reserved IDs skipped. Deterministic: the same attachment probes
     the same sequence, and different attachments usually start far apart."""
-    offset = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % span
+    offset = int(sha256_hex(key.encode())[:8], 16) % span
     for i in range(span):
         table = start + (offset + i) % span
         if table not in RESERVED_TABLES:

@@ -74,3 +74,32 @@ def test_dual_stack_lifecycle(topo6: Topo) -> None:
     assert not [line for line in iptables_rules(topo.node, "nat", v6=True) if "CNI-" in line]
     assert not [line for line in iptables_rules(topo.pod, "nat", v6=True) if "MASQ" in line]
     ok(cni(topo, "DEL", conf))
+
+
+def test_ipv6_over_the_ipvlan_leg_keeps_only_the_node_path_on_the_veth(topo6: Topo) -> None:
+    """Dual-stack pods whose IPv6 leaves by the ipvlan slave (the IPAM's ``::/0`` in
+    prevResult, installed there by cnivpc-ipvlan): the veth carries the pod<->node IPv6 path
+    and IPv4 as before, but no IPv6 default via the node and no IPv6 masquerading (the pod's
+    own public address goes out over its ENI; the VPC's egress-only gateway guards it)."""
+    topo = topo6
+    prev = dual_prev()
+    prev["routes"].append({"dst": "::/0", "gw": "fe80::1"})
+    conf = config("1.1.0", prev, ipMasq=True)
+    result = ok(cni(topo, "ADD", conf))
+    assert result is not None
+    pod6 = {(r["dst"], r.get("gateway"), r["dev"])
+            for r in ip_json(topo.pod, "-6", "route", "show")}
+    assert (NODE_IP6, "fe80::1", "eth1") in pod6  # the node, over the veth
+    assert not [r for r in pod6 if r[0] == "default"]  # the ipvlan leg's, not ours
+    pod4 = {(r["dst"], r.get("gateway")) for r in ip_json(topo.pod, "route", "show")}
+    assert ("default", NODE_IP) in pod4  # IPv4 egress still through the node (SNAT)
+    assert not [line for line in iptables_rules(topo.node, "nat", v6=True) if "CNI-" in line]
+    assert not [line for line in iptables_rules(topo.pod, "nat", v6=True) if "MASQ" in line]
+    assert any(f"-s {POD_IP}/32" in line for line in iptables_rules(topo.node, "nat"))
+    sh("ping", "-6", "-c1", "-W2", NODE_IP6, netns=topo.pod)
+    sh("ping", "-6", "-c1", "-W2", POD_IP6, netns=topo.node)
+    conf["prevResult"] = result
+    ok(cni(topo, "CHECK", conf))
+    ok(cni(topo, "DEL", conf))
+    assert not [r for r in ip_json(topo.node, "-6", "rule", "show") if r.get("iif")]
+    ok(cni(topo, "DEL", conf))

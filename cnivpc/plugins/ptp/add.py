@@ -51,12 +51,15 @@ def add(req: Request[PtpConf]) -> Result:
     ips = pod_ips(prev, cmd.ifname)
     att = Attachment(conf.name, cmd.container_id, cmd.ifname)
     families: list[int] = sorted({ip.version for ip in ips})
+    direct = attachment.direct_families(prev)
+    masq_families = [f for f in families if f not in direct]
     with lock.host_lock(), netns.iproute() as host, netns.open_fd(cmd.netns) as pod_fd, \
             netns.iproute(cmd.netns) as pod, ExitStack() as undo:
         host_if = _host_interface(host, conf.host_interface)
         host_addrs = [a.ip for a in links.addresses(host, host_if.index)]
         pod_routes = attachment.pod_routes(
-            host_addrs, _gateway4(conf.host_interface, host_addrs, families), set(families))
+            host_addrs, _gateway4(conf.host_interface, host_addrs, families), set(families),
+            direct)
         # A veth takes at most 65535 (ETH_MAX_MTU); only loopback-like links have more.
         mtu = conf.mtu or min(host_if.mtu, VETH_MAX_MTU)
 
@@ -80,15 +83,16 @@ def add(req: Request[PtpConf]) -> Result:
         links.set_up(pod, cont_veth.index)
 
         _add_routes(pod, cont_veth.index, pod_routes)
-        if conf.ip_masq:
-            _setup_pod_masq(undo, cmd.netns, cmd.ifname, families)
+        if conf.ip_masq and masq_families:
+            _setup_pod_masq(undo, cmd.netns, cmd.ifname, masq_families)
         _announce(cont_veth, ips, cmd.netns)
 
         _add_routes(host, host_veth.index, attachment.host_routes(ips))
         _setup_policy(undo, host, conf, att, host_veth.index, table_routes(prev, ips))
         _announce(host_veth, host_addrs, None)
 
-        _setup_host_iptables(undo, conf, att, ips, families)
+        _setup_host_iptables(undo, conf, att,
+                             [ip for ip in ips if ip.version not in direct], families)
         _setup_nodeport_routing(host, conf, families)
 
         result = prev.model_copy(deep=True)
@@ -187,15 +191,17 @@ def _setup_host_iptables(undo: ExitStack, conf: PtpConf, att: Attachment,
         sysctl.enable_forwarding(4 in families, 6 in families)
     for family in families:
         ipt = Iptables(ipv6=family == 6)
-        if conf.ip_masq:
+        # No chain for a family none of ``ips`` is in (dual-stack IPv6 over the ipvlan leg).
+        masq_here = conf.ip_masq and any(ip.version == family for ip in ips)
+        if masq_here:
             _on_failure(undo, teardown_masq, ipt, att.chain)
-        masq = _masq_commands(att, ips, family) if conf.ip_masq else []
+        masq = _masq_commands(att, ips, family) if masq_here else []
         marks = naming.nodeport_rules(conf.host_interface, conf.node_ports, conf.node_port_mark)
         if ipt.attempt({"nat": [[iptables.DECLARE, att.chain], *masq] if masq else [],
                         "mangle": [["-C", "PREROUTING", *rule] for rule in marks]}):
             continue
         nat: list[list[str]] = []
-        if conf.ip_masq:
+        if masq_here:
             chains, rules = ipt.listing("nat", containing=att.chain)
             nat.append(["-F" if att.chain in chains else "-N", att.chain])
             nat += [["-D", c, *r] for c, r in rules if iptables.jump_target(r) == att.chain]

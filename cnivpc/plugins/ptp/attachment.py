@@ -86,20 +86,33 @@ def table_routes(prev: Result, ips: list[IPAddress]) -> list[tuple[IPNetwork, IP
     return out
 
 
+def direct_families(prev: Result) -> set[int]:
+    """Families whose default route comes with prevResult: the pod's traffic of that family
+    leaves by its main interface (the ipvlan slave: dual-stack IPv6 over the ENI with the pod's
+    own, public address), so the veth carries only the pod<->node path for it: no default via
+    the node, no masquerading."""
+    return {net.version for net in (ipaddress.ip_network(r.dst, strict=False)
+                                     for r in prev.routes) if net.prefixlen == 0}
+
+
 def pod_routes(host_addrs: list[IPAddress], gateway4: IPAddress | None,
-               families: set[int]) -> list[RouteSpec]:
+               families: set[int], direct: set[int] | frozenset[int] = frozenset()
+               ) -> list[RouteSpec]:
     """Routes on the pod's veth: every host address as an on-link /32 and the default via
     ``gateway4`` (the host's primary IPv4); for IPv6, the host's global addresses and the
-    default via the host veth's link-local (the host's own link-locals belong to its link)."""
+    default via the host veth's link-local (the host's own link-locals belong to its link).
+    No default for a family in ``direct`` (see ``direct_families``)."""
     out: list[RouteSpec] = []
     if 4 in families and gateway4 is not None:
         out += [(ipaddress.ip_network(a), None) for a in host_addrs if a.version == 4]
-        out.append((DEFAULT[4], gateway4))
+        if 4 not in direct:
+            out.append((DEFAULT[4], gateway4))
     if 6 in families:
         hop = naming.HOST_LINK_LOCAL.ip
         out += [(ipaddress.ip_network(a), hop) for a in host_addrs
                 if a.version == 6 and not a.is_link_local]
-        out.append((DEFAULT[6], hop))
+        if 6 not in direct:
+            out.append((DEFAULT[6], hop))
     return out
 
 

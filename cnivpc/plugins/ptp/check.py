@@ -52,13 +52,14 @@ def check(req: Request[PtpConf]) -> None:
         if host_if and cont:
             addrs = [a.ip for a in links.addresses(host, host_if.index)]
             gateway4 = next((a for a in addrs if a.version == 4), None)
-            problems += _routes(pod, cont, attachment.pod_routes(addrs, gateway4, families),
-                                "pod")
+            problems += _routes(pod, cont, attachment.pod_routes(
+                addrs, gateway4, families, attachment.direct_families(prev)), "pod")
         if host_veth:
             problems += _routes(host, host_veth, attachment.host_routes(ips), "host")
             problems += _policy(host, host_veth, table_routes(prev, ips))
     if conf.ip_masq:
-        problems += _masq(att, ips)
+        direct = attachment.direct_families(prev)
+        problems += _masq(att, [ip for ip in ips if ip.version not in direct])
     problems += _nodeports(conf, families)
     if problems:
         raise CheckFailed(f"CHECK failed: {problems[0]}", "; ".join(problems))

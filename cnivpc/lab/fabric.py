@@ -20,9 +20,11 @@ Owns every kernel object the lab creates, all of them inside network namespaces 
   through an *egress-only* gateway: ip6tables conntrack on ``igw0`` lets in only replies, so
   the internet cannot open a connection to anything in the VPC (the DROP rule's counter is
   :meth:`Fabric.egress_only_drops`). Addresses are delivered to the ENI holding them as for
-  IPv4 (``set_addresses``; an /80 prefix is a route via the ENI's EUI-64 link-local address,
-  which has a permanent neighbour entry with the ENI's MAC). The subnet /64 is not on-link
-  for nodes (no proxy NDP): give ENI addresses as /128 and route via ``fe80::1`` [inf].
+  IPv4 (``set_addresses``: a /128 or /80 route via the ENI's EUI-64 link-local address, which
+  has a permanent neighbour entry with the ENI's MAC), and only those: the router holds no
+  on-link /64, so an address EC2 did not assign gets nothing. The subnet /64 is not on-link
+  for nodes either (no proxy NDP): give ENI addresses as /128 and route via ``fe80::1``
+  [inf].
 * ``cnl-<id>-vpce``: the gateway endpoint for AWS services (``add_gateway_endpoint``): it holds
   every address of the CIDRs given (the S3/DynamoDB prefix lists), and the router sends those
   CIDRs there from any VPC source (policy table 101 at pref 900, before the public table), as a
@@ -48,8 +50,9 @@ the lab keeps its control socket (``<id>.sock``) and nodes' boot ids (``<id>/``)
 ``cleanup_stale`` removes namespaces and those files whose owner is gone (a SIGKILLed lab),
 ``cleanup_all`` also stops live owners (``python -m cnivpc.lab down``).
 
-Uses the ``ip`` command (iproute2) and ``setns(2)`` through ctypes; nothing else. Must not import
-moto, botocore, or cnivpc plugin code (the UML tests build a fabric without any EC2).
+Uses the ``ip`` command (iproute2), ``ip6tables`` (the egress-only gateway) and ``setns(2)``
+through ctypes; nothing else. Must not import moto, botocore, or cnivpc plugin code (the UML
+tests build a fabric without any EC2).
 """
 
 from __future__ import annotations
@@ -448,8 +451,12 @@ class Fabric:
                 return self.subnets[cidr]
             net = ipaddress.ip_network(cidr)
             gw = str(net.network_address + 1)
-            extra = ["nodad"] if net.version == 6 else []
-            ip("addr", "add", f"{gw}/{net.prefixlen}", "dev", "br0", *extra, ns=self.vpc_ns)
+            if net.version == 6:
+                # a /128: no connected /64, so the router has no neighbour discovery to fall back
+                # on and delivers only what EC2 assigned (set_addresses), as AWS does
+                ip("addr", "add", f"{gw}/128", "dev", "br0", "nodad", ns=self.vpc_ns)
+            else:
+                ip("addr", "add", f"{gw}/{net.prefixlen}", "dev", "br0", ns=self.vpc_ns)
             self.subnets[cidr] = gw
             return gw
 
@@ -617,9 +624,10 @@ class Fabric:
         IPs not in the map fall back to ordinary ARP (the fabric-only tests use that). Only the
         difference to the previous call is applied.
 
-        IPv6 keys (addresses and /80 prefixes) go the same way: a permanent neighbour entry for
-        an address; for a prefix, a route via the ENI's EUI-64 link-local address, itself a
-        permanent neighbour entry with the ENI's MAC (no per-address entries for 2^48 of them).
+        IPv6 keys (addresses and /80 prefixes) are routes (/128, /80) via the ENI's EUI-64
+        link-local address, itself a permanent neighbour entry with the ENI's MAC (no
+        per-address entries for the 2^48 addresses of a prefix). Unlike IPv4 there is no
+        fallback: an IPv6 address EC2 did not assign is not delivered at all.
         """
         v6 = {k: m for k, m in owners.items() if ":" in k}
         owners = {k: m for k, m in owners.items() if ":" not in k}
@@ -647,19 +655,13 @@ class Fabric:
         with self._lock:
             lines: list[str] = []
             for key in set(self._v6_owners) - set(wanted):
-                if "/" in key:
-                    lines.append(f"route del {key} dev br0")
-                else:
-                    lines.append(f"neigh del {key} dev br0")
+                lines.append(f"route del {key} dev br0")
             for key, mac in wanted.items():
                 if self._v6_owners.get(key) == mac:
                     continue
                 hop = eui64_link_local(mac)
                 lines.append(f"neigh replace {hop} lladdr {mac} dev br0 nud permanent")
-                if "/" in key:
-                    lines.append(f"route replace {key} via {hop} dev br0")
-                else:
-                    lines.append(f"neigh replace {key} lladdr {mac} dev br0 nud permanent")
+                lines.append(f"route replace {key} via {hop} dev br0")
             if lines:
                 ip_batch(lines, ns=self.vpc_ns, force=True)
             self._v6_owners = wanted

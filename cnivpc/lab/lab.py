@@ -62,6 +62,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from . import fabric as fab
 from .ec2 import AttachmentEvent, Ec2Lab, LabRequestHandler
 from .ec2.addressing import eni_ipv4s, eni_prefixes, set_eni_prefixes
+from .ec2.addressing6 import eni_ipv6_prefixes, eni_ipv6s, set_eni_ipv6_prefixes, set_eni_ipv6s
 from .ec2.rules6 import SERVICE_CIDRS
 from .ec2.topology import Topology
 from .ec2.topology import create as create_topology
@@ -356,27 +357,32 @@ class Lab:
         return {"eni": eni_id, "instance_id": instance_id}
 
     def unassign_ips(self, eni_id: str, ips: list[str] | None = None) -> dict[str, Any]:
-        """Unassign secondary private IPs and IPv4 prefixes (``10.0.16.32/28``) of an ENI in EC2
-        (all of both when ``ips`` is empty); the VPC stops delivering them and IMDS drops them
-        after its remove lag."""
+        """Unassign secondary private IPs, IPv4 prefixes (``10.0.16.32/28``), IPv6 addresses and
+        IPv6 /80 prefixes of an ENI in EC2 (all of them when ``ips`` is empty); the VPC stops
+        delivering them and IMDS drops them after its remove lag."""
         with self.ec2.lock:
             eni = self._eni(eni_id)
             secondaries = [a for a in eni_ipv4s(eni) if a != eni.private_ip_address]
             prefixes = eni_prefixes(eni)
-            wanted = list(ips) if ips else secondaries + prefixes
+            v6, v6_prefixes = eni_ipv6s(eni), eni_ipv6_prefixes(eni)
+            held = secondaries + prefixes + v6 + v6_prefixes
+            wanted = list(ips) if ips else held
             if eni.private_ip_address in wanted:
                 raise LabCommandError(f"{eni.private_ip_address} is {eni_id}'s primary IP",
                                       "only secondary IPs and prefixes can be unassigned")
-            missing = [a for a in wanted if a not in secondaries and a not in prefixes]
+            missing = [a for a in wanted if a not in held]
             if missing:
                 raise LabCommandError(f"not assigned to {eni_id}: {', '.join(missing)}",
                                       "its secondary IPs and prefixes: "
-                                      f"{', '.join(secondaries + prefixes) or 'none'}")
+                                      f"{', '.join(held) or 'none'}")
             addresses = [a for a in wanted if a in secondaries]
             if addresses:
                 self.ec2.backend.unassign_private_ip_addresses(eni_id, addresses)
             if any(p in prefixes for p in wanted):
                 set_eni_prefixes(eni, [p for p in prefixes if p not in wanted])
+            if any(a in v6 or a in v6_prefixes for a in wanted):
+                set_eni_ipv6s(eni, [a for a in v6 if a not in wanted])
+                set_eni_ipv6_prefixes(eni, [p for p in v6_prefixes if p not in wanted])
         self.sync_addresses()
         return {"eni": eni_id, "unassigned": wanted}
 

@@ -136,8 +136,8 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     detach = sub.add_parser("detach", parents=[common], help="detach an ENI behind cnivpc's back")
     detach.add_argument("eni")
     unassign = sub.add_parser("unassign", parents=[common],
-                              help="unassign secondary IPs and /28 prefixes (default: all) "
-                                   "behind cnivpc's back")
+                              help="unassign secondary IPs, /28 prefixes, IPv6 addresses and "
+                                   "/80 prefixes (default: all) behind cnivpc's back")
     unassign.add_argument("eni")
     unassign.add_argument("ips", nargs="*", metavar="IP|PREFIX")
     frag = sub.add_parser("fragment", parents=[common],

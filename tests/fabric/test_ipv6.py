@@ -97,6 +97,16 @@ def test_an_enis_ipv6_and_its_80_reach_that_eni_only(lab: Any, ec2_client: Any) 
                check=True)
     assert ping(a.netns, single) and ping(a.netns, first) and ping(a.netns, last)
     assert src  # a's own address was the source (a has no other global one)
+    # behind cnivpc's back (the control endpoint's `unassign`): gone from EC2 and the router
+    assert lab.unassign_ips(eni_id, [single, prefix]) == {"eni": eni_id,
+                                                          "unassigned": [single, prefix]}
+    left = ec2_client.describe_network_interfaces(NetworkInterfaceIds=[eni_id])[
+        "NetworkInterfaces"][0]
+    assert not left.get("Ipv6Addresses") and not left.get("Ipv6Prefixes")
+    routes = run_in(lab.fabric.vpc_ns, "ip", "-6", "route", check=True).stdout
+    assert prefix not in routes
+    # with the /80 route gone the router has nowhere to send the prefix's other addresses
+    assert not ping(a.netns, last, attempts=1)
 
 
 def test_egress_only_internet_sees_the_own_address_and_cannot_connect_in(

@@ -65,6 +65,8 @@ def usable(address: str, subnet_cidr: str) -> bool:
 def test_vpc_gets_a_56_and_each_subnet_a_64(ec2_client: Any, topo: topology.Topology) -> None:
     vpc = ec2_client.describe_vpcs(VpcIds=[topo.vpc_id])["Vpcs"][0]
     blocks = [a["Ipv6CidrBlock"] for a in vpc["Ipv6CidrBlockAssociationSet"]]
+    assert [a["Ipv6CidrBlockState"]["State"] for a in vpc["Ipv6CidrBlockAssociationSet"]] == [
+        "associated"]
     assert blocks == [topo.vpc_ipv6_cidr]
     vpc_net = ipaddress.IPv6Network(blocks[0])
     assert vpc_net.prefixlen == 56
@@ -72,6 +74,7 @@ def test_vpc_gets_a_56_and_each_subnet_a_64(ec2_client: Any, topo: topology.Topo
     seen = set()
     for subnet in subnets["Subnets"]:
         (assoc,) = subnet["Ipv6CidrBlockAssociationSet"]
+        assert assoc["Ipv6CidrBlockState"] == {"State": "associated"}
         net = ipaddress.IPv6Network(assoc["Ipv6CidrBlock"])
         assert net.prefixlen == 64 and net.subnet_of(vpc_net)
         assert topo.subnet_ipv6[subnet["SubnetId"]] == str(net)
@@ -224,6 +227,23 @@ def test_prefixes_on_nitro_only_and_one_mode_per_call(ec2_client: Any,
         ec2_client.attach_network_interface(NetworkInterfaceId=eni["NetworkInterfaceId"],
                                             InstanceId=node.instance_id, DeviceIndex=1)
     assert error(exc)[0] == "InvalidParameterValue"
+    # more IPv6 than the type's per-ENI budget (t3.small: 4) cannot be attached either
+    big = ec2_client.create_network_interface(SubnetId=topo.pod_subnet(), Ipv6AddressCount=5)[
+        "NetworkInterface"]
+    small = topo.run_instance("t3.small")
+    with pytest.raises(ClientError) as exc:
+        ec2_client.attach_network_interface(NetworkInterfaceId=big["NetworkInterfaceId"],
+                                            InstanceId=small.instance_id, DeviceIndex=1)
+    assert error(exc)[0] == "InvalidInterface.IpAddressLimitExceeded"
+
+
+def test_ipv6_at_launch_is_a_loud_lab_gap(ec2_client: Any, topo: topology.Topology) -> None:
+    with pytest.raises(ClientError) as exc:
+        ec2_client.run_instances(
+            ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="m5.large",
+            NetworkInterfaces=[{"DeviceIndex": 0, "SubnetId": topo.node_subnet(),
+                                "Ipv6AddressCount": 1}])
+    assert error(exc)[0] == "LabNotImplemented"
 
 
 def test_create_network_interface_with_ipv6(ec2_client: Any, topo: topology.Topology) -> None:

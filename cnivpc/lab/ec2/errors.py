@@ -318,6 +318,15 @@ def ipv6_limit_exceeded() -> Ec2Error:
     )
 
 
+def interface_ipv6_limit_exceeded(eni_id: str, instance_type: str) -> Ec2Error:
+    # the attach-time code of IPv4, for the IPv6 budget
+    return Ec2Error(
+        "InvalidInterface.IpAddressLimitExceeded",
+        f"Interface '{eni_id}' has more IPv6 addresses and prefixes than {instance_type} "
+        "allows per network interface.",
+    )
+
+
 def ipv6_not_supported(instance_type: str) -> Ec2Error:
     return Ec2Error(
         "InvalidParameterValue", f"IPv6 is not supported for the instance type '{instance_type}'."

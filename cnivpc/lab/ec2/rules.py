@@ -514,6 +514,11 @@ def run_instances(ctx: RuleContext) -> Plan:
     if any(k.startswith("NetworkInterface.") and ".Ipv4Prefix" in k for k in ctx.form.params):
         raise errors.lab_not_implemented("IPv4 prefixes in RunInstances' network interfaces "
                                          "(assign them with AssignPrivateIpAddresses)")
+    # moto's launch-time IPv6 picks are unchecked (duplicates, reserved addresses, no limit)
+    if any(k.startswith("Ipv6Address") or (k.startswith("NetworkInterface.") and ".Ipv6" in k)
+           for k in ctx.form.params):
+        raise errors.lab_not_implemented("IPv6 addresses or prefixes in RunInstances "
+                                         "(assign them with AssignIpv6Addresses)")
     return Plan()
 
 

@@ -246,7 +246,7 @@ def check_attach_ipv6(eni: Any, instance_type: str) -> None:
         return
     _check_type(instance_type, prefixes=bool(eni_ipv6_prefixes(eni)))
     if used > limits_for(instance_type).ipv6_per_eni:
-        raise errors.interface_ip_limit_exceeded(eni.id, instance_type)
+        raise errors.interface_ipv6_limit_exceeded(eni.id, instance_type)
 
 
 # -- AWS service prefix lists ----------------------------------------------------------------------

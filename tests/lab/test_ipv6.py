@@ -1,13 +1,14 @@
 """IPv6 and the AWS service prefix lists in the lab, over the wire (botocore -> HTTP -> lab).
 
-What is checked: the standard topology's VPC has an Amazon-provided /56 and every subnet a /64 of
-it (and ``ipv6=False`` keeps an IPv4-only VPC); AssignIpv6Addresses hands out free addresses of the
-ENI's /64 (never the reserved ones, never another ENI's) and /80 prefixes, answers with only the
-new ones, counts addresses and prefixes against the type's ``Ipv6AddressesPerInterface`` and
-takes prefixes on Nitro types only; UnassignIpv6Addresses is all or nothing; CreateNetworkInterface
-takes IPv6 too; IMDS lists ``ipv6s``/``ipv6-prefix`` with the same lag as IPv4 and the subnet and
-VPC IPv6 blocks; the S3 and DynamoDB prefix lists of the lab's region hold the lab's CIDRs in all
-three prefix-list calls.
+The ``endpoint`` tests also run against an unmodified moto server and assert its gap; the others
+are lab-only. What is checked: the standard topology's VPC has an Amazon-provided /56 and every
+subnet a /64 of it (and ``ipv6=False`` keeps an IPv4-only VPC); AssignIpv6Addresses hands out free
+addresses of the ENI's /64 (never the reserved ones, never another ENI's) and /80 prefixes,
+answers with only the new ones, counts addresses and prefixes against the type's
+``Ipv6AddressesPerInterface`` and takes prefixes on Nitro types only; UnassignIpv6Addresses is all
+or nothing; CreateNetworkInterface takes IPv6 too; IMDS lists ``ipv6s``/``ipv6-prefix`` with the
+same lag as IPv4 and the subnet and VPC IPv6 blocks; the S3 and DynamoDB prefix lists of the lab's
+region hold the lab's CIDRs in all three prefix-list calls.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from cnivpc.lab.ec2 import Ec2Lab, topology
 from cnivpc.lab.ec2.rules6 import SERVICE_CIDRS
 from cnivpc.lab.imds import ImdsServer, moto_source
 
-from .conftest import REGION
-from .test_strict import error
+from .conftest import REGION, Endpoint
+from .test_strict import attach, error, new_eni
 
 LIMIT = ("PrivateIpAddressLimitExceeded", "Number of IPv6 addresses will exceed limit.", 400)
 
@@ -341,3 +342,55 @@ def test_service_prefix_lists_hold_the_labs_cidrs(ec2_client: Any,
         with pytest.raises(ClientError) as exc:
             call()
         assert error(exc)[0] == "InvalidPrefixListID.NotFound"
+
+
+# -- moto's gaps, measured on an unmodified moto server beside the lab ---------------------------
+def _attached(ep: Endpoint) -> str:
+    node = ep.topo.run_instance("m5.large")
+    eni = new_eni(ep)["NetworkInterfaceId"]
+    attach(ep, eni, node.instance_id, 1)
+    return str(eni)
+
+
+def test_assign_answers_only_the_new_addresses_and_keeps_the_limit(endpoint: Endpoint) -> None:
+    eni = _attached(endpoint)
+    first = endpoint.client.assign_ipv6_addresses(NetworkInterfaceId=eni, Ipv6AddressCount=8)
+    second = endpoint.client.assign_ipv6_addresses(NetworkInterfaceId=eni, Ipv6AddressCount=2)
+    if not endpoint.lab:  # moto: every address of the ENI, and no per-ENI limit
+        assert len(second["AssignedIpv6Addresses"]) == 10
+        endpoint.client.assign_ipv6_addresses(NetworkInterfaceId=eni, Ipv6AddressCount=5)
+        assert len(v6_of(describe(endpoint.client, eni))) == 15  # m5.large allows 10
+        return
+    assert len(second["AssignedIpv6Addresses"]) == 2
+    assert not set(second["AssignedIpv6Addresses"]) & set(first["AssignedIpv6Addresses"])
+    with pytest.raises(ClientError) as exc:
+        endpoint.client.assign_ipv6_addresses(NetworkInterfaceId=eni, Ipv6AddressCount=1)
+    assert error(exc) == LIMIT
+
+
+def test_prefixes_and_duplicates(endpoint: Endpoint) -> None:
+    eni, other = _attached(endpoint), _attached(endpoint)
+    out = endpoint.client.assign_ipv6_addresses(NetworkInterfaceId=eni, Ipv6PrefixCount=1)
+    mine = endpoint.client.assign_ipv6_addresses(NetworkInterfaceId=eni, Ipv6AddressCount=1)[
+        "AssignedIpv6Addresses"][-1]
+    if not endpoint.lab:
+        # moto: the prefix request is accepted and nothing is assigned; the same address on
+        # a second ENI is accepted too
+        assert not out.get("AssignedIpv6Prefixes") and v6_prefixes_of(
+            describe(endpoint.client, eni)) == []
+        endpoint.client.assign_ipv6_addresses(NetworkInterfaceId=other, Ipv6Addresses=[mine])
+        assert mine in v6_of(describe(endpoint.client, other))
+        return
+    assert v6_prefixes_of(describe(endpoint.client, eni)) == out["AssignedIpv6Prefixes"]
+    with pytest.raises(ClientError) as exc:
+        endpoint.client.assign_ipv6_addresses(NetworkInterfaceId=other, Ipv6Addresses=[mine])
+    assert error(exc)[0] == "InvalidIPAddress.InUse"
+
+
+def test_describe_prefix_lists_carries_the_cidrs(endpoint: Endpoint) -> None:
+    lists = endpoint.client.describe_prefix_lists()["PrefixLists"]
+    s3 = next(p for p in lists if p["PrefixListName"] == f"com.amazonaws.{REGION}.s3")
+    if not endpoint.lab:  # moto: no Cidrs at all (and AWS's real-looking ones elsewhere)
+        assert not s3.get("Cidrs")
+        return
+    assert s3["Cidrs"] == list(SERVICE_CIDRS["s3"])

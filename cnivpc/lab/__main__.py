@@ -15,8 +15,9 @@ until SIGINT or SIGTERM and tears everything down (exit 0).
 namespace any lab left; with ``--lab-id`` only that lab. Prints one JSON line of what it removed.
 
 ``fault``, ``latency``, ``imds-lag``, ``detach``, ``unassign``, ``fragment``, ``reboot``,
-``terminate``, ``counts``, ``status``: commands to a running lab from another process, through
-its control endpoint (``control`` in the ``up`` line); see :mod:`cnivpc.lab.remote`.
+``terminate``, ``endpoint-route``, ``counts``, ``status``: commands to a running lab from another
+process, through its control endpoint (``control`` in the ``up`` line); see
+:mod:`cnivpc.lab.remote`.
 
 Owns only argument parsing and signal handling; the work is in :mod:`cnivpc.lab.lab` and
 :mod:`cnivpc.lab.fabric`. Must not be imported by plugin code.
@@ -35,7 +36,7 @@ from types import FrameType
 # The commands for a running lab (cnivpc.lab.remote.COMMANDS, kept here so that `up` and
 # `down` do not import the client, nor the client this module's lab imports).
 REMOTE_COMMANDS = frozenset({"fault", "latency", "imds-lag", "detach", "unassign", "fragment",
-                             "reboot", "terminate", "counts", "status"})
+                             "reboot", "terminate", "endpoint-route", "counts", "status"})
 
 
 def _up(args: argparse.Namespace) -> int:

@@ -225,6 +225,14 @@ def _terminate(lab: Lab, args: dict[str, Any]) -> dict[str, Any]:
     return {"instance_id": instance_id, **lab.terminate_node(instance_id)}
 
 
+@command("endpoint-route")
+def _endpoint_route(lab: Lab, args: dict[str, Any]) -> dict[str, Any]:
+    # the VPC route table with (true) or without (false) the S3/DynamoDB gateway endpoint
+    routed = bool(args.get("routed"))
+    lab.fabric.set_endpoint_route(routed)
+    return {"routed": routed, "cidrs": {k: list(v) for k, v in lab.fabric.endpoint_cidrs.items()}}
+
+
 # -- reading -----------------------------------------------------------------------------------
 @command("counts")
 def _counts(lab: Lab, args: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,25 @@ Owns every kernel object the lab creates, all of them inside network namespaces 
   which on AWS has a public IP / NAT mapping) are routed to it (policy routing, table 100), so
   traffic from a pod's secondary IP only reaches the internet after the node SNATs it to its
   primary IP, exactly the property cnivpc's SNAT rules exist for.
+* IPv6 (always on; unused by IPv4-only labs): the router answers at ``fe80::1`` on br0 and at
+  base + 1 of every subnet /64 (``add_subnet`` with an IPv6 CIDR); each node's ``eth0`` gets
+  ``default via fe80::1`` (AWS's RA gives nodes the same). The VPC's IPv6 is public on AWS, so
+  every VPC IPv6 source reaches the internet host (``2001:db8:ffff::10``) with its own address,
+  through an *egress-only* gateway: ip6tables conntrack on ``igw0`` lets in only replies, so
+  the internet cannot open a connection to anything in the VPC (the DROP rule's counter is
+  :meth:`Fabric.egress_only_drops`). Addresses are delivered to the ENI holding them as for
+  IPv4 (``set_addresses``: a /128 or /80 route via the ENI's EUI-64 link-local address, which
+  has a permanent neighbour entry with the ENI's MAC), and only those: the router holds no
+  on-link /64, so an address EC2 did not assign gets nothing. The subnet /64 is not on-link
+  for nodes either (no proxy NDP): give ENI addresses as /128 and route via ``fe80::1``
+  [inf].
+* ``cnl-<id>-vpce``: the gateway endpoint for AWS services (``add_gateway_endpoint``): it holds
+  every address of the CIDRs given (the S3/DynamoDB prefix lists), and the router sends those
+  CIDRs there from any VPC source (policy table 101 at pref 900, before the public table), as a
+  VPC route table with a gateway endpoint does. ``set_endpoint_route(False)`` takes that route
+  away: the CIDRs are then reached over the internet (public sources only), where the internet
+  host holds them too. A whoami probe tagged ``vpce`` / ``internet`` tells which one answered
+  and which source it saw.
 * ``cnl-<id>-<node>``: one per simulated instance. ``eth0`` is the primary ENI (its MAC, primary
   IP and subnet prefix from EC2, default route via the subnet's ``.1``). Hot-plugged ENIs are veth
   ends carrying the ENI's MAC, created straight inside the node netns, the other end a port of
@@ -31,8 +50,9 @@ the lab keeps its control socket (``<id>.sock``) and nodes' boot ids (``<id>/``)
 ``cleanup_stale`` removes namespaces and those files whose owner is gone (a SIGKILLed lab),
 ``cleanup_all`` also stops live owners (``python -m cnivpc.lab down``).
 
-Uses the ``ip`` command (iproute2) and ``setns(2)`` through ctypes; nothing else. Must not import
-moto, botocore, or cnivpc plugin code (the UML tests build a fabric without any EC2).
+Uses the ``ip`` command (iproute2), ``ip6tables`` (the egress-only gateway) and ``setns(2)``
+through ctypes; nothing else. Must not import moto, botocore, or cnivpc plugin code (the UML
+tests build a fabric without any EC2).
 """
 
 from __future__ import annotations
@@ -63,6 +83,18 @@ INET_NET = "198.51.100.0/24"
 PUBLIC_TABLE = 100
 ROUTER_MAC = "02:00:5e:00:00:01"
 IMDS_ADDR = "169.254.169.254"
+# IPv6. The VPC router answers at fe80::1 on every link [inf: AWS's router answers at a
+# link-local address and at the subnet /64's first address (base + 1), like IPv4's base + 1].
+ROUTER_LL6 = "fe80::1"
+INET6_ADDR = "2001:db8:ffff::10"  # the internet host over IPv6 (2001:db8::/32, documentation)
+INET6_GW = "2001:db8:ffff::1"
+INET6_NET = "2001:db8:ffff::/64"
+# The gateway endpoint (S3, DynamoDB): a host behind the VPC router holding the AWS service
+# CIDRs it is given (add_gateway_endpoint); its link to the router is a /30 of TEST-NET-1.
+VPCE_GW = "192.0.2.253"
+VPCE_ADDR = "192.0.2.254"
+VPCE_LINK = "192.0.2.252/30"
+ENDPOINT_TABLE = 101
 CLONE_NEWNET = 0x40000000
 
 T = TypeVar("T")
@@ -294,6 +326,10 @@ class Fabric:
         self.lab_id = lab_id or secrets.token_hex(2)
         self.vpc_ns = f"{PREFIX}{self.lab_id}-vpc"
         self.inet_ns = f"{PREFIX}{self.lab_id}-inet"
+        self.vpce_ns = f"{PREFIX}{self.lab_id}-vpce"
+        self.endpoint_cidrs: dict[str, tuple[str, ...]] = {}  # add_gateway_endpoint()
+        self._endpoint_routed = False
+        self._v6_owners: dict[str, str] = {}  # set_addresses(): IPv6 address/prefix -> mac
         self.subnets: dict[str, str] = {}  # cidr -> gateway
         self.nodes: dict[str, Node] = {}
         self.extra: list[str] = []  # add_netns()
@@ -326,6 +362,10 @@ class Fabric:
                     # the public table, i.e. only from registered public sources.
                     f"addr add {INET_GW}/32 dev igw0",
                     f"route add {INET_NET} dev igw0 src {INET_GW} table {PUBLIC_TABLE}",
+                    # IPv6: the router's link-local on the VPC fabric, the internet over igw0
+                    # (VPC IPv6 is public: the main table, no source restriction)
+                    f"addr add {ROUTER_LL6}/64 dev br0 nodad",
+                    f"addr add {INET6_GW}/64 dev igw0 nodad",
                 ],
                 ns=self.vpc_ns,
             )
@@ -335,9 +375,21 @@ class Fabric:
                     f"addr add {INET_ADDR}/24 dev eth0",
                     "link set eth0 up",
                     f"route add default via {INET_GW}",
+                    f"addr add {INET6_ADDR}/64 dev eth0 nodad",
+                    f"route add default via {INET6_GW}",
                 ],
                 ns=self.inet_ns,
             )
+            # The egress-only internet gateway: stateful, outbound-initiated only. A packet
+            # from the internet is forwarded only as part of a connection the VPC opened.
+            ip6tables(self.vpc_ns, "-A", "FORWARD", "-i", "igw0", "-m", "conntrack",
+                      "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
+            ip6tables(self.vpc_ns, "-A", "FORWARD", "-i", "igw0", "-j", "DROP")
+            # Linux has no IPv6 twin of send_redirects=0: a router forwarding out of the port a
+            # packet came in on tells the sender to go direct, which isolated ports cannot do.
+            # AWS's router never redirects.
+            ip6tables(self.vpc_ns, "-A", "OUTPUT", "-p", "icmpv6", "--icmpv6-type", "redirect",
+                      "-j", "DROP")
             for key, value in (
                 ("net.ipv4.ip_forward", "1"),
                 # the VPC router sees asymmetric paths (pod traffic leaves one ENI, replies come
@@ -354,6 +406,10 @@ class Fabric:
                 ("net.ipv4.neigh.br0.proxy_delay", "0"),
                 ("net.ipv4.conf.all.send_redirects", "0"),
                 ("net.ipv4.conf.br0.send_redirects", "0"),
+                ("net.ipv6.conf.all.forwarding", "1"),
+                ("net.ipv6.conf.br0.accept_dad", "0"),
+                # no ICMPv6 redirects either (nodes must keep sending everything here)
+                ("net.ipv6.conf.all.accept_redirects", "0"),
             ):
                 write_sysctl(self.vpc_ns, key, value)
         except BaseException:
@@ -368,7 +424,7 @@ class Fabric:
                 _delete_netns(node.netns)
                 _delete_netns(node.imds_netns)
             self.nodes.clear()
-            for ns in (*self.extra, self.inet_ns, self.vpc_ns):
+            for ns in (*self.extra, self.vpce_ns, self.inet_ns, self.vpc_ns):
                 _delete_netns(ns)
             self.extra.clear()
             # a namespace that was never registered in self.nodes (crash mid-add)
@@ -387,13 +443,20 @@ class Fabric:
     # -- topology -----------------------------------------------------------------------------
 
     def add_subnet(self, cidr: str) -> str:
-        """Put the subnet's router address (base + 1) on the fabric bridge; return it."""
+        """Put the subnet's router address (base + 1) on the fabric bridge; return it.
+        IPv4 or IPv6 (a subnet's /64: its base + 1 is where the router answers, besides
+        ``fe80::1``)."""
         with self._lock:
             if cidr in self.subnets:
                 return self.subnets[cidr]
             net = ipaddress.ip_network(cidr)
             gw = str(net.network_address + 1)
-            ip("addr", "add", f"{gw}/{net.prefixlen}", "dev", "br0", ns=self.vpc_ns)
+            if net.version == 6:
+                # a /128: no connected /64, so the router has no neighbour discovery to fall back
+                # on and delivers only what EC2 assigned (set_addresses), as AWS does
+                ip("addr", "add", f"{gw}/128", "dev", "br0", "nodad", ns=self.vpc_ns)
+            else:
+                ip("addr", "add", f"{gw}/{net.prefixlen}", "dev", "br0", ns=self.vpc_ns)
             self.subnets[cidr] = gw
             return gw
 
@@ -450,6 +513,8 @@ class Fabric:
                 f"link set eth0 mtu {VPC_MTU} up",
                 f"addr add {node.ip}/{node.prefixlen} dev eth0",
                 f"route add default via {node.gateway} dev eth0",
+                # what AWS's router advertisement gives every instance
+                f"route add default via {ROUTER_LL6} dev eth0",
                 f"link add imds0 type veth peer name eth0 netns {md_ns}",
                 "link set imds0 up",
                 f"route add {IMDS_ADDR}/32 dev imds0 src {node.ip}",
@@ -558,7 +623,15 @@ class Fabric:
         every address in it to that ENI, as AWS does for pods holding addresses out of a /28.
         IPs not in the map fall back to ordinary ARP (the fabric-only tests use that). Only the
         difference to the previous call is applied.
+
+        IPv6 keys (addresses and /80 prefixes) are routes (/128, /80) via the ENI's EUI-64
+        link-local address, itself a permanent neighbour entry with the ENI's MAC (no
+        per-address entries for the 2^48 addresses of a prefix). Unlike IPv4 there is no
+        fallback: an IPv6 address EC2 did not assign is not delivered at all.
         """
+        v6 = {k: m for k, m in owners.items() if ":" in k}
+        owners = {k: m for k, m in owners.items() if ":" not in k}
+        self._set_v6_addresses(v6)
         wanted: dict[str, str] = {}
         for key, mac in owners.items():
             if "/" in key:
@@ -577,6 +650,76 @@ class Fabric:
                 ip_batch(lines, ns=self.vpc_ns, force=True)
             self._owners = wanted
 
+    def _set_v6_addresses(self, owners: dict[str, str]) -> None:
+        wanted = {key: mac.lower() for key, mac in owners.items()}
+        with self._lock:
+            lines: list[str] = []
+            for key in set(self._v6_owners) - set(wanted):
+                lines.append(f"route del {key} dev br0")
+            for key, mac in wanted.items():
+                if self._v6_owners.get(key) == mac:
+                    continue
+                hop = eui64_link_local(mac)
+                lines.append(f"neigh replace {hop} lladdr {mac} dev br0 nud permanent")
+                lines.append(f"route replace {key} via {hop} dev br0")
+            if lines:
+                ip_batch(lines, ns=self.vpc_ns, force=True)
+            self._v6_owners = wanted
+
+    # -- AWS service gateway endpoint -----------------------------------------------------------
+
+    def add_gateway_endpoint(self, cidrs: dict[str, tuple[str, ...]]) -> str:
+        """Create the gateway-endpoint host holding every address of ``cidrs`` (service name ->
+        CIDRs, e.g. the S3 and DynamoDB prefix lists), routed from the whole VPC; the internet
+        host holds them too, for when the endpoint route is taken away. Returns its netns."""
+        with self._lock:
+            if self.endpoint_cidrs:
+                return self.vpce_ns
+            all_cidrs = [c for values in cidrs.values() for c in values]
+            ip("netns", "add", self.vpce_ns)
+            ip_batch(
+                [
+                    f"link add vpce0 type veth peer name eth0 netns {self.vpce_ns}",
+                    f"addr add {VPCE_GW}/30 dev vpce0",
+                    "link set vpce0 up",
+                    # the CIDRs leave through the internet for public sources only (table 100)
+                    *(f"route add {c} dev igw0 src {INET_GW} table {PUBLIC_TABLE}"
+                      for c in all_cidrs),
+                    f"rule add lookup {ENDPOINT_TABLE} pref 900",
+                ],
+                ns=self.vpc_ns,
+            )
+            local = [f"route add local {c} dev lo" for c in all_cidrs]
+            ip_batch(["link set lo up", f"addr add {VPCE_ADDR}/30 dev eth0", "link set eth0 up",
+                      f"route add default via {VPCE_GW}", *local], ns=self.vpce_ns)
+            ip_batch(local, ns=self.inet_ns)
+            self.endpoint_cidrs = {k: tuple(v) for k, v in cidrs.items()}
+            self.set_endpoint_route(True)
+            return self.vpce_ns
+
+    def set_endpoint_route(self, routed: bool) -> None:
+        """Route the endpoint's CIDRs to it (True, a route table with the gateway endpoint) or
+        not (False: they go to the internet, like a subnet whose route table lacks it)."""
+        with self._lock:
+            cidrs = [c for values in self.endpoint_cidrs.values() for c in values]
+            verb = "replace" if routed else "del"
+            ip_batch([f"route {verb} {c} via {VPCE_ADDR} table {ENDPOINT_TABLE}" for c in cidrs],
+                     ns=self.vpc_ns, force=not routed)
+            self._endpoint_routed = routed
+
+    def egress_only_drops(self) -> int:
+        """Packets the egress-only gateway dropped (connections the internet tried to open)."""
+        out = subprocess.run(
+            ["ip", "netns", "exec", self.vpc_ns, *_ip6tables_cmd(), "-w", "-L", "FORWARD",
+             "-v", "-x", "-n"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) >= 4 and parts[2] == "DROP" and "igw0" in parts:
+                return int(parts[0])
+        return 0
+
     # -- introspection ------------------------------------------------------------------------
 
     def node_ns(self, name: str) -> str:
@@ -584,7 +727,31 @@ class Fabric:
 
     def namespaces(self) -> list[str]:
         nodes = [ns for n in self.nodes.values() for ns in (n.netns, n.imds_netns)]
-        return [self.vpc_ns, self.inet_ns, *nodes, *self.extra]
+        vpce = [self.vpce_ns] if self.endpoint_cidrs else []
+        return [self.vpc_ns, self.inet_ns, *vpce, *nodes, *self.extra]
+
+
+def eui64_link_local(mac: str) -> str:
+    """The EUI-64 link-local address a NIC with ``mac`` gives itself (RFC 4291 appendix A)."""
+    octets = [int(b, 16) for b in mac.split(":")]
+    octets[0] ^= 0x02
+    eui = [*octets[:3], 0xFF, 0xFE, *octets[3:]]
+    groups = [f"{eui[i] << 8 | eui[i + 1]:x}" for i in range(0, 8, 2)]
+    return str(ipaddress.IPv6Address("fe80::" + ":".join(groups)))
+
+
+def _ip6tables_cmd() -> list[str]:
+    # legacy first: nf_tables NAT/filter families are missing in the UML kernel (harness.md),
+    # and the VPC netns is the lab's own, so nothing else there uses the other backend.
+    return ["ip6tables-legacy"] if shutil.which("ip6tables-legacy") else ["ip6tables"]
+
+
+def ip6tables(netns: str, *args: str) -> None:
+    """Run ip6tables in ``netns`` (``ip netns exec``)."""
+    cmd = ["ip", "netns", "exec", netns, *_ip6tables_cmd(), "-w", *args]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise FabricError(f"{' '.join(cmd)}: {res.stderr.strip()}")
 
 
 def node_links(netns: str) -> dict[str, str]:

@@ -69,6 +69,7 @@ class EniView:
     ipv4s: tuple[str, ...] = ()
     ipv6s: tuple[str, ...] = ()
     ipv4_prefixes: tuple[str, ...] = ()
+    ipv6_prefixes: tuple[str, ...] = ()
     subnet_ipv6_cidrs: tuple[str, ...] = ()
     vpc_ipv6_cidrs: tuple[str, ...] = ()
     security_group_ids: tuple[str, ...] = ()
@@ -142,10 +143,11 @@ def _moto_instance(backend: Any, instance_id: str) -> InstanceView | None:
             if a.get("cidr_block_state", {}).get("state", "associated") == "associated"
             and a["cidr_block"] != vpc.cidr_block
         ]
+        # moto's association dicts carry the block as ``cidr_block`` (and a camel-case copy)
         vpc_v6 = [
-            str(a["ipv6_cidr_block"])
+            str(a.get("ipv6CidrBlock") or a.get("cidr_block"))
             for a in vpc.ipv6_cidr_block_association_set
-            if a.get("ipv6_cidr_block")
+            if a.get("cidr_block_state", {}).get("state", "associated") == "associated"
         ]
         subnet_v6 = [
             str(a["ipv6CidrBlock"])
@@ -159,6 +161,7 @@ def _moto_instance(backend: Any, instance_id: str) -> InstanceView | None:
             if not a.get("Primary") and a.get("PrivateIpAddress") not in (None, primary)
         ]
         prefixes = [_prefix_str(p) for p in list(getattr(eni, "ipv4_prefixes", None) or [])]
+        prefixes6 = [_prefix_str(p) for p in list(getattr(eni, "ipv6_prefixes", None) or [])]
         groups = list(eni.group_set)
         enis.append(
             EniView(
@@ -173,6 +176,7 @@ def _moto_instance(backend: Any, instance_id: str) -> InstanceView | None:
                 ipv4s=((str(primary),) if primary else ()) + tuple(secondaries),
                 ipv6s=tuple(str(a) for a in list(eni.ipv6_addresses) if a),
                 ipv4_prefixes=tuple(p for p in prefixes if p),
+                ipv6_prefixes=tuple(p for p in prefixes6 if p),
                 subnet_ipv6_cidrs=tuple(subnet_v6),
                 vpc_ipv6_cidrs=tuple(vpc_v6),
                 security_group_ids=tuple(dict.fromkeys(g.id for g in groups)),
@@ -200,7 +204,7 @@ def _prefix_str(p: Any) -> str:
     if isinstance(p, str):
         return p
     if isinstance(p, dict):
-        return str(p.get("Ipv4Prefix") or p.get("ipv4Prefix") or "")
+        return str(p.get("Ipv4Prefix") or p.get("Ipv6Prefix") or p.get("ipv4Prefix") or "")
     return str(p)
 
 
@@ -301,6 +305,7 @@ class Propagation:
                         ipv4s=ipv4s,
                         ipv6s=self._shown(eni, "v6", eni.ipv6s, now),
                         ipv4_prefixes=self._shown(eni, "pfx", eni.ipv4_prefixes, now),
+                        ipv6_prefixes=self._shown(eni, "pfx6", eni.ipv6_prefixes, now),
                     )
                 )
             for gone_iid, eni_id in self._eni_gone:
@@ -327,6 +332,7 @@ def _addr_keys(eni: EniView) -> list[tuple[str, str, str]]:
         [(eni.eni_id, "v4", a) for a in eni.ipv4s]
         + [(eni.eni_id, "v6", a) for a in eni.ipv6s]
         + [(eni.eni_id, "pfx", a) for a in eni.ipv4_prefixes]
+        + [(eni.eni_id, "pfx6", a) for a in eni.ipv6_prefixes]
     )
 
 
@@ -396,6 +402,8 @@ def _eni_tree(eni: EniView, view: InstanceView) -> Tree:
         t["ipv6s"] = _lines(eni.ipv6s)
     if eni.ipv4_prefixes:
         t["ipv4-prefix"] = _lines(eni.ipv4_prefixes)
+    if eni.ipv6_prefixes:
+        t["ipv6-prefix"] = _lines(eni.ipv6_prefixes)
     if eni.subnet_ipv6_cidrs:
         t["subnet-ipv6-cidr-blocks"] = _lines(eni.subnet_ipv6_cidrs)
     if eni.vpc_ipv6_cidrs:

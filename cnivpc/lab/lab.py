@@ -13,9 +13,14 @@ Owns :class:`Lab` (context manager; ``python -m cnivpc.lab up`` is a thin CLI ov
   the profile's ``imds_lag`` / ``imds_remove_lag`` (taken at start; change them at run time on
   ``lab.imds.propagation.lag`` / ``.remove_lag``; IMDS knobs such as ``http_tokens`` or
   ``hop_limit`` are on ``lab.imds.config``).
-* The VPC router delivers each private IP, and each address of a delegated /28 prefix, to the ENI
-  EC2 assigned it to (``sync_addresses``, every 100 ms and on each attach), as AWS does, instead
-  of trusting ARP.
+* The VPC router delivers each private IP, each address of a delegated /28 prefix, each IPv6
+  address and each /80 IPv6 prefix, to the ENI EC2 assigned it to (``sync_addresses``, every
+  100 ms and on each attach), as AWS does, instead of trusting ARP.
+* IPv6 (``ipv6=True``, the default): the VPC's /56 and a /64 per subnet in EC2, the router at
+  ``fe80::1`` and each /64's base + 1, an egress-only internet gateway (see :mod:`.fabric`).
+  ``ipv6=False``: an IPv4-only VPC.
+* The gateway endpoint for the region's S3 and DynamoDB prefix lists (their CIDRs are the
+  lab's, ``ec2.rules6.SERVICE_CIDRS``): ``cnl-<id>-vpce`` holds them, routed from the VPC.
 
 Endpoints seen from inside a node netns (what plugins get with production defaults):
 
@@ -57,6 +62,8 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from . import fabric as fab
 from .ec2 import AttachmentEvent, Ec2Lab, LabRequestHandler
 from .ec2.addressing import eni_ipv4s, eni_prefixes, set_eni_prefixes
+from .ec2.addressing6 import eni_ipv6_prefixes, eni_ipv6s, set_eni_ipv6_prefixes, set_eni_ipv6s
+from .ec2.rules6 import SERVICE_CIDRS
 from .ec2.topology import Topology
 from .ec2.topology import create as create_topology
 from .ec2.topology import fragment as fragment_subnet
@@ -103,8 +110,10 @@ class Lab:
         secondary_cidr: str | None = None,
         imds_config: ImdsConfig | None = None,
         lab_id: str | None = None,
+        ipv6: bool = True,
     ) -> None:
         self.profile = get_profile(latency)
+        self._ipv6 = ipv6  # the VPC's /56 and a /64 per subnet (False: an IPv4-only VPC)
         self.region = region
         self._want_nodes = nodes
         self._instance_type = instance_type
@@ -145,7 +154,7 @@ class Lab:
             # clean one, whatever an earlier lab in this process left there.
             self.ec2.reset()
             self.topology = create_topology(
-                self.ec2, azs=self._azs, secondary_cidr=self._secondary_cidr
+                self.ec2, azs=self._azs, secondary_cidr=self._secondary_cidr, ipv6=self._ipv6
             )
             self.fabric.create()
             with self.ec2.lock:
@@ -156,6 +165,11 @@ class Lab:
                     self.subnets[subnet_id] = str(self.ec2.backend.get_subnet(subnet_id).cidr_block)
             for cidr in self.subnets.values():
                 self.fabric.add_subnet(cidr)
+            # IPv6: the router answers at base + 1 of every subnet /64 (and at fe80::1)
+            for cidr6 in self.topology.subnet_ipv6.values():
+                self.fabric.add_subnet(cidr6)
+            # the S3 / DynamoDB gateway endpoint, on the CIDRs of the region's prefix lists
+            self.fabric.add_gateway_endpoint(dict(SERVICE_CIDRS))
             self.imds = ImdsServer(
                 moto_source(self.ec2.backend, self.ec2.lock),
                 lag=self.profile.imds_lag,
@@ -343,27 +357,32 @@ class Lab:
         return {"eni": eni_id, "instance_id": instance_id}
 
     def unassign_ips(self, eni_id: str, ips: list[str] | None = None) -> dict[str, Any]:
-        """Unassign secondary private IPs and IPv4 prefixes (``10.0.16.32/28``) of an ENI in EC2
-        (all of both when ``ips`` is empty); the VPC stops delivering them and IMDS drops them
-        after its remove lag."""
+        """Unassign secondary private IPs, IPv4 prefixes (``10.0.16.32/28``), IPv6 addresses and
+        IPv6 /80 prefixes of an ENI in EC2 (all of them when ``ips`` is empty); the VPC stops
+        delivering them and IMDS drops them after its remove lag."""
         with self.ec2.lock:
             eni = self._eni(eni_id)
             secondaries = [a for a in eni_ipv4s(eni) if a != eni.private_ip_address]
             prefixes = eni_prefixes(eni)
-            wanted = list(ips) if ips else secondaries + prefixes
+            v6, v6_prefixes = eni_ipv6s(eni), eni_ipv6_prefixes(eni)
+            held = secondaries + prefixes + v6 + v6_prefixes
+            wanted = list(ips) if ips else held
             if eni.private_ip_address in wanted:
                 raise LabCommandError(f"{eni.private_ip_address} is {eni_id}'s primary IP",
                                       "only secondary IPs and prefixes can be unassigned")
-            missing = [a for a in wanted if a not in secondaries and a not in prefixes]
+            missing = [a for a in wanted if a not in held]
             if missing:
                 raise LabCommandError(f"not assigned to {eni_id}: {', '.join(missing)}",
                                       "its secondary IPs and prefixes: "
-                                      f"{', '.join(secondaries + prefixes) or 'none'}")
+                                      f"{', '.join(held) or 'none'}")
             addresses = [a for a in wanted if a in secondaries]
             if addresses:
                 self.ec2.backend.unassign_private_ip_addresses(eni_id, addresses)
             if any(p in prefixes for p in wanted):
                 set_eni_prefixes(eni, [p for p in prefixes if p not in wanted])
+            if any(a in v6 or a in v6_prefixes for a in wanted):
+                set_eni_ipv6s(eni, [a for a in v6 if a not in wanted])
+                set_eni_ipv6_prefixes(eni, [p for p in v6_prefixes if p not in wanted])
         self.sync_addresses()
         return {"eni": eni_id, "unassigned": wanted}
 
@@ -495,6 +514,8 @@ class Lab:
                         owners[addr] = eni.mac
                     for prefix in eni.ipv4_prefixes:  # every address of a delegated /28
                         owners[prefix] = eni.mac
+                    for addr in (*eni.ipv6s, *eni.ipv6_prefixes):  # IPv6 addresses and /80s
+                        owners[addr] = eni.mac
             self.fabric.set_addresses(owners)
 
     def _sync_loop(self) -> None:
@@ -526,8 +547,11 @@ class Lab:
         for kind, by_az in (("nodes", topo.node_subnets), ("pods", topo.pod_subnets)):
             for az, sid in by_az.items():
                 cidr = self.subnets[sid]
+                cidr6 = topo.subnet_ipv6.get(sid)
                 subnets.append({"id": sid, "cidr": cidr, "az": az, "kind": kind,
-                                "gateway": self.fabric.subnets[cidr]})
+                                "gateway": self.fabric.subnets[cidr],
+                                "ipv6_cidr": cidr6,
+                                "ipv6_gateway": self.fabric.subnets.get(cidr6 or "")})
         return {
             "lab_id": self.lab_id,
             "region": self.region,
@@ -542,10 +566,15 @@ class Lab:
                 "id": topo.vpc_id,
                 "cidr": topo.vpc_cidr,
                 "secondary_cidr": topo.secondary_cidr,
+                "ipv6_cidr": topo.vpc_ipv6_cidr,
+                "ipv6_router": fab.ROUTER_LL6,
                 "security_group_id": topo.security_group_id,
                 "netns": self.fabric.vpc_ns,
             },
-            "internet": {"netns": self.fabric.inet_ns, "ip": fab.INET_ADDR},
+            "internet": {"netns": self.fabric.inet_ns, "ip": fab.INET_ADDR,
+                         "ipv6": fab.INET6_ADDR},
+            "gateway_endpoint": {"netns": self.fabric.vpce_ns,
+                                 "cidrs": {k: list(v) for k, v in SERVICE_CIDRS.items()}},
             "subnets": subnets,
             "nodes": [{**asdict(n), "boot_id": self._boot_ids.get(n.instance_id),
                        "boot_id_file": str(self.boot_id_file(n.instance_id))}

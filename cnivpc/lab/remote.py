@@ -17,6 +17,7 @@ and exits 1 (no running lab, several and no ``--lab-id``, a command the lab refu
     detach ENI                   unassign ENI [IP|PREFIX ...]
     fragment SUBNET [--leave N]  no free /28 left in SUBNET but N (InsufficientCidrBlocks)
     reboot NODE                  terminate NODE
+    endpoint-route on|off        the S3/DynamoDB gateway endpoint in the VPC's route table
     counts [--node NODE] [--reset]
     status
 
@@ -135,8 +136,8 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     detach = sub.add_parser("detach", parents=[common], help="detach an ENI behind cnivpc's back")
     detach.add_argument("eni")
     unassign = sub.add_parser("unassign", parents=[common],
-                              help="unassign secondary IPs and /28 prefixes (default: all) "
-                                   "behind cnivpc's back")
+                              help="unassign secondary IPs, /28 prefixes, IPv6 addresses and "
+                                   "/80 prefixes (default: all) behind cnivpc's back")
     unassign.add_argument("eni")
     unassign.add_argument("ips", nargs="*", metavar="IP|PREFIX")
     frag = sub.add_parser("fragment", parents=[common],
@@ -148,6 +149,10 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
                        ("terminate", "terminate a node's instance")):
         p = sub.add_parser(name, parents=[common], help=text)
         p.add_argument("node")
+    route = sub.add_parser("endpoint-route", parents=[common],
+                           help="route the S3/DynamoDB prefix-list CIDRs to the gateway "
+                                "endpoint (on) or to the internet (off)")
+    route.add_argument("state", choices=("on", "off"))
     counts = sub.add_parser("counts", parents=[common],
                             help="EC2 calls per node and action (failed and lost included)")
     counts.add_argument("--node")
@@ -164,6 +169,8 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
                   "deny": ("patterns",), "allow": ("patterns",), "hide-attach": ("eni", "node"),
                   "list": (), "clear": ()}[args.kind]
         return f"fault.{args.kind}", {f: getattr(args, f) for f in fields}
+    if args.command == "endpoint-route":
+        return "endpoint-route", {"routed": args.state == "on"}
     fields = {"latency": ("profile", "default", "attach_visible_delay", "detach_visible_delay"),
               "imds-lag": ("lag", "remove_lag"), "detach": ("eni",), "unassign": ("eni", "ips"),
               "fragment": ("subnet", "leave"),

@@ -262,6 +262,7 @@ def test_cli_up_prints_one_json_line_and_sigterm_leaves_nothing() -> None:
         assert len(info["nodes"]) == 2
         names = sorted(_lab_netns(lab_id))
         assert names == sorted([info["vpc"]["netns"], info["internet"]["netns"],
+                                info["gateway_endpoint"]["netns"],
                                 *(n["netns"] for n in info["nodes"]),
                                 *(n["imds_netns"] for n in info["nodes"])])
         for n in info["nodes"]:

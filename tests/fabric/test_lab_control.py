@@ -395,3 +395,27 @@ def test_terminate_deletes_or_detaches_the_enis(lab: Up, ec2: Any) -> None:
     assert state["Reservations"][0]["Instances"][0]["State"]["Name"] == "terminated"
     assert node["netns"] not in fab.lab_namespaces().get(lab.lab_id, [])
     assert [n["instance_id"] for n in lab.do("status")["nodes"]] == [lab.nodes[0]["instance_id"]]
+
+
+def test_endpoint_route_on_and_off(lab: Up) -> None:
+    """The S3/DynamoDB gateway endpoint in and out of the VPC's route table, from the CLI: the
+    node's traffic to a DynamoDB address reaches the endpoint, then the internet host."""
+    import ipaddress
+
+    from cnivpc.lab.probes import serve_whoami, whoami
+
+    node = lab.nodes[0]
+    cidrs = lab.info["gateway_endpoint"]["cidrs"]
+    ddb = str(ipaddress.ip_network(cidrs["dynamodb"][0])[5])
+    servers = [serve_whoami(lab.info["gateway_endpoint"]["netns"], 443, tag="vpce"),
+               serve_whoami(lab.info["internet"]["netns"], 443, tag="internet")]
+    try:
+        assert whoami(node["netns"], ddb, 443) == f"vpce {node['primary_ip']}"
+        assert lab.do("endpoint-route", "off") == {"routed": False, "cidrs": cidrs}
+        assert whoami(node["netns"], ddb, 443) == f"internet {node['primary_ip']}"
+        assert lab.do("endpoint-route", "on")["routed"] is True
+        assert whoami(node["netns"], ddb, 443) == f"vpce {node['primary_ip']}"
+    finally:
+        for proc in servers:
+            proc.kill()
+            proc.wait()

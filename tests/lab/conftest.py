@@ -15,6 +15,7 @@ Topology on plain moto is built over the wire (it has no in-process hook) with t
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 import socket
 import subprocess
@@ -146,6 +147,7 @@ class PlainTopology:
     node_subnets: dict[str, str]
     pod_subnets: dict[str, str]
     azs: tuple[str, ...]
+    subnet_ipv6: dict[str, str]  # subnet id -> its /64 (as Topology.subnet_ipv6)
 
     def run_instance(self, instance_type: str = "c5.xlarge", subnet: str | None = None) -> Any:
         # Any id will do (moto validates AMIs only on request); DescribeImages costs seconds.
@@ -181,24 +183,31 @@ class PlainTopology:
 
 
 def plain_topology(client: Any) -> PlainTopology:
-    vpc = client.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    created = client.create_vpc(CidrBlock="10.0.0.0/16", AmazonProvidedIpv6CidrBlock=True)["Vpc"]
+    vpc = created["VpcId"]
+    block = created["Ipv6CidrBlockAssociationSet"][0]["Ipv6CidrBlock"]
+    v6 = list(ipaddress.IPv6Network(block).subnets(new_prefix=64))  # as topology.create
     sg = client.create_security_group(GroupName="cnivpc-lab", Description="lab", VpcId=vpc)
     azs = (REGION + "a", REGION + "b")
     nodes: dict[str, str] = {}
     pods: dict[str, str] = {}
+    subnet_ipv6: dict[str, str] = {}
     for i, az in enumerate(azs):
         nodes[az] = client.create_subnet(
-            VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=az
+            VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=az,
+            Ipv6CidrBlock=str(v6[i]),
         )["Subnet"]["SubnetId"]
         pods[az] = client.create_subnet(
             VpcId=vpc,
             CidrBlock=f"10.0.{16 * (i + 1)}.0/20",
             AvailabilityZone=az,
+            Ipv6CidrBlock=str(v6[0x80 + i]),
             TagSpecifications=[
                 {"ResourceType": "subnet", "Tags": [{"Key": "cnivpc", "Value": "pods"}]}
             ],
         )["Subnet"]["SubnetId"]
-    return PlainTopology(client, vpc, sg["GroupId"], nodes, pods, azs)
+        subnet_ipv6[nodes[az]], subnet_ipv6[pods[az]] = str(v6[i]), str(v6[0x80 + i])
+    return PlainTopology(client, vpc, sg["GroupId"], nodes, pods, azs, subnet_ipv6)
 
 
 @dataclass

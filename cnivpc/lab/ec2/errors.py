@@ -301,3 +301,65 @@ def idempotent_parameter_mismatch(token: str) -> Ec2Error:
         "IdempotentParameterMismatch",
         f"The client token '{token}' has already been used with different parameters.",
     )
+
+
+# -- IPv6 (all [inf] texts; codes as for IPv4 where EC2 has no IPv6-specific one) ----------------
+def subnet_without_ipv6(subnet_id: str) -> Ec2Error:
+    # Assign/Create asking for IPv6 in a subnet with no IPv6 CIDR (moto answers HTTP 500).
+    return Ec2Error(
+        "InvalidParameterValue", f"Subnet {subnet_id} does not have an associated IPv6 CIDR block."
+    )
+
+
+def ipv6_limit_exceeded() -> Ec2Error:
+    # Same code as IPv4's limit (clients key on it); counts addresses and /80 prefixes.
+    return Ec2Error(
+        "PrivateIpAddressLimitExceeded", "Number of IPv6 addresses will exceed limit."
+    )
+
+
+def interface_ipv6_limit_exceeded(eni_id: str, instance_type: str) -> Ec2Error:
+    # the attach-time code of IPv4, for the IPv6 budget
+    return Ec2Error(
+        "InvalidInterface.IpAddressLimitExceeded",
+        f"Interface '{eni_id}' has more IPv6 addresses and prefixes than {instance_type} "
+        "allows per network interface.",
+    )
+
+
+def ipv6_not_supported(instance_type: str) -> Ec2Error:
+    return Ec2Error(
+        "InvalidParameterValue", f"IPv6 is not supported for the instance type '{instance_type}'."
+    )
+
+
+def ipv6_prefixes_not_supported(instance_type: str) -> Ec2Error:
+    return Ec2Error(
+        "InvalidParameterValue",
+        f"IPv6 prefix delegation is not supported for the instance type '{instance_type}'.",
+    )
+
+
+def ipv6_address_malformed(address: str) -> Ec2Error:
+    return Ec2Error("InvalidParameterValue", f"Invalid IPv6 address: {address}")
+
+
+def ipv6_prefix_malformed(prefix: str) -> Ec2Error:
+    return Ec2Error(
+        "InvalidParameterValue",
+        f"Invalid IPv6 prefix: {prefix}. A prefix must be a /80 network.",
+    )
+
+
+def unassign_ipv6_not_assigned(eni_id: str) -> Ec2Error:
+    # the IPv4 sentence clients match, for the IPv6 call
+    return Ec2Error(
+        "InvalidParameterValue",
+        f"Some of the specified addresses are not assigned to interface {eni_id}",
+    )
+
+
+def prefix_list_not_found(prefix_list_id: str) -> Ec2Error:
+    return Ec2Error(
+        "InvalidPrefixListID.NotFound", f"The prefix list ID '{prefix_list_id}' does not exist"
+    )

@@ -26,6 +26,7 @@ class InstanceLimits:
     # Prefix delegation is for Nitro-based types only: hypervisor "nitro", or bare metal (which
     # runs on the Nitro system and reports no hypervisor), as AWS's VPC CNI decides it too.
     nitro: bool
+    ipv6_supported: bool = True  # NetworkInfo.Ipv6Supported
 
 
 @cache
@@ -45,6 +46,7 @@ def limits_for(instance_type: str) -> InstanceLimits:
         network_cards=int(net.get("MaximumNetworkCards", 1)),
         enis_per_card=cards or (int(net["MaximumNetworkInterfaces"]),),
         nitro=data.get("Hypervisor") == "nitro" or bool(data.get("BareMetal")),
+        ipv6_supported=bool(net.get("Ipv6Supported", False)),
     )
 
 
@@ -58,3 +60,6 @@ def known_type(instance_type: str) -> bool:
 # the types cnivpc targets); moto's table holds a few exotic types above that, so take the spec's
 # figure rather than the table's maximum.
 UNATTACHED_IPV4_PER_ENI = 50
+
+# The same for IPv6 addresses (+ /80 prefixes) on an unattached ENI [inf].
+UNATTACHED_IPV6_PER_ENI = 50

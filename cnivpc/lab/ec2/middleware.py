@@ -34,7 +34,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..faults import Fault, HttpFault, LostRequest, LostResponse
-from . import calls, errors, rules
+from . import (
+    calls,
+    errors,
+    rules,
+    rules6,  # noqa: F401  (registers the IPv6 and prefix-list rules in RULES)
+)
 from .errors import Ec2Error
 from .rules import RULES, Plan, RuleContext
 from .state import LabState

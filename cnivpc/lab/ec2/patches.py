@@ -20,6 +20,8 @@ Gaps closed here:
   ``attachment.status`` / ``attachment.delete-on-termination`` / ``attachment.network-card-index``
   are missing -> evaluated here, the rest is left to moto;
 * attach/detach emit :class:`~.events.AttachmentEvent` for the fabric (moto has no hooks);
+* DescribeSubnets' ``Ipv6CidrBlockState.State`` is moto's whole state dict as a string ->
+  the state itself (class-level, for lab backends only);
 * a subnet's ``AvailableIpAddressCount`` counts only single addresses (never the 16 addresses of
   a delegated /28 prefix, which moto does not know) -> computed by :mod:`addressing` (class-level,
   for lab backends only).
@@ -197,8 +199,29 @@ def _lab_available_ip_address_count(self: Subnet) -> int:
 _LAB_AVAILABLE_COUNT = property(_lab_available_ip_address_count)
 
 
+_orig_ipv6_associations = Subnet.ipv6_cidr_block_association_set
+
+
+def _lab_ipv6_cidr_block_association_set(self: Subnet) -> list[dict[str, Any]]:
+    if getattr(self.ec2_backend, MARKER, None) is None:
+        return list(_orig_ipv6_associations.fget(self))  # type: ignore[attr-defined]
+    # moto nests its whole state dict as the state: DescribeSubnets then says
+    # Ipv6CidrBlockState.State == "{'State': 'associated'}"
+    return [
+        {"ipv6CidrBlock": a["ipv6CidrBlock"], "associationId": a["associationId"],
+         "ipv6CidrBlockState": {"state": a["ipv6CidrBlockState"]["State"]}}
+        for a in self.ipv6_cidr_block_associations.values()
+        if a["ipv6CidrBlockState"]["State"] == "associated"
+    ]
+
+
+_LAB_IPV6_ASSOCIATIONS = property(_lab_ipv6_cidr_block_association_set)
+
+
 def install_class_patches() -> None:
     """Idempotent; scoped to lab backends by the marker attribute."""
+    if Subnet.__dict__.get("ipv6_cidr_block_association_set") is not _LAB_IPV6_ASSOCIATIONS:
+        setattr(Subnet, "ipv6_cidr_block_association_set", _LAB_IPV6_ASSOCIATIONS)  # noqa: B010
     if Subnet.get_available_subnet_ip is not _lab_get_available_subnet_ip:
         Subnet.get_available_subnet_ip = _lab_get_available_subnet_ip  # type: ignore[method-assign]
     # moto declares it a property; setattr keeps mypy from reading it as a method

@@ -11,7 +11,8 @@ only the checks run.
 Each rule cites the moto gap it closes and the AWS behaviour it copies. IPv4 prefix delegation
 (``Ipv4Prefix*``), which moto accepts and silently ignores, is modelled here: /28 prefixes take
 one IPv4 slot each, only on Nitro-based types, out of aligned wholly free blocks of the subnet
-(``addressing``); they live on moto's ENI object as ``ipv4_prefixes``. IPv6 is not modelled.
+(``addressing``); they live on moto's ENI object as ``ipv4_prefixes``. IPv6 (addresses, /80
+prefixes) and the AWS service prefix lists are in :mod:`.rules6`.
 
 Imports the lab's own modules only; moto is reached through ``ctx.backend`` (duck-typed), never
 imported, and no werkzeug/WSGI here (that is the middleware's job).
@@ -359,6 +360,9 @@ def _create_network_interface(ctx: RuleContext) -> Plan:
     if auto > space.free_count:
         raise errors.create_insufficient_addresses()
     addresses = explicit + space.allocate(auto)
+    from .rules6 import commit_create_ipv6, plan_create_ipv6, strip_ipv6  # (rules6 imports us)
+
+    new_ipv6, new_ipv6_prefixes = plan_create_ipv6(ctx, subnet)
     # The primary address first, then the /28s around it (a block holding it is not free).
     if prefixes:
         space.check_explicit_prefixes(prefixes, eni_id=None)
@@ -369,6 +373,7 @@ def _create_network_interface(ctx: RuleContext) -> Plan:
     rewritten.params.pop("Ipv4PrefixCount", None)
     rewritten.drop_indexed("Ipv4Prefix")
     rewritten.params.pop("SecondaryPrivateIpAddressCount", None)
+    strip_ipv6(rewritten)  # moto's IPv6 picks are unchecked: the lab's are committed below
     rewritten.params["PrivateIpAddress"] = addresses[0]
     rewritten.drop_indexed("PrivateIpAddresses")
     for n, address in enumerate(addresses, start=1):
@@ -380,12 +385,19 @@ def _create_network_interface(ctx: RuleContext) -> Plan:
         eni_id = _first_text(body, "networkInterfaceId")
         if window > 0 and eni_id:
             ctx.state.invisible[eni_id] = time.monotonic() + window
-        if not new_prefixes or not eni_id:
+        if not (new_prefixes or new_ipv6 or new_ipv6_prefixes) or not eni_id:
             return None
-        # moto never heard of the prefixes: commit them on its ENI and add them to its answer
-        # (one <networkInterface> element, no nested one).
-        set_eni_prefixes(ctx.backend.enis[eni_id], new_prefixes)
-        listing = xml_item_set("ipv4PrefixSet", ({"ipv4Prefix": p} for p in new_prefixes))
+        # moto never heard of the prefixes (nor saw the IPv6 asked for): commit them on its ENI
+        # and add them to its answer (one <networkInterface> element, no nested one).
+        eni = ctx.backend.enis[eni_id]
+        listing = ""
+        if new_prefixes:
+            set_eni_prefixes(eni, new_prefixes)
+            listing = xml_item_set("ipv4PrefixSet", ({"ipv4Prefix": p} for p in new_prefixes))
+        listing += commit_create_ipv6(eni, new_ipv6, new_ipv6_prefixes)
+        if new_ipv6:
+            # moto renders an empty ipv6AddressesSet for an ENI created without IPv6
+            body = body.replace(b"<ipv6AddressesSet/>", b"", 1)
         return body.replace(b"</networkInterface>", listing.encode() + b"</networkInterface>", 1)
 
     return Plan(form=rewritten, after=after)
@@ -435,6 +447,9 @@ def attach_network_interface(ctx: RuleContext) -> Plan:
         raise errors.device_index_in_use(instance.id, device_index)
     if eni_prefixes(eni):
         check_prefix_support(instance.instance_type)
+    from .rules6 import check_attach_ipv6
+
+    check_attach_ipv6(eni, instance.instance_type)
     if limits is not None:
         # moto: no limit (7 ENIs on a c5.xlarge). The count in AWS's message includes the new ENI.
         if len(nics) + 1 > limits.max_enis:
@@ -499,6 +514,11 @@ def run_instances(ctx: RuleContext) -> Plan:
     if any(k.startswith("NetworkInterface.") and ".Ipv4Prefix" in k for k in ctx.form.params):
         raise errors.lab_not_implemented("IPv4 prefixes in RunInstances' network interfaces "
                                          "(assign them with AssignPrivateIpAddresses)")
+    # moto's launch-time IPv6 picks are unchecked (duplicates, reserved addresses, no limit)
+    if any(k.startswith("Ipv6Address") or (k.startswith("NetworkInterface.") and ".Ipv6" in k)
+           for k in ctx.form.params):
+        raise errors.lab_not_implemented("IPv6 addresses or prefixes in RunInstances "
+                                         "(assign them with AssignIpv6Addresses)")
     return Plan()
 
 

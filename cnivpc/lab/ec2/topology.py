@@ -7,6 +7,9 @@ Owns :func:`create`, :class:`Topology` and :class:`InstanceInfo`. Layout (defaul
 * per AZ one small *node* subnet (``10.0.<i>.0/24``) and one *pod* subnet (a ``/20``; tagged
   ``{"cnivpc": "pods"}`` so cnivpc can find it with a ``tag:cnivpc`` filter);
 * one security group ``cnivpc-lab``;
+* IPv6 (``ipv6=True``, the default): the VPC gets an Amazon-provided /56 (moto picks it, as AWS
+  does) and every subnet a /64 of it (node subnet of AZ ``i``: the ``i``-th /64, pod subnet: the
+  ``0x80 + i``-th); ``ipv6=False`` builds an IPv4-only VPC (no IPv6 anywhere, as before);
 * :meth:`Topology.run_instance` launches an instance of a real type into a node subnet and returns
   its id, primary ENI, MAC and primary IP. ENI/IP limits come from that type's
   DescribeInstanceTypes data (see :mod:`.limits`).
@@ -67,6 +70,8 @@ class Topology:
     azs: tuple[str, ...]
     node_subnets: dict[str, str] = field(default_factory=dict)  # az -> subnet id
     pod_subnets: dict[str, str] = field(default_factory=dict)  # az -> subnet id (tagged)
+    vpc_ipv6_cidr: str | None = None  # the Amazon-provided /56 (None: IPv4-only VPC)
+    subnet_ipv6: dict[str, str] = field(default_factory=dict)  # subnet id -> its /64
     instances: list[InstanceInfo] = field(default_factory=list)
 
     def run_instance(
@@ -135,6 +140,7 @@ def create(
     node_prefix: int = 24,
     pod_prefix: int = 20,
     pod_tags: Mapping[str, str] = POD_TAGS,
+    ipv6: bool = True,
 ) -> Topology:
     """Create the standard VPC. ``azs`` are suffixes (``"a"``) or full names (``"us-east-1a"``)."""
     zones = tuple(az if az[-1].isalpha() and len(az) > 1 else lab.region + az for az in azs)
@@ -148,7 +154,15 @@ def create(
         pod_nets = list(vpc_net.subnets(new_prefix=pod_prefix))[1:]
     with state.lock:
         backend = state.backend
-        vpc = backend.create_vpc(cidr_block=vpc_cidr, tags=[{"Key": "Name", "Value": "cnivpc-lab"}])
+        vpc = backend.create_vpc(cidr_block=vpc_cidr, tags=[{"Key": "Name", "Value": "cnivpc-lab"}],
+                                 amazon_provided_ipv6_cidr_block=ipv6)
+        v6_nets: list[ipaddress.IPv6Network] = []
+        if ipv6:
+            assoc = vpc.get_cidr_block_association_set(ipv6=True)[0]
+            # moto writes its random /56 uncompressed ("...:0500::/56"); EC2 and IMDS show
+            # the canonical form, and clients compare strings
+            assoc["cidr_block"] = str(ipaddress.IPv6Network(assoc["cidr_block"]))
+            v6_nets = list(ipaddress.IPv6Network(assoc["cidr_block"]).subnets(new_prefix=64))
         if secondary_cidr:
             backend.associate_vpc_cidr_block(vpc.id, secondary_cidr, False)
         group = backend.create_security_group("cnivpc-lab", "cnivpc lab nodes and pods", vpc.id)
@@ -159,6 +173,7 @@ def create(
             secondary_cidr=secondary_cidr,
             security_group_id=group.id,
             azs=zones,
+            vpc_ipv6_cidr=str(v6_nets[0].supernet(new_prefix=56)) if v6_nets else None,
         )
         for i, zone in enumerate(zones):
             node = backend.create_subnet(
@@ -175,6 +190,10 @@ def create(
             )
             topo.node_subnets[zone] = node.id
             topo.pod_subnets[zone] = pods.id
+            if v6_nets:
+                for subnet, net in ((node, v6_nets[i]), (pods, v6_nets[0x80 + i])):
+                    subnet.attach_ipv6_cidr_block_associations(str(net))
+                    topo.subnet_ipv6[subnet.id] = str(net)
     return topo
 
 

@@ -102,3 +102,15 @@ def test_any_split_of_the_pod_ips_into_held_and_free_is_consistent(ips: list[str
     if ips:
         assert "ip-on-our-eni" in names(snap(allocs, free, ec2=ec2(
             tuple(ip for ip in POD_IPS if ip != ips[0]))))
+
+
+def test_a_pods_ipv6_must_be_in_a_80_of_its_enis_and_held_once() -> None:
+    from dataclasses import replace
+
+    pod_eni = replace(ec2()[1], ipv6_prefixes=("2600:1f18:1:100:1234::/80",))
+    inside = replace(alloc(POD_IPS[0]), ipv6="2600:1f18:1:100:1234::7")
+    assert violations(snap((inside,), ec2=(ec2()[0], pod_eni))) == []
+    outside = replace(alloc(POD_IPS[0]), ipv6="2600:1f18:1:100:9999::7")
+    assert names(snap((outside,), ec2=(ec2()[0], pod_eni))) == ["ip-on-our-eni"]
+    twice = (inside, replace(alloc(POD_IPS[1], "c2"), ipv6=inside.ipv6))
+    assert names(snap(twice, ec2=(ec2()[0], pod_eni))) == ["one-holder"]

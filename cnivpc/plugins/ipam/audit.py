@@ -72,6 +72,7 @@ def _ec2_view(node: Node, instance_id: str) -> tuple[Ec2Eni, ...]:
                 (a["PrivateIpAddress"] for a in addresses if a.get("Primary")), "")),
             delete_on_termination=bool(att.get("DeleteOnTermination", False)),
             ours=tags.get(TAG_INSTANCE) == instance_id,
+            ipv6_prefixes=tuple(p["Ipv6Prefix"] for p in eni.get("Ipv6Prefixes", [])),
             created_at=float(created) if created.isdigit() else None))
     return tuple(out)
 

@@ -9,7 +9,8 @@ The invariants:
 
 * ``one-holder``: no IP is held by two attachments, nor both held and free.
 * ``ip-on-our-eni``: every IP the store holds or offers is assigned, in EC2, to an ENI attached
-  to this instance at ``interfaceIndex`` or above.
+  to this instance at ``interfaceIndex`` or above; a pod's IPv6 address (dual-stack) is in a
+  /80 EC2 has delegated to the ENI its IPv4 is on, and no two pods hold the same.
 * ``never-primary``: no IP the store holds or offers is the primary IP of any ENI (the node's
   own included, whatever ``interfaceIndex`` is).
 * ``eni-tracked``: every ENI cnivpc created for this instance (its tag) is in the store while
@@ -53,6 +54,7 @@ class Ec2Eni:
     delete_on_termination: bool
     ours: bool  # tagged by cnivpc for this instance
     created_at: float | None  # from our tag
+    ipv6_prefixes: tuple[str, ...] = ()  # its /80s
 
 
 @dataclass(frozen=True)
@@ -294,6 +296,20 @@ def violations(snap: Snapshot) -> list[Violation]:
             found.append(Violation("ip-on-our-eni", ip, f"{ip} ({what}) is on {eni.eni_id} at "
                                    f"device {eni.device_index}, below interfaceIndex "
                                    f"{snap.interface_index}", "forget it (free)" if free else ""))
+
+    v6_holders = Counter(a.ipv6 for a in snap.allocations if a.ipv6)
+    for v6, n in sorted(v6_holders.items()):
+        if n > 1:
+            found.append(Violation("one-holder", v6, f"{n} pods hold {v6}"))
+    if snap.ec2 is not None:
+        for a in snap.allocations:
+            eni = index.ip_eni.get(a.ip)
+            if a.ipv6 and eni is not None and not any(
+                    ipaddress.ip_address(a.ipv6) in ipaddress.ip_network(p)
+                    for p in eni.ipv6_prefixes):
+                found.append(Violation("ip-on-our-eni", a.ipv6, f"{a.ipv6} (held by "
+                                       f"{a.pod or a.container_id[:12]}) is in no IPv6 prefix "
+                                       f"of {eni.eni_id}, which holds its IPv4 {a.ip}"))
 
     known = {e.eni_id for e in snap.enis}
     if snap.ec2 is not None:

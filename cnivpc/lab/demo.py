@@ -7,7 +7,11 @@ subnet, device) and connectivity checks with ✓/✗, deletes the pods and check
 clean, then tears the lab down. Needs a kernel with ipvlan: ``./build/dev demo`` runs it inside
 user-mode-linux when the host has none. ``--prefixes`` runs the same with prefix delegation
 (``ipv4Prefixes``): every pod's address comes out of a /28 prefix of its ENI, and the checks
-prove the VPC delivers those addresses with real packets. Never imported by plugin code.
+prove the VPC delivers those addresses with real packets. ``--dual-stack`` gives the pods IPv6
+too (``ipv6``: one address each out of a /80 of their ENI, over the ipvlan leg) and checks it
+across nodes and against the lab's egress-only internet. Every run routes the S3 and DynamoDB
+prefix lists over the ENI (``routeServicePrefixLists``) and checks that the lab's gateway
+endpoint sees the pod's own address. Never imported by plugin code.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from .runtime import Runtime, lab_conflist
 
 class Demo:
     def __init__(self, zipapp: Path, pods: int, shiv_root: Path | None = None,
-                 prefixes: bool = False) -> None:
+                 prefixes: bool = False, dual_stack: bool = False) -> None:
+        self.dual_stack = dual_stack
         self.zipapp = zipapp
         self.pods = pods
         self.shiv_root = shiv_root
@@ -66,10 +71,16 @@ class Demo:
                 self.say(f"node {n.instance_id} ({n.instance_type}, {n.availability_zone}) "
                          f"netns {n.netns}, eth0 {n.primary_ip}")
             confs = [lab_conflist(work, i) for i in range(len(nodes))]
+            for conf in confs:
+                conf["plugins"][0]["routeServicePrefixLists"] = ["s3", "dynamodb"]
             if self.prefixes:
                 self.say("prefix delegation: ipv4Prefixes, pods get addresses out of /28s")
                 for conf in confs:
                     conf["plugins"][0]["ipv4Prefixes"] = True
+            if self.dual_stack:
+                self.say("dual-stack: ipv6, each pod also gets an IPv6 out of its ENI's /80")
+                for conf in confs:
+                    conf["plugins"][0]["ipv6"] = True
             runtimes = [Runtime(bin_dir, conf, n.netns, env)
                         for conf, n in zip(confs, nodes, strict=True)]
             placement = [0] * self.pods + [1]
@@ -80,9 +91,11 @@ class Demo:
                 t = time.monotonic()
                 result = runtimes[node].add(name, f"/var/run/netns/{netns}")
                 ip = result["ips"][0]["address"]
+                ip6 = next((i["address"].split("/")[0] for i in result["ips"]
+                            if ":" in i["address"]), "")
                 pods.append({"name": name, "node": node, "netns": netns, "cidr": ip,
-                             "ip": ip.split("/")[0], "result": result})
-                self.say(f"ADD {name} on node {node}: {ip} "
+                             "ip": ip.split("/")[0], "ip6": ip6, "result": result})
+                self.say(f"ADD {name} on node {node}: {ip}{' ' + ip6 if ip6 else ''} "
                          f"(ipam -> ipvlan -> ptp, {time.monotonic() - t:.1f}s)")
             self.table(lab, pods)
             self.checks(lab, nodes, pods)
@@ -168,6 +181,38 @@ class Demo:
         seen = self.whoami(lab.fabric.inet_ns, a["netns"], "198.51.100.10", 7102)
         self.check(f"the internet sees {a['name']} as {seen} (the node's IP: SNAT, ipMasq)",
                    lambda: seen == nodes[0].primary_ip)
+        s3 = lab.fabric.endpoint_cidrs.get("s3", ())
+        if s3:
+            target = str(ipaddress.ip_network(s3[0]).network_address + 10)
+            seen = self.whoami(lab.fabric.vpce_ns, a["netns"], target, 7103)
+            self.check(f"the S3 gateway endpoint ({target}) sees {a['name']} as {seen} "
+                       "(its own IP: routeServicePrefixLists, no NAT)",
+                       lambda: seen == a["ip"])
+        if self.dual_stack:
+            self.dual_stack_checks(lab, a, other)
+
+    def dual_stack_checks(self, lab: Any, a: dict[str, Any], other: dict[str, Any]) -> None:
+        from .fabric import INET6_ADDR
+
+        print("IPv6 (over the ipvlan leg, the pod's own address):")
+        self.check(f"{a['name']} -> {other['name']} {other['ip6']} (other node, IPv6)",
+                   lambda: self.ns(a["netns"], "ping", "-6", "-n", "-c", "1", "-W", "2",
+                                   other["ip6"]).returncode == 0)
+        server = serve_whoami(lab.fabric.inet_ns, 7104, ipv6=True)
+        try:
+            seen = whoami(a["netns"], INET6_ADDR, 7104) or "no answer"
+        finally:
+            server.kill()
+        self.check(f"the IPv6 internet sees {a['name']} as {seen} (its own IPv6: no NAT)",
+                   lambda: seen == a["ip6"])
+        server = serve_whoami(a["netns"], 7105, ipv6=True)
+        try:
+            inbound = whoami(lab.fabric.inet_ns, a["ip6"], 7105, timeout=3.0)
+        finally:
+            server.kill()
+        self.check(f"the internet cannot connect to {a['name']} (egress-only gateway: "
+                   f"{'refused' if not inbound else 'CONNECTED as ' + inbound})",
+                   lambda: inbound == "")
 
     def clean(self, netns: str) -> bool:
         links = json.loads(self.ns(netns, "ip", "-j", "link", "show").stdout or "[]")
@@ -190,10 +235,13 @@ def main(argv: list[str]) -> int:
                         "extraction made beforehand saves the first pod that work")
     parser.add_argument("--prefixes", action="store_true",
                         help="prefix delegation: pods get addresses out of /28 prefixes")
+    parser.add_argument("--dual-stack", action="store_true",
+                        help="pods get an IPv6 address too, over their ENI")
     args = parser.parse_args(argv)
     zipapp = Path(args.zipapp)
     if not zipapp.exists():
         print(f"error: {zipapp} is missing: ./build/dev zipapp builds it", file=sys.stderr)
         return 2
     shiv_root = Path(args.shiv_root) if args.shiv_root else None
-    return Demo(zipapp, max(1, args.pods), shiv_root, prefixes=args.prefixes).run()
+    return Demo(zipapp, max(1, args.pods), shiv_root, prefixes=args.prefixes,
+                dual_stack=args.dual_stack).run()

@@ -26,6 +26,7 @@ MODES = {"l2": 0, "l3": 1, "l3s": 2}
 MODE_NAMES = {v: k for k, v in MODES.items()}
 ADDR_GEN_NONE = "1"
 ADDR_GEN_RANDOM = "3"
+IFA_F_NODAD = 0x02  # linux/if_addr.h
 
 
 # A NamedTuple, not a dataclass: the plugin path never imports dataclasses (with inspect and
@@ -65,8 +66,12 @@ def set_addr_gen_mode(ifname: str, has_ipv6: bool, netns_path: str) -> None:
 def add_address(ipr: Rtnl, index: int, address: ipaddress.IPv4Interface | ipaddress.IPv6Interface
                 ) -> None:
     broadcast = address.network.broadcast_address if address.version == 4 else None
+    # IPv6 without duplicate address detection: EC2 assigned the address to this ENI alone,
+    # and DAD would keep it tentative (unusable) for the pod's first second.
+    flags = 0 if address.version == 4 else IFA_F_NODAD
     _nl.call(f"add address {address} to link #{index}", ipr.addr, "add", index=index,
-             address=address.ip, prefixlen=address.network.prefixlen, broadcast=broadcast)
+             address=address.ip, prefixlen=address.network.prefixlen, broadcast=broadcast,
+             flags=flags)
 
 
 def slave_info(ipr: Rtnl, name: str) -> Slave | None:

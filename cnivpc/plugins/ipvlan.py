@@ -180,7 +180,12 @@ def _add_routes(ipr: Any, index: int, source: Result, n: int, ips: list[IPConfig
         if gw_text is None:
             continue
         gw = ipaddress.ip_address(gw_text)
-        if not any(gw in subnet for subnet in subnets):
+        if gw.is_link_local:
+            # On every link (the VPC router's fe80::1 for a pod IPv6 /128, which no subnet
+            # contains): the slave whose address names it as its gateway takes the route.
+            if not any(ip.gateway == gw_text for ip in mine):
+                continue
+        elif not any(gw in subnet for subnet in subnets):
             continue  # this gateway is on another slave's subnet
         wanted = routes.Route(dst=dst, oif=index, gateway=gw)
         try:

@@ -5,7 +5,11 @@ runtime execs them (tests/uml/runtime.py), with examples/cnivpc.conflist as the 
 Proven with real packets (ping, and TCP where the source address matters): pod<->pod on one
 ENI, across ENIs, across nodes; pod->its node and node->pod over the unnumbered veth; a VPC
 host sees the pod's own IP; the internet host sees the node's primary IP (SNAT, ipMasq);
-a routeToCidrs destination is reached over the ipvlan leg. The fused mode (one entry of type
+a routeToCidrs destination is reached over the ipvlan leg. The pods are dual-stack (the IPAM's
+``ipv6``): their IPv6 reaches the other node's pods and the internet host with their own
+address over the ipvlan leg, and the egress-only gateway keeps the internet from connecting
+in; and the S3 prefix list (``routeServicePrefixLists``) takes them to the lab's gateway
+endpoint with their own IPv4. The fused mode (one entry of type
 ``cnivpc`` running the three plugins in one process) gets pods on the same nodes, the same
 assertions and the same results. Then every pod is deleted (reverse chain order) and each node
 is back to its initial state.
@@ -45,6 +49,7 @@ class Pod:
     node: int
     netns: str
     ip: str = ""
+    ip6: str = ""
     result: dict[str, Any] = field(default_factory=dict)
 
 
@@ -121,8 +126,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     lab = Lab(nodes=2, instance_type="t3.small").start()
     servers: list[subprocess.Popen[bytes]] = []
     try:
-        runtimes = [Runtime(bin_dir, lab_conflist(work, i), lab.node(i).netns, env)
-                    for i in range(2)]
+        confs = [lab_conflist(work, i) for i in range(2)]
+        for conf in confs:  # dual-stack pods, and S3 over the VPC's gateway endpoint
+            conf["plugins"][0].update(ipv6=True, routeServicePrefixLists=["s3"])
+        runtimes = [Runtime(bin_dir, conf, lab.node(i).netns, env)
+                    for i, conf in enumerate(confs)]
         cl = Cluster(lab, runtimes, [Runtime(bin_dir, fused_conflist(rt.conflist), rt.node_ns,
                                              env) for rt in runtimes])
         servers = cl.servers
@@ -143,6 +151,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 names = [i["name"] for i in result["interfaces"]]
                 assert names[0] == "eth0" and "eth1" in names  # ipvlan slave, ptp's pod end
             pod.ip = result["ips"][0]["address"].split("/")[0]
+            pod.ip6 = next(i["address"].split("/")[0] for i in result["ips"]
+                           if ":" in i["address"])
             pod.result = result
             cl.pods[name] = pod
         print("\nplugin execs in UML (s):", ", ".join(
@@ -247,6 +257,34 @@ def test_route_to_cidrs_uses_the_ipvlan_leg(cluster: Cluster, mode: str) -> None
     pod = cluster.pods["a3" if mode == "chained" else "fa"]
     assert "dev eth0" in run_in(pod.netns, "ip", "route", "get", ON_PREM, check=True).stdout
     assert ask(pod.netns, ON_PREM, port) == pod.ip  # not SNATed: it left over the ENI
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_ipv6_over_the_ipvlan_leg(cluster: Cluster, mode: str) -> None:
+    from cnivpc.lab.fabric import INET6_ADDR
+
+    here, there = (cluster.pods[n] for n in MODES[mode])
+    assert "dev eth0" in run_in(here.netns, "ip", "-6", "route", "get", there.ip6,
+                                check=True).stdout  # the ipvlan slave, not the veth
+    assert ping(here.netns, there.ip6)
+    port = 7004 if mode == "chained" else 7014
+    cluster.servers.append(serve_whoami(cluster.lab.fabric.inet_ns, port, ipv6=True))
+    assert whoami(here.netns, INET6_ADDR, port) == here.ip6  # its own IPv6: no NAT
+    cluster.servers.append(serve_whoami(here.netns, port + 100, ipv6=True))
+    assert whoami(there.netns, here.ip6, port + 100) == there.ip6  # the VPC may connect
+    assert whoami(cluster.lab.fabric.inet_ns, here.ip6, port + 100, timeout=1.0) == ""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_s3_goes_to_the_gateway_endpoint_with_the_pods_ip(cluster: Cluster, mode: str) -> None:
+    import ipaddress
+
+    fabric = cluster.lab.fabric
+    target = str(ipaddress.ip_network(fabric.endpoint_cidrs["s3"][0]).network_address + 9)
+    port = 7005 if mode == "chained" else 7015
+    serve(cluster, fabric.vpce_ns, port)
+    pod = cluster.pods[MODES[mode][0]]
+    assert ask(pod.netns, target, port) == pod.ip  # over the ENI, not SNATed
 
 
 @pytest.mark.parametrize("name", ["b1", "fb"])

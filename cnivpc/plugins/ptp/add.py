@@ -188,7 +188,10 @@ def _setup_host_iptables(undo: ExitStack, conf: PtpConf, att: Attachment,
     scratch: this also replaces what the attempt committed), one of mangle (which marks are
     missing), one restore."""
     if conf.ip_masq:
-        sysctl.enable_forwarding(4 in families, 6 in families)
+        # Only for the families the node forwards for the pod (not dual-stack IPv6 over the
+        # ipvlan leg: forwarding on would also give every link a subnet-router anycast route).
+        sysctl.enable_forwarding(any(ip.version == 4 for ip in ips),
+                                 any(ip.version == 6 for ip in ips))
     for family in families:
         ipt = Iptables(ipv6=family == 6)
         # No chain for a family none of ``ips`` is in (dual-stack IPv6 over the ipvlan leg).

@@ -195,9 +195,13 @@ def decide_add(pool: Pool, conf: IpamConf, *, observed: bool) -> AddDecision:
         if not pool.ops:
             raise
         return Wait(pool.ops[0].id)
-    if isinstance(plan, Read):
-        return plan
     creating = [op for op in pool.ops if op.kind == "create"]
+    if isinstance(plan, Read):
+        if creating and pool.limits is not None:
+            # A new ENI is what is missing (the subnets are read only for one), and one is
+            # being created: wait for it rather than read the subnets for nothing.
+            return Wait(creating[0].id)
+        return plan
     if plan.kind == "create" and creating:
         return Wait(creating[0].id)
     if plan.kind == "create" and not observed:

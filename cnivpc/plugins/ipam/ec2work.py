@@ -261,6 +261,8 @@ class Ec2Work:
         # The pod IPs are all secondaries: the ENI's primary IP is never a pod's.
         tries.append((plan.subnet, False))
         for subnet, prefixes in tries:
+            if prefixes and not self.prefixes_usable():
+                continue  # the instance type refused prefixes: no other subnet will differ
             call = {**params, "SubnetId": subnet.subnet_id, "ClientToken": os.urandom(16).hex()}
             if self.conf.ipv6 and subnet.ipv6_cidr:
                 # Dual-stack: the ENI's pods take IPv6 addresses out of one /80 of its own.
@@ -270,8 +272,6 @@ class Ec2Work:
                 answer = self.node.ec2.call("CreateNetworkInterface", **call)
             except Ec2Error as exc:
                 if prefixes and self._falls_back(exc, f"{subnet.subnet_id} ({subnet.cidr})"):
-                    if not self.prefixes_usable():
-                        tries = [t for t in tries if not t[1]]  # the type takes none at all
                     continue
                 if exc.aws_code == "InvalidParameterValue" and "sufficient" in exc.message:
                     self.node.forget_subnets(vpc_id)

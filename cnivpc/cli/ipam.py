@@ -90,7 +90,7 @@ def subnets(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
     with store:
         boot = node.interfaces()[0]
         rows = [{"subnet": s.subnet_id, "cidr": s.cidr, "available": s.available,
-                 "matches_tags": all(s.tags.get(k) == v for k, v in conf.subnet_tags.items()),
+                 "matches_tags": s.has_tags(conf.subnet_tags),
                  "tags": s.tags} for s in node.subnets(boot.vpc_id)]
     return _show(args, out, ["subnet", "cidr", "available", "matches_tags", "tags"], rows)
 

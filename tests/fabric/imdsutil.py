@@ -40,6 +40,12 @@ def get(url: str, path: str, tok: str | None) -> Response:
     return request(url, "GET", path, {"X-aws-ec2-metadata-token": tok} if tok else {})
 
 
+def meta(url: str, path: str) -> tuple[int, str]:
+    """GET ``/latest/meta-data/<path>`` with a fresh token: (status, body; "" unless 200)."""
+    r = get(url, "/latest/meta-data/" + path, token(url, 60))
+    return r.status, r.body if r.status == 200 else ""
+
+
 def eni(device: int, mac: str, ips: tuple[str, ...], eni_id: str | None = None) -> EniView:
     return EniView(
         eni_id=eni_id or f"eni-{device:017x}",

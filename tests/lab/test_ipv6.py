@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import ipaddress
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
@@ -25,6 +23,7 @@ from botocore.exceptions import ClientError
 from cnivpc.lab.ec2 import Ec2Lab, topology
 from cnivpc.lab.ec2.rules6 import SERVICE_CIDRS
 from cnivpc.lab.imds import ImdsServer, moto_source
+from tests.fabric.imdsutil import meta
 
 from .conftest import REGION, Endpoint
 from .test_strict import attach, error, new_eni
@@ -280,18 +279,7 @@ def test_imds_lists_ipv6_with_the_address_lag(lab: Ec2Lab, ec2_client: Any,
         url = imds.listen_tcp(node.instance_id)
 
         def get(path: str) -> tuple[int, str]:
-            token_req = urllib.request.Request(
-                url + "/latest/api/token", method="PUT",
-                headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
-            with urllib.request.urlopen(token_req, timeout=5) as r:
-                token = r.read().decode()
-            req = urllib.request.Request(url + "/latest/meta-data/" + path,
-                                         headers={"X-aws-ec2-metadata-token": token})
-            try:
-                with urllib.request.urlopen(req, timeout=5) as r:
-                    return r.status, r.read().decode()
-            except urllib.error.HTTPError as exc:
-                return exc.code, ""
+            return meta(url, path)
 
         mac = f"network/interfaces/macs/{eni['MacAddress']}/"
         deadline = time.monotonic() + 10

@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 
 from cnivpc.lab.ec2 import Ec2Lab, topology
 from cnivpc.lab.imds import ImdsServer, moto_source
+from tests.fabric.imdsutil import meta
 
 from .conftest import Endpoint
 from .test_strict import attach, describe_eni, error, ips_of, new_eni
@@ -338,8 +339,6 @@ def test_unassign_prefixes(lab: Ec2Lab, ec2_client: Any, topo: topology.Topology
 
 def test_imds_lists_prefixes_with_the_address_lag(lab: Ec2Lab, ec2_client: Any,
                                                   topo: topology.Topology) -> None:
-    import urllib.request
-
     node = topo.run_instance("m5.large")
     eni = ec2_client.create_network_interface(SubnetId=topo.pod_subnet())["NetworkInterface"]
     ec2_client.attach_network_interface(NetworkInterfaceId=eni["NetworkInterfaceId"],
@@ -349,18 +348,7 @@ def test_imds_lists_prefixes_with_the_address_lag(lab: Ec2Lab, ec2_client: Any,
         url = imds.listen_tcp(node.instance_id)
 
         def get(path: str) -> tuple[int, str]:
-            token_req = urllib.request.Request(
-                url + "/latest/api/token", method="PUT",
-                headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
-            with urllib.request.urlopen(token_req, timeout=5) as r:
-                token = r.read().decode()
-            req = urllib.request.Request(url + "/latest/meta-data/" + path,
-                                         headers={"X-aws-ec2-metadata-token": token})
-            try:
-                with urllib.request.urlopen(req, timeout=5) as r:
-                    return r.status, r.read().decode()
-            except urllib.error.HTTPError as exc:
-                return exc.code, ""
+            return meta(url, path)
 
         key = f"network/interfaces/macs/{eni['MacAddress']}/ipv4-prefix"
         # wait for the ENI itself to show up (it lags too), then assign

@@ -39,6 +39,21 @@ def run_in(netns: str | None, *cmd: str, check: bool = False, timeout: float = 3
     return res
 
 
+def ipvlan_slave(fab: Fabric, node: str, eni_if: str, pod: str) -> str:
+    """A new pod netns holding ``eth0``, an ipvlan L2 slave of the ENI link ``eni_if`` of
+    ``node`` (the ENI brought up), itself still down and without an address: what
+    cnivpc-ipvlan starts from. Returns the netns."""
+    netns = fab.add_netns(pod)
+    node_ns = fab.node_ns(node)
+    slave = f"ipv{pod[-4:]}"
+    run_in(node_ns, "ip", "link", "set", eni_if, "up", check=True)
+    run_in(node_ns, "ip", "link", "add", "link", eni_if, "name", slave, "type", "ipvlan",
+           "mode", "l2", check=True)
+    run_in(node_ns, "ip", "link", "set", slave, "netns", netns, check=True)
+    run_in(netns, "ip", "link", "set", slave, "name", "eth0", check=True)
+    return netns
+
+
 def eventually(cond: Callable[[], object], timeout: float = 30.0, step: float = 0.02) -> float:
     """Poll ``cond()`` until it is true; the seconds it took. Raises AssertionError after
     ``timeout`` (long: a loaded 2-core machine must not fail a test that is only slow)."""

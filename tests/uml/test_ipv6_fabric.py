@@ -17,7 +17,7 @@ import pytest
 
 from cnivpc.lab.fabric import INET6_ADDR, ROUTER_LL6, Fabric
 from cnivpc.lab.probes import serve_whoami, whoami
-from tests.support.lab import ping, run_in
+from tests.support.lab import ipvlan_slave, ping, run_in
 
 pytestmark = pytest.mark.uml
 
@@ -40,15 +40,8 @@ def servers() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 def ipvlan_pod6(fab: Fabric, node: str, eni_if: str, pod: str, pod_ip6: str) -> str:
     """A pod netns whose eth0 is an ipvlan L2 slave of ``eni_if`` with ``pod_ip6``/128."""
-    netns = fab.add_netns(pod)
-    node_ns = fab.node_ns(node)
-    slave = f"ipv{pod[-4:]}"
-    run_in(node_ns, "ip", "link", "set", eni_if, "up", check=True)
-    run_in(node_ns, "ip", "link", "add", "link", eni_if, "name", slave, "type", "ipvlan",
-           "mode", "l2", check=True)
-    run_in(node_ns, "ip", "link", "set", slave, "netns", netns, check=True)
+    netns = ipvlan_slave(fab, node, eni_if, pod)
     for cmd in (
-        ["ip", "link", "set", slave, "name", "eth0"],
         # the slave has the ENI's MAC: its EUI-64 link-local would be the ENI's (DAD clash)
         ["ip", "link", "set", "eth0", "addrgenmode", "none"],
         ["ip", "link", "set", "eth0", "up"],

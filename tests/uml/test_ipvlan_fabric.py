@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from cnivpc.lab.fabric import INET_ADDR, Fabric
-from tests.support.lab import ping, run_in
+from tests.support.lab import ipvlan_slave, ping, run_in
 
 pytestmark = pytest.mark.uml
 
@@ -25,15 +25,8 @@ VPC = "10.0.0.0/16"
 
 def ipvlan_pod(fab: Fabric, node: str, eni_if: str, pod: str, pod_ip: str) -> str:
     """A pod netns whose eth0 is an ipvlan L2 slave of ``eni_if`` in ``node`` (cnivpc-ipvlan)."""
-    netns = fab.add_netns(pod)
-    node_ns = fab.node_ns(node)
-    slave = f"ipv{pod[-4:]}"
-    run_in(node_ns, "ip", "link", "set", eni_if, "up", check=True)
-    run_in(node_ns, "ip", "link", "add", "link", eni_if, "name", slave, "type", "ipvlan",
-           "mode", "l2", check=True)
-    run_in(node_ns, "ip", "link", "set", slave, "netns", netns, check=True)
+    netns = ipvlan_slave(fab, node, eni_if, pod)
     for cmd in (
-        ["ip", "link", "set", slave, "name", "eth0"],
         ["ip", "addr", "add", f"{pod_ip}/32", "dev", "eth0"],
         ["ip", "link", "set", "eth0", "up"],
         # VPC traffic leaves through the ENI, via the subnet's router (like VPC CNI's ipvlan mode)

@@ -459,22 +459,26 @@ class Allocator:
             held = self.store.allocations(container_id, ifname, network)
             pool = self.pool()
             plan = rules.release(pool, self.conf, held)
-            unassign = self._safe_to_give_back(pool, plan)
+            unassign = self._safe_to_give_back(
+                list(plan.unassign),
+                lambda ips: invariants.decision_problems(
+                    pool, self.conf, rules.Release(plan.released, tuple(ips))))
             released = self.store.release(container_id, ifname, network)
             surplus = self.store.take_free([f.ip for f in unassign])
         if surplus:
             self.ec2work.unassign(surplus)
         return released
 
-    def _safe_to_give_back(self, pool: Pool, plan: rules.Release) -> list[FreeIP]:
-        """``plan``'s IPs to give back, minus any the invariants refuse (keeping an IP is
-        always safe; giving one back that a pod holds is not)."""
-        problems = invariants.decision_problems(pool, self.conf, plan)
+    @staticmethod
+    def _safe_to_give_back(ips: list[FreeIP],
+                           problems_of: Callable[[list[FreeIP]], list[str]]) -> list[FreeIP]:
+        """``ips`` to give back, minus any the invariants refuse, each judged alone then
+        (keeping an IP is always safe; giving one back that a pod holds is not)."""
+        problems = problems_of(ips)
         if not problems:
-            return list(plan.unassign)
+            return ips
         log.error("not giving back IPs: %s", "; ".join(problems))
-        return [f for f in plan.unassign if not invariants.decision_problems(
-            pool, self.conf, rules.Release(plan.released, (f,)))]
+        return [f for f in ips if not problems_of([f])]
 
     def trim_idle(self, max_age: float) -> Unassigned:
         """GC: unassign free IPs idle longer than ``max_age`` seconds (``decision.idle``)."""
@@ -482,10 +486,8 @@ class Allocator:
             return Unassigned()
         with self.decide():
             pool = self.pool()
-            idle = rules.idle(pool, self.conf, max_age)
-            problems = invariants.decision_problems(pool, self.conf, idle)
-            if problems:
-                log.error("not giving back idle IPs: %s", "; ".join(problems))
-                idle = [f for f in idle if not invariants.decision_problems(pool, self.conf, [f])]
+            idle = self._safe_to_give_back(
+                rules.idle(pool, self.conf, max_age),
+                lambda ips: invariants.decision_problems(pool, self.conf, ips))
             taken = self.store.take_free([f.ip for f in idle])
         return self.ec2work.unassign(taken)

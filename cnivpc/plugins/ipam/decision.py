@@ -34,6 +34,7 @@ Imports only the stdlib, ``cni.errors`` and the value types of the store, the no
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, replace
 from math import ceil
 
@@ -94,13 +95,6 @@ class Pool:
 
     def primaries(self) -> frozenset[str]:
         return frozenset(e.primary_ip for e in self.enis if e.primary_ip)
-
-    def ip_counts(self) -> dict[str, int]:
-        """Tracked IPs (free and held) per ENI."""
-        counts: dict[str, int] = {}
-        for eni_id in [f.eni_id for f in self.free] + [a.eni_id for a in self.held]:
-            counts[eni_id] = counts.get(eni_id, 0) + 1
-        return counts
 
     def slots_used(self) -> dict[str, int]:
         """IPv4 slots used per ENI (the primary IP's aside): one per secondary IP, one per
@@ -303,8 +297,7 @@ def batch(pool: Pool, conf: IpamConf, room: int, needed: int) -> int:
 def subnet_for_new_eni(pool: Pool, conf: IpamConf) -> Subnet:
     """The tag-matching subnet with the most free addresses (``pool.subnets`` is sorted so)."""
     tags = conf.subnet_tags
-    subnets = [s for s in pool.subnets or ()
-               if all(s.tags.get(k) == v for k, v in tags.items())]
+    subnets = [s for s in pool.subnets or () if s.has_tags(tags)]
     if not subnets:
         raise NoSubnet("no subnet for a new ENI",
                        f"no subnet in {pool.where or 'the VPC and AZ'} has the tags {tags}")
@@ -407,8 +400,6 @@ def pick_ipv6(prefixes: tuple[str, ...], held: set[str], draw: int) -> str | Non
     a random number (the caller's). A /80 has 2**48 addresses: a random pick is never one a
     recent pod had (the cooldown IPv4 needs, for free), and collisions are only retried.
     None when the ENI has no prefix."""
-    import ipaddress
-
     nets = [ipaddress.IPv6Network(p) for p in prefixes]
     if not nets:
         return None

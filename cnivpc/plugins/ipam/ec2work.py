@@ -288,8 +288,7 @@ class Ec2Work:
     def _tagged_subnets(self, vpc_id: str) -> list[Subnet]:
         tags = self.conf.subnet_tags
         try:
-            return [s for s in self.node.subnets(vpc_id)
-                    if all(s.tags.get(k) == v for k, v in tags.items())]
+            return [s for s in self.node.subnets(vpc_id) if s.has_tags(tags)]
         except (Ec2Error, CniError) as exc:
             log.info("cannot list the other subnets for a prefix: %s", exc)
             return []

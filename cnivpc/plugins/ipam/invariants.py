@@ -32,7 +32,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .config import IpamConf
-from .decision import AddDecision, Plan, Pool, Release, Start, Take
+from .decision import AddDecision, Plan, Pool, Release, Start, Take, prefix_mode
+from .prefixes import PREFIX_SIZE
 from .store import LEASE_MAX_AGE, Allocation, EniRecord, FreeIP
 
 # A detached ENI tagged as ours must be gone within this long: the window between
@@ -191,11 +192,11 @@ def _plan_problems(pool: Pool, conf: IpamConf, plan: Plan) -> list[str]:
         eni = next((e for e in pool.enis if e.eni_id == plan.eni_id), None)
         if eni is None or eni.device_index < conf.interface_index or not eni.link:
             return [f"assign to {plan.eni_id}, which is not an ENI whose IPs go to pods"]
-        mode = conf.ipv4_prefixes and limits.nitro is not False
+        mode = prefix_mode(conf, limits)
         if plan.prefixes != mode:
             return [f"assign of {'prefixes' if plan.prefixes else 'IPs'} in the other mode"]
         used = _slots(pool, eni.eni_id)
-        coming = sum(-(-op.expected // 16) if mode else op.expected
+        coming = sum(-(-op.expected // PREFIX_SIZE) if mode else op.expected
                      for op in pool.ops if op.kind == "assign" and op.eni_id == eni.eni_id)
         if used + coming + plan.count > per_eni:
             return [f"assign {plan.count} to {eni.eni_id}, which uses {used} slots and "
@@ -218,7 +219,7 @@ def _plan_problems(pool: Pool, conf: IpamConf, plan: Plan) -> list[str]:
     if plan.count > per_eni:
         problems.append(f"a new ENI with {plan.count} IPs, above the {per_eni} allowed")
     subnet = plan.subnet
-    if subnet is None or any(subnet.tags.get(k) != v for k, v in conf.subnet_tags.items()):
+    if subnet is None or not subnet.has_tags(conf.subnet_tags):
         problems.append("a new ENI in a subnet without the subnetTags")
     return problems
 
@@ -248,7 +249,7 @@ def _give_back_problems(pool: Pool, ips: list[FreeIP], free: set[str],
         if prefix:
             members.setdefault(prefix, set()).add(ip)
     for prefix in {f.prefix for f in ips if f.prefix}:
-        if not members.get(prefix, set()) <= giving or len(members.get(prefix, ())) != 16:
+        if not members.get(prefix, set()) <= giving or len(members.get(prefix, ())) != PREFIX_SIZE:
             problems.append(f"giving back prefix {prefix} with some of its addresses kept")
     primaries = pool.primaries()
     holders = {a.ip for a in held} - freed

@@ -67,6 +67,10 @@ class Subnet:
     tags: dict[str, str]
     ipv6_cidr: str = ""  # its associated IPv6 /64, "" when none
 
+    def has_tags(self, tags: dict[str, str]) -> bool:
+        """Whether it carries every one of ``tags`` (``subnetTags``; none: any subnet)."""
+        return all(self.tags.get(k) == v for k, v in tags.items())
+
 
 class Node:
     """Lazy, cached views of this instance; ``ec2`` is created on first use."""

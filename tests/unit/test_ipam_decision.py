@@ -364,3 +364,42 @@ def test_no_refill_or_give_back_breaks_an_invariant(drawn: tuple[Pool, IpamConf,
         idle = rules.idle(p, c, age)
         assert decision_problems(p, c, idle) == []
         assert not idle or len(p.free) - len(idle) >= min(c.warm_ip_target, len(p.free))
+
+
+# -- IPv6-only attachments ---------------------------------------------------------------------
+
+V6_SUBNET = Subnet("subnet-6", "10.0.16.0/20", 300, {"k": "v"}, "2001:db8:0:1::/64")
+
+
+def test_ipv6_only_pods_use_the_lowest_pod_eni_with_ipv6_else_one_new_eni_without_ipv4() -> None:
+    c = conf(ipv6=True, ipv4=False, subnetTags={"k": "v"})
+    limits = Limits(enis=4, ipv4_per_eni=15)
+    with_v6 = [replace(eni(i), subnet_ipv6_cidr="2001:db8::/64") for i in (2, 1)]
+    assert rules.v6_eni(pool(enis=(eni(0), *with_v6), limits=limits), c) == with_v6[1]
+    # No pod ENI with IPv6: a new one, after reading the subnets, in the subnet with IPv6.
+    bare = pool(enis=(eni(0), eni(1)), limits=limits, subnets=None)
+    assert isinstance(rules.v6_eni(bare, c), Read)
+    plan = rules.v6_eni(replace(bare, subnets=(SUBNET, V6_SUBNET)), c)
+    assert plan == Plan("create", 0, device_index=2, subnet=V6_SUBNET)
+    assert decision_problems(replace(bare, subnets=(SUBNET, V6_SUBNET)), c, plan) == []
+    # The same plan is refused without ipv4: false (no IPv4) and in a subnet without IPv6.
+    assert decision_problems(bare, conf(subnetTags={"k": "v"}), plan) != []
+    assert decision_problems(bare, c, replace(plan, subnet=SUBNET)) != []
+    # One being created is waited for; none with IPv6 among the tagged subnets is an error.
+    creating = replace(bare, ops=(op(7, "create", 0, 0, index=2),))
+    assert rules.v6_eni(creating, c) == Wait(7)
+    with pytest.raises(NoSubnet):
+        rules.v6_eni(replace(bare, subnets=(SUBNET,)), c)
+    with pytest.raises(NoCapacity):
+        rules.v6_eni(pool(enis=tuple(eni(i) for i in range(4)), limits=limits), c)
+
+
+def test_egress_addresses_go_round_robin_skipping_held_and_the_ranges_ends() -> None:
+    cidr = "169.254.172.0/29"  # .1 to .6 usable
+    assert rules.pick_egress(cidr, set(), "") == "169.254.172.1"
+    assert rules.pick_egress(cidr, set(), "169.254.172.3") == "169.254.172.4"
+    assert rules.pick_egress(cidr, {"169.254.172.4"}, "169.254.172.3") == "169.254.172.5"
+    assert rules.pick_egress(cidr, set(), "169.254.172.6") == "169.254.172.1"  # wraps
+    assert rules.pick_egress(cidr, set(), "10.0.0.1") is not None  # a cursor from another range
+    everything = {f"169.254.172.{i}" for i in range(1, 7)}
+    assert rules.pick_egress(cidr, everything, "") is None

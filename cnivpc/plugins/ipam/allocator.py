@@ -47,10 +47,10 @@ from . import decision as rules
 from . import invariants
 from . import reconcile as reconciling
 from .config import IpamConf
-from .decision import Claim, Plan, Pool, Read, Start, Take, Wait
+from .decision import Claim, NoCapacity, Plan, Pool, Read, Start, Take, Wait
 from .ec2work import DOT_TRIED, Ec2Work, Unassigned
 from .node import Node, NotPrefetched
-from .store import Allocation, EniRecord, FreeIP, Store
+from .store import Allocation, EniRecord, FreeIP, Store, V6Lease
 
 log = logging.getLogger("cnivpc.ipam")
 
@@ -175,7 +175,7 @@ class Allocator:
             self.ec2work.assign_ipv6_prefix(eni)
         with self.decide():
             eni = self.store.eni(eni.eni_id) or eni
-            held = {a.ipv6 for a in self.store.allocations() if a.ipv6}
+            held = self._held_ipv6()
             ipv6 = rules.pick_ipv6(eni.ipv6_prefixes, held, int.from_bytes(os.urandom(8), "big"))
             problem = "no IPv6 prefix" if ipv6 is None else invariants.ipv6_problem(ipv6, eni,
                                                                                     held)
@@ -188,6 +188,92 @@ class Allocator:
                                     str(exc)) from exc
         log.info("IPv6 %s on %s for %s", ipv6, eni.eni_id, alloc.ip)
         return replace(alloc, ipv6=ipv6), eni
+
+    def _held_ipv6(self) -> set[str]:
+        """Every pod IPv6 of the node: dual-stack and IPv6-only (another network may be the
+        other kind, with the same ``dataDir``)."""
+        return {a.ipv6 for a in self.store.allocations() if a.ipv6} | \
+            {lease.ipv6 for lease in self.store.v6_leases()}
+
+    def acquire_v6(self, container_id: str, ifname: str, pod: str, netns: str,
+                   network: str) -> tuple[V6Lease, EniRecord]:
+        """An IPv6-only attachment (``ipv4: false``): an IPv6 out of a /80 of a pod ENI with
+        IPv6 (``decision.v6_eni``: the lowest one; a new one, with no secondary IPv4, when
+        there is none), and a node-local egress IPv4 (``decision.pick_egress``). A repeated ADD
+        gets its lease back."""
+        must_observe = False
+        while True:
+            self._check_deadline("waiting for an ENI for IPv6 pods")
+            wait_for: int | None = None
+            own: tuple[int, Plan] | None = None
+            unread: str | None = None
+            eni: EniRecord | None = None
+            obs = self._observe(always=must_observe)
+            must_observe = False
+            with self.decide():
+                held = self.store.v6_leases(container_id, ifname, network)
+                known = self.store.eni(held[0].eni_id) if held else None
+                if held and known is not None:
+                    log.info("attachment already holds %s (a repeated ADD)", held[0].ipv6)
+                    return held[0], known
+                if obs is not None:
+                    reconciling.apply(self.store, self.conf, obs, self._clock())
+                choice, pool = self._decide(partial(rules.v6_eni, conf=self.conf), self.pool())
+                if isinstance(choice, EniRecord):
+                    eni = choice
+                elif isinstance(choice, Wait):
+                    wait_for = choice.op_id
+                elif isinstance(choice, Plan):
+                    self._refuse(pool, choice)
+                    op_id = self.store.start_op(choice.kind, 0, device_index=choice.device_index)
+                    own = op_id, choice
+                else:
+                    unread = choice.what
+            if eni is not None:
+                return self._lease_v6(eni, container_id, ifname, pod, netns, network)
+            if unread is not None:
+                log.debug("reading %s before deciding again", unread)
+                self._prefetch()
+                must_observe = True
+            elif wait_for is not None:
+                self._wait_op(wait_for)
+            elif own is not None:
+                self._run_op(*own, best_effort=False)
+
+    def _lease_v6(self, eni: EniRecord, container_id: str, ifname: str, pod: str, netns: str,
+                  network: str) -> tuple[V6Lease, EniRecord]:
+        if not eni.ipv6_prefixes:
+            self.ec2work.assign_ipv6_prefix(eni)  # one EC2 call, outside the lock
+        egress_range = self.conf.egress_ipv4_range
+        with self.decide():
+            eni = self.store.eni(eni.eni_id) or eni
+            leases = self.store.v6_leases()
+            ipv6 = rules.pick_ipv6(eni.ipv6_prefixes, self._held_ipv6(),
+                                   int.from_bytes(os.urandom(8), "big"))
+            egress = ""
+            if egress_range is not None:
+                egress = rules.pick_egress(egress_range,
+                                           {x.egress_ip for x in leases if x.egress_ip},
+                                           self.store.last_egress_ip()) or ""
+                if not egress:
+                    raise NoCapacity(f"every address of egressIPv4Range {egress_range} is "
+                                     "held", f"{len(leases)} IPv6-only pods on this node")
+            if ipv6 is None:
+                raise PlanRefused("no IPv6 address for the pod", f"{eni.eni_id} has no /80")
+            lease = V6Lease(ipv6, egress, eni.eni_id, network, container_id, ifname, pod, netns,
+                            self._clock())
+            problem = invariants.v6_lease_problem(
+                lease, eni, leases, interface_index=self.conf.interface_index,
+                egress_range=egress_range)
+            if problem is not None:
+                raise PlanRefused("the IPAM refused its own decision (a bug; nothing was done)",
+                                  problem)
+            try:
+                self.store.lease_v6(lease)
+            except KeyError as exc:
+                raise TryAgainLater("another ADD took the address meanwhile", str(exc)) from exc
+        log.info("IPv6-only %s (egress %s) on %s", ipv6, egress or "none", eni.eni_id)
+        return lease, eni
 
     def _acquire_ipv4(self, container_id: str, ifname: str, pod: str, netns: str,
                       network: str | None) -> tuple[Allocation, EniRecord]:
@@ -434,11 +520,16 @@ class Allocator:
             if record.device_index == 0:
                 raise CniError(f"{eni_id} is the boot ENI: cnivpc never removes it", code=7)
             held = [a for a in self.store.allocations() if a.eni_id == eni_id]
-            if held and not force:
-                raise CniError(f"{len(held)} pod(s) use {eni_id}: "
-                               + ", ".join(a.pod or a.container_id[:12] for a in held), code=7)
+            v6 = [x for x in self.store.v6_leases() if x.eni_id == eni_id]
+            if (held or v6) and not force:
+                users = [(x.pod, x.container_id) for x in held]
+                users += [(x.pod, x.container_id) for x in v6]
+                raise CniError(f"{len(users)} pod(s) use {eni_id}: "
+                               + ", ".join(pod or cid[:12] for pod, cid in users), code=7)
             for alloc in held:
                 self.store.release(alloc.container_id, alloc.ifname)
+            for lease in v6:
+                self.store.release_v6(lease.container_id, lease.ifname)
             self.store.take_free([f.ip for f in self.store.free_ips(eni_ids=[eni_id])])
             self.store.drop_eni(eni_id)
         answer = self.node.ec2.call("DescribeNetworkInterfaces", NetworkInterfaceIds=[eni_id])
@@ -468,6 +559,13 @@ class Allocator:
         if surplus:
             self.ec2work.unassign(surplus)
         return released
+
+    def release_v6(self, container_id: str, ifname: str,
+                   network: str | None = None) -> list[V6Lease]:
+        """Drop the attachment's IPv6-only lease (idempotent; nothing goes back to EC2: the
+        /80 stays with its ENI for the next pod)."""
+        with self.decide():
+            return self.store.release_v6(container_id, ifname, network)
 
     @staticmethod
     def _safe_to_give_back(ips: list[FreeIP],

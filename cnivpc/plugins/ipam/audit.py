@@ -44,7 +44,7 @@ def snapshot(store: Store, node: Node, conf: IpamConf, now: float, *,
             allocations=tuple(store.allocations()), free=tuple(store.free_ips()), enis=enis,
             ops=tuple(OpState(op.id, op.kind, op.started, leased)
                       for op, leased in store.op_leases()),
-            ec2=ec2, links=links)
+            ec2=ec2, links=links, v6_leases=tuple(store.v6_leases()))
 
 
 def _ec2_view(node: Node, instance_id: str) -> tuple[Ec2Eni, ...]:

@@ -47,6 +47,16 @@ and in ``cnivpc status``.
 Dual-stack: ``ipv6`` (false) gives each attachment an IPv6 address too, out of a /80 prefix of
 the ENI its IPv4 is on (the VPC and its subnets need IPv6 CIDRs; Nitro types).
 
+IPv6-only pods: ``ipv4: false`` (with ``ipv6: true``; the AWS VPC CNI's IPv6 mode) gives the pod no
+VPC IPv4 at all, only its IPv6 out of a /80 of a pod ENI (an ENI created for them carries no
+secondary IPv4: IPv4 exhaustion is what this mode is for). IPv4 still reaches the pod's world
+through the node: the pod gets a node-local IPv4 out of ``egressIPv4Range`` (169.254.172.0/22,
+the range the AWS VPC CNI uses; ``null``: none, the pod has no IPv4 at all), which cnivpc-ptp
+routes over the veth and masquerades to the node's address (``ipMasq``). That address means
+nothing beyond the node: no VPC route and no other pod reaches it. The keys that route IPv4
+over the ENI (``ipv4Prefixes``, ``routeToCidrs``, ``routeToVpcPeers``,
+``routeServicePrefixLists``) need the pod's own VPC IPv4 and are refused in this mode.
+
 Imports ``cnivpc.cni`` and the generated ``plugins.schemas``; never pydantic, AWS or netlink.
 """
 
@@ -58,6 +68,7 @@ from typing import TYPE_CHECKING
 
 DEFAULT_DATA_DIR = "/var/lib/cnivpc"
 DEFAULT_LOCK_PATH = "/run/cnivpc/ipam.lock"
+DEFAULT_EGRESS_RANGE = "169.254.172.0/22"
 SERVICE_LIST_RE = re.compile(r"^(pl-[0-9a-f]{1,32}|[a-z0-9][a-z0-9.-]{0,127})$")
 
 
@@ -75,6 +86,37 @@ def service_prefix_lists(values: list[str]) -> list[str]:
     return values
 
 
+def egress_range(value: str | None) -> str | None:
+    # A node-local IPv4 range for IPv6-only pods' IPv4 egress: at least 4 addresses (its
+    # first and last are never handed out).
+    if value is None:
+        return None
+    net = ipaddress.IPv4Network(value, strict=False)  # ValueError names the problem
+    if net.prefixlen > 30:
+        raise ValueError(f"{value!r} is too small: at least a /30")
+    return str(net)
+
+
+def family_problem(conf: IpamConf) -> tuple[str, str] | None:
+    """Why the address-family keys cannot work together, or None: (message, details).
+    A check across keys, so the handlers and the CLI call it (a field validator sees one
+    key)."""
+    if conf.ipv4:
+        return None
+    if not conf.ipv6:
+        return ("ipv4: false needs ipv6: true", "a pod needs an address of some family")
+    ipv4_keys = [key for key, on in (("ipv4Prefixes", conf.ipv4_prefixes),
+                                     ("routeToCidrs", bool(conf.route_to_cidrs)),
+                                     ("routeToVpcPeers", conf.route_to_vpc_peers),
+                                     ("routeServicePrefixLists",
+                                      bool(conf.route_service_prefix_lists))) if on]
+    if ipv4_keys:
+        return (f"{', '.join(ipv4_keys)} cannot be used with ipv4: false",
+                "they route the pod's own VPC IPv4, which IPv6-only pods do not have "
+                "(their IPv6 reaches every destination over the ENI already)")
+    return None
+
+
 def security_groups(values: list[str] | None) -> list[str] | None:
     for v in values or []:
         if not v.startswith("sg-"):
@@ -90,5 +132,6 @@ else:
 
     IpamConf = model(MODELS, "cnivpc.plugins.ipam.model:IpamConf")
 
-__all__ = ["DEFAULT_DATA_DIR", "DEFAULT_LOCK_PATH", "IpamConf", "route_cidrs",
-           "security_groups", "service_prefix_lists"]
+__all__ = ["DEFAULT_DATA_DIR", "DEFAULT_EGRESS_RANGE", "DEFAULT_LOCK_PATH", "IpamConf",
+           "egress_range", "family_problem", "route_cidrs", "security_groups",
+           "service_prefix_lists"]

@@ -412,6 +412,57 @@ def pick_ipv6(prefixes: tuple[str, ...], held: set[str], draw: int) -> str | Non
     return None
 
 
+# -- IPv6-only attachments (``ipv4: false``) -------------------------------------------------
+
+
+def v6_eni(pool: Pool, conf: IpamConf) -> EniRecord | Plan | Wait | Read:
+    """The ENI an IPv6-only pod's address comes from: the lowest pod ENI whose subnet has an
+    IPv6 CIDR (one /80 serves any number of pods: a second ENI buys nothing); while an ENI is
+    being created, wait for it; else a new ENI with no secondary IPv4 (``count`` 0) in the
+    tag-matching subnet with IPv6 and the most free addresses."""
+    ready = [e for e in pool.eligible(conf) if e.subnet_ipv6_cidr]
+    if ready:
+        return min(ready, key=lambda e: e.device_index)
+    creating = [op for op in pool.ops if op.kind == "create"]
+    if creating:
+        return Wait(creating[0].id)
+    limits = pool.limits
+    if limits is None:
+        return Read(f"the limits of {pool.instance_type or 'the instance type'}")
+    used = used_device_indexes(pool)
+    if len(used) >= limits.enis:
+        raise NoCapacity(f"no ENI for IPv6 pods: all {limits.enis} ENIs of a "
+                         f"{pool.instance_type or 'this instance type'} are in use, none at "
+                         f"interfaceIndex {conf.interface_index} or above in a subnet with IPv6",
+                         "give a pod ENI's subnet an IPv6 CIDR, or free a device index")
+    if pool.subnets is None:
+        return Read("the subnets for a new ENI")
+    subnets = [s for s in pool.subnets if s.has_tags(conf.subnet_tags) and s.ipv6_cidr]
+    if not subnets:
+        raise NoSubnet("no subnet with IPv6 for a new ENI",
+                       f"no subnet in {pool.where or 'the VPC and AZ'} has the tags "
+                       f"{conf.subnet_tags} and an IPv6 CIDR")
+    device_index = next(i for i in range(max(1, conf.interface_index), 1000) if i not in used)
+    return Plan("create", 0, device_index=device_index, subnet=subnets[0])
+
+
+def pick_egress(cidr: str, held: set[str], last: str) -> str | None:
+    """A node-local IPv4 for an IPv6-only pod's egress: the first address of ``cidr`` after
+    ``last`` (round robin, wrapping) that is not ``held``, never the range's first or last
+    address. None when every one is held."""
+    net = ipaddress.IPv4Network(cidr)
+    first, size = int(net.network_address) + 1, net.num_addresses - 2
+    try:
+        start = (int(ipaddress.IPv4Address(last)) - first + 1) % size
+    except ValueError:
+        start = 0
+    for step in range(size):
+        address = str(ipaddress.IPv4Address(first + (start + step) % size))
+        if address not in held:
+            return address
+    return None
+
+
 # -- giving IPs back -----------------------------------------------------------------------------
 
 

@@ -267,7 +267,9 @@ class Ec2Work:
             if self.conf.ipv6 and subnet.ipv6_cidr:
                 # Dual-stack: the ENI's pods take IPv6 addresses out of one /80 of its own.
                 call["Ipv6PrefixCount"] = 1
-            call["Ipv4PrefixCount" if prefixes else "SecondaryPrivateIpAddressCount"] = plan.count
+            if plan.count:  # 0: an ENI for IPv6-only pods, no secondary IPv4
+                call["Ipv4PrefixCount" if prefixes else "SecondaryPrivateIpAddressCount"] = \
+                    plan.count
             try:
                 answer = self.node.ec2.call("CreateNetworkInterface", **call)
             except Ec2Error as exc:

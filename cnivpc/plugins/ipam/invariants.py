@@ -10,7 +10,9 @@ The invariants:
 * ``one-holder``: no IP is held by two attachments, nor both held and free.
 * ``ip-on-our-eni``: every IP the store holds or offers is assigned, in EC2, to an ENI attached
   to this instance at ``interfaceIndex`` or above; a pod's IPv6 address (dual-stack) is in a
-  /80 EC2 has delegated to the ENI its IPv4 is on, and no two pods hold the same.
+  /80 EC2 has delegated to the ENI its IPv4 is on, and no two pods hold the same; an IPv6-only
+  pod's address (``ipv4: false``) is in a /80 of its ENI, attached here at ``interfaceIndex`` or
+  above, and its node-local egress IPv4 is no other pod's.
 * ``never-primary``: no IP the store holds or offers is the primary IP of any ENI (the node's
   own included, whatever ``interfaceIndex`` is).
 * ``eni-tracked``: every ENI cnivpc created for this instance (its tag) is in the store while
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 from .config import IpamConf
 from .decision import AddDecision, Plan, Pool, Release, Start, Take, prefix_mode
 from .prefixes import PREFIX_SIZE
-from .store import LEASE_MAX_AGE, Allocation, EniRecord, FreeIP
+from .store import LEASE_MAX_AGE, Allocation, EniRecord, FreeIP, V6Lease
 
 # A detached ENI tagged as ours must be gone within this long: the window between
 # CreateNetworkInterface and AttachNetworkInterface is seconds, and the leaked-ENI sweep (every
@@ -85,6 +87,7 @@ class Snapshot:
     ops: tuple[OpState, ...] = ()
     ec2: tuple[Ec2Eni, ...] | None = None  # None: EC2 not asked (those checks are skipped)
     links: dict[str, LinkState] | None = None  # by lower-case MAC; None: not looked at
+    v6_leases: tuple[V6Lease, ...] = ()  # IPv6-only attachments
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,30 @@ def ipv6_problem(ipv6: str, eni: EniRecord, held: set[str]) -> str | None:
             return f"{ipv6} is in no IPv6 prefix of {eni.eni_id}"
     except ValueError:
         return f"{ipv6!r} is not an IPv6 address"
+    return None
+
+
+def v6_lease_problem(lease: V6Lease, eni: EniRecord | None, leases: list[V6Lease], *,
+                     interface_index: int, egress_range: str | None) -> str | None:
+    """Why ``lease`` (an IPv6-only attachment about to be recorded) must not be, or None: its
+    IPv6 or egress IPv4 is another lease's, its IPv6 is in no /80 of an ENI whose IPs go to pods,
+    or its egress IPv4 is outside ``egressIPv4Range`` (or the range's first or last address)."""
+    if eni is None or eni.eni_id != lease.eni_id:
+        return f"{lease.eni_id} is not an ENI of the pool"
+    if eni.device_index < interface_index:
+        return f"{eni.eni_id} is at device {eni.device_index}, below interfaceIndex"
+    problem = ipv6_problem(lease.ipv6, eni, {x.ipv6 for x in leases})
+    if problem is not None:
+        return problem
+    if lease.egress_ip:
+        if lease.egress_ip in {x.egress_ip for x in leases}:
+            return f"egress {lease.egress_ip} is already held"
+        if egress_range is None:
+            return f"egress {lease.egress_ip} with no egressIPv4Range"
+        net = ipaddress.IPv4Network(egress_range)
+        address = ipaddress.ip_address(lease.egress_ip)
+        if address not in net or address in (net.network_address, net.broadcast_address):
+            return f"egress {lease.egress_ip} is not a usable address of {egress_range}"
     return None
 
 
@@ -186,7 +213,8 @@ def _plan_problems(pool: Pool, conf: IpamConf, plan: Plan) -> list[str]:
     if limits is None:
         return ["EC2 work planned without the instance's limits"]
     per_eni = limits.pod_ips_per_eni
-    if plan.count < 1:
+    # An ENI for IPv6-only pods carries no secondary IPv4 (``ipv4: false``).
+    if plan.count < (0 if plan.kind == "create" and not conf.ipv4 else 1):
         return [f"{plan.kind} of {plan.count} IPs"]
     if plan.kind == "assign":
         eni = next((e for e in pool.enis if e.eni_id == plan.eni_id), None)
@@ -221,7 +249,32 @@ def _plan_problems(pool: Pool, conf: IpamConf, plan: Plan) -> list[str]:
     subnet = plan.subnet
     if subnet is None or not subnet.has_tags(conf.subnet_tags):
         problems.append("a new ENI in a subnet without the subnetTags")
+    elif not conf.ipv4 and not subnet.ipv6_cidr:
+        problems.append(f"a new ENI for IPv6-only pods in {subnet.subnet_id}, which has no IPv6")
     return problems
+
+
+def _v6_lease_violations(snap: Snapshot, index: _Index, found: list[Violation]) -> None:
+    """IPv6-only attachments: one holder per IPv6 and per egress IPv4 (the store's UNIQUE
+    says so too: this catches an IPv6 also held dual-stack), and each IPv6 in a /80 EC2 has
+    delegated to its ENI, attached here at ``interfaceIndex`` or above."""
+    dual = {a.ipv6 for a in snap.allocations if a.ipv6}
+    for lease in snap.v6_leases:
+        who = f"held by {lease.pod or lease.container_id[:12]} ({lease.ifname})"
+        if lease.ipv6 in dual:
+            found.append(Violation("one-holder", lease.ipv6, f"{lease.ipv6} ({who}) is also "
+                                   "a dual-stack pod's"))
+        if snap.ec2 is None:
+            continue
+        eni = index.attached.get(lease.eni_id)
+        if eni is None or eni.device_index is None or \
+                eni.device_index < snap.interface_index:
+            found.append(Violation("ip-on-our-eni", lease.ipv6, f"{lease.ipv6} ({who}) is on "
+                                   f"{lease.eni_id}, which is not a pod ENI attached here"))
+        elif not any(ipaddress.ip_address(lease.ipv6) in ipaddress.ip_network(p)
+                     for p in eni.ipv6_prefixes):
+            found.append(Violation("ip-on-our-eni", lease.ipv6, f"{lease.ipv6} ({who}) is in no "
+                                   f"IPv6 prefix of {lease.eni_id}"))
 
 
 def _in_prefix(ip: str, prefix: str) -> bool:
@@ -311,6 +364,8 @@ def violations(snap: Snapshot) -> list[Violation]:
                 found.append(Violation("ip-on-our-eni", a.ipv6, f"{a.ipv6} (held by "
                                        f"{a.pod or a.container_id[:12]}) is in no IPv6 prefix "
                                        f"of {eni.eni_id}, which holds its IPv4 {a.ip}"))
+
+    _v6_lease_violations(snap, index, found)
 
     known = {e.eni_id for e in snap.enis}
     if snap.ec2 is not None:

@@ -43,6 +43,10 @@ class IpamConf(NetConf):
     ipv4_prefixes: bool = Field(default=False, alias="ipv4Prefixes")
     warm_prefix_target: int = Field(default=0, alias="warmPrefixTarget", ge=0, le=100)
     ipv6: bool = False
+    # False (with ipv6): IPv6-only pods, IPv4 egress through the node (see ``ipam.config``).
+    ipv4: bool = True
+    egress_ipv4_range: Annotated[str | None, AfterValidator(config.egress_range)] = Field(
+        default=config.DEFAULT_EGRESS_RANGE, alias="egressIPv4Range")
     route_service_prefix_lists: Annotated[
         list[str], AfterValidator(config.service_prefix_lists)] = Field(
         default_factory=list, alias="routeServicePrefixLists", max_length=16)

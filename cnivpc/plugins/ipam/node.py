@@ -239,6 +239,12 @@ class Node:
             found.update(by_address([p["Ipv4Prefix"] for p in i.get("Ipv4Prefixes", [])]))
         return found
 
+    def eni_ipv6_prefixes(self, eni_id: str) -> list[str]:
+        """The ENI's IPv6 prefixes as EC2 has them now (the truth when the metadata lags)."""
+        answer = self.ec2.call("DescribeNetworkInterfaces", NetworkInterfaceIds=[eni_id])
+        return [p["Ipv6Prefix"] for i in answer.get("NetworkInterfaces", [])
+                for p in i.get("Ipv6Prefixes", [])]
+
     def forget_subnets(self, vpc_id: str) -> None:
         """Drop the cached subnet list (its free counts are stale after a subnet-full error)."""
         key = f"subnets:{vpc_id}:{self.identity.availability_zone}"

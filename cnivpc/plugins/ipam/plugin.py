@@ -14,8 +14,10 @@ rows from before the network key): a second network using cnivpc-ipam on the sam
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
+from collections.abc import Iterable
 
 from ...aws.ec2 import Ec2Error
 from ...aws.errors import MetadataUnavailable
@@ -24,6 +26,7 @@ from ...cni.args import PodRef
 from ...cni.errors import CniError, InvalidConfig, PluginNotAvailable
 from ...cni.models import Result
 from ...cni.plugin import Plugin, Request
+from . import config
 from . import result as results
 from .allocator import Allocator
 from .config import IpamConf
@@ -66,9 +69,18 @@ def _extra_cidrs(conf: IpamConf, node: Node, vpc_id: str) -> list[str]:
     return extra
 
 
+def _check_families(conf: IpamConf) -> None:
+    problem = config.family_problem(conf)
+    if problem is not None:
+        raise InvalidConfig(*problem)
+
+
 def add(req: Request[IpamConf]) -> Result:
     conf, cmd = req.conf, req.cmd
+    _check_families(conf)
     pod = str(PodRef.from_cni_args(cmd.args))
+    if not conf.ipv4:
+        return _add_v6(req, pod)
     store, node = _open(conf)
     with store:
         allocator = Allocator(conf, store, node)
@@ -82,6 +94,19 @@ def add(req: Request[IpamConf]) -> Result:
         # The pool is below its warm level: refill it once the pod has its answer.
         req.after_answer(lambda: refill(conf))
     return result
+
+
+def _add_v6(req: Request[IpamConf], pod: str) -> Result:
+    """IPv6-only (``ipv4: false``): no pool to keep warm, nothing to refill."""
+    conf, cmd = req.conf, req.cmd
+    store, node = _open(conf)
+    with store:
+        lease, eni = Allocator(conf, store, node).acquire_v6(cmd.container_id, cmd.ifname, pod,
+                                                             cmd.netns, network=conf.name)
+        log.info("ADD %s %s -> %s (egress %s) on %s (%s)", cmd.container_id[:12], pod or "-",
+                 lease.ipv6, lease.egress_ip or "none", eni.eni_id, eni.link)
+        _log_calls(node)
+        return results.build_v6(lease, eni)
 
 
 def refill(conf: IpamConf) -> None:
@@ -99,20 +124,29 @@ def delete(req: Request[IpamConf]) -> None:
     conf, cmd = req.conf, req.cmd
     store, node = _open(conf)
     with store:
-        released = Allocator(conf, store, node).release(cmd.container_id, cmd.ifname,
-                                                        network=conf.name)
+        allocator = Allocator(conf, store, node)
+        released = allocator.release(cmd.container_id, cmd.ifname, network=conf.name)
+        # Whatever the config says now: the attachment may be from before a change of ipv4.
+        leases = allocator.release_v6(cmd.container_id, cmd.ifname, network=conf.name)
     _log_calls(node)
     for alloc in released:
         log.info("DEL %s released %s from %s", cmd.container_id[:12], alloc.ip, alloc.eni_id)
-    if not released:
+    for lease in leases:
+        log.info("DEL %s released %s (egress %s) from %s", cmd.container_id[:12], lease.ipv6,
+                 lease.egress_ip or "none", lease.eni_id)
+    if not released and not leases:
         log.info("DEL %s: nothing held (already released)", cmd.container_id[:12])
 
 
 def check(req: Request[IpamConf]) -> None:
     """The attachment holds an IP, it is the one in prevResult, and its ENI still has it."""
     conf, cmd = req.conf, req.cmd
+    _check_families(conf)
     store, node = _open(conf)
     with store:
+        if not conf.ipv4:
+            _check_v6(req, store, node)
+            return
         held = store.allocations(cmd.container_id, cmd.ifname, network=conf.name)
         if not held:
             raise CniError(f"no IP is allocated to container {cmd.container_id} {cmd.ifname}",
@@ -128,6 +162,38 @@ def check(req: Request[IpamConf]) -> None:
         if held[0].ip not in on_eni:
             raise CniError(f"{held[0].ip} is no longer assigned to {eni.eni_id}",
                            "it was removed outside cnivpc; delete the pod", code=7)
+
+
+def _check_v6(req: Request[IpamConf], store: Store, node: Node) -> None:
+    """An IPv6-only attachment: it holds a lease, prevResult has its addresses, and its ENI
+    still has the /80 its IPv6 is in (the metadata, then EC2 when the metadata lags)."""
+    conf, cmd = req.conf, req.cmd
+    leases = store.v6_leases(cmd.container_id, cmd.ifname, network=conf.name)
+    if not leases:
+        raise CniError(f"no IPv6 is allocated to container {cmd.container_id} {cmd.ifname}",
+                       "the IPAM store has no such attachment", code=7)
+    lease = leases[0]
+    if req.prev_result is not None:
+        ips = {str(ip.ip) for ip in req.prev_result.ips}
+        mine = {lease.ipv6, lease.egress_ip} - {""}
+        if ips and not mine <= ips:
+            raise InvalidConfig(f"prevResult has {sorted(ips)} but the IPAM holds "
+                                f"{sorted(mine)}")
+    eni = store.eni(lease.eni_id)
+    if eni is None:
+        raise CniError(f"ENI {lease.eni_id} holding {lease.ipv6} is gone", code=7)
+    address = ipaddress.ip_address(lease.ipv6)
+
+    def covered(prefixes: Iterable[str]) -> bool:
+        return any(address in ipaddress.ip_network(p) for p in prefixes)
+
+    try:
+        listed = node.metadata.interface(eni.mac, ipv6=True).ipv6_prefixes
+    except CniError:
+        listed = ()
+    if not covered(listed) and not covered(node.eni_ipv6_prefixes(eni.eni_id)):
+        raise CniError(f"{lease.ipv6} is in no IPv6 prefix of {eni.eni_id} any more",
+                       "its /80 was removed outside cnivpc; delete the pod", code=7)
 
 
 def _ips_on_eni(node: Node, mac: str) -> set[str]:
@@ -152,13 +218,15 @@ def status(req: Request[IpamConf]) -> None:
     expect a fast, read-only answer, and EC2 throttling must not turn into "not ready";
     ``cnivpc ipam warm`` (at node start) and ADD's background refill keep the pool warm."""
     conf = req.conf
+    _check_families(conf)
     store, node = _open(conf)
     with store:
         try:
             identity = node.identity
         except MetadataUnavailable as exc:
             raise PluginNotAvailable("instance metadata is unusable", str(exc)) from exc
-        if store.free_ips():
+        if store.free_ips() or (not conf.ipv4 and any(
+                e.ipv6_prefixes for e in store.enis() if e.device_index >= conf.interface_index)):
             return
         try:
             limits = node.limits()
@@ -194,6 +262,7 @@ def gc(req: Request[IpamConf]) -> None:
         # not ours to judge; unclaimed rows of schema 1 are left to DEL (see ``store``).
         held = store.allocations()
         mine = {(a.container_id, a.ifname) for a in held if a.network == conf.name}
+        v6_mine = {(x.container_id, x.ifname) for x in store.v6_leases(network=conf.name)}
         # An unclaimed row the runtime lists as valid for this network is this network's.
         with store.transaction():
             for container_id, ifname in {(a.container_id, a.ifname) for a in held
@@ -202,6 +271,9 @@ def gc(req: Request[IpamConf]) -> None:
         for container_id, ifname in sorted(mine - valid):
             for alloc in allocator.release(container_id, ifname, network=conf.name):
                 log.info("GC released %s of gone container %s", alloc.ip, container_id[:12])
+        for container_id, ifname in sorted(v6_mine - valid):
+            for lease in allocator.release_v6(container_id, ifname, network=conf.name):
+                log.info("GC released %s of gone container %s", lease.ipv6, container_id[:12])
         for part in (lambda: allocator.trim_idle(conf.free_ip_max_age),
                      lambda: allocator.ec2work.leaked_enis(delete=True),
                      allocator.ec2work.settle_delete_on_termination):

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ...cni.errors import TryAgainLater
 from ...cni.paths import ensure_dir, open_file, own_file
@@ -87,6 +87,18 @@ CREATE TABLE IF NOT EXISTS ops (
 CREATE TABLE IF NOT EXISTS unassigned (ip TEXT PRIMARY KEY, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS cache (
     key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS v6leases (
+    ipv6         TEXT PRIMARY KEY,
+    egress_ip    TEXT UNIQUE,
+    eni_id       TEXT NOT NULL,
+    network      TEXT NOT NULL,
+    container_id TEXT NOT NULL,
+    ifname       TEXT NOT NULL,
+    pod          TEXT NOT NULL DEFAULT '',
+    netns        TEXT NOT NULL DEFAULT '',
+    allocated_at REAL NOT NULL,
+    UNIQUE (network, container_id, ifname)
+);
 CREATE TABLE IF NOT EXISTS buckets (
     name TEXT PRIMARY KEY, tokens REAL NOT NULL, updated REAL NOT NULL);
 """
@@ -142,6 +154,22 @@ class Allocation:
     prefix: str = ""
     # The attachment's IPv6 address (dual-stack, ``ipv6``), out of a /80 of the same ENI.
     ipv6: str = ""
+
+
+class V6Lease(NamedTuple):
+    """An IPv6-only attachment (``ipv4: false``): its IPv6 out of a /80 of ``eni_id``, and the
+    node-local IPv4 it egresses with (``egressIPv4Range``; "" when there is none). No VPC IPv4:
+    these rows are not in the IPv4 pool (``ips``), which stays the pool of ENI secondaries."""
+
+    ipv6: str
+    egress_ip: str
+    eni_id: str
+    network: str
+    container_id: str
+    ifname: str
+    pod: str
+    netns: str
+    allocated_at: float
 
 
 @dataclass(frozen=True)
@@ -330,6 +358,7 @@ class Store:
                                    "freed_at = 0 "
                                    "WHERE container_id IS NOT NULL")
                 self._conn.execute("DELETE FROM ops")
+                self._conn.execute("DELETE FROM v6leases")
                 # Every cached answer goes too, the identity first: the disk may have moved to
                 # another instance (a baked image, a volume attached elsewhere), and only the
                 # metadata can say. With "reconciled-at" gone the first decision of this boot
@@ -348,7 +377,7 @@ class Store:
         if bound == instance_id:
             return False
         if bound is not None:
-            for table in ("ips", "enis", "ops", "unassigned"):
+            for table in ("ips", "enis", "ops", "unassigned", "v6leases"):
                 self._conn.execute(f"DELETE FROM {table}")  # fixed names, not input
             self._conn.execute("DELETE FROM cache WHERE key != 'identity'")
             for fd in self._leases.values():
@@ -447,6 +476,50 @@ class Store:
             "netns = '', allocated_at = NULL, ipv6 = NULL, freed_at = ? WHERE ip = ? "
             "AND container_id IS NOT NULL", [(self._clock(), a.ip) for a in released])
         return released
+
+    # -- IPv6-only attachments ---------------------------------------------------------------
+
+    _V6_COLUMNS = ("ipv6, COALESCE(egress_ip, ''), eni_id, network, container_id, ifname, pod, "
+                   "netns, allocated_at")
+
+    def v6_leases(self, container_id: str | None = None, ifname: str | None = None,
+                  network: str | None = None) -> list[V6Lease]:
+        """IPv6-only attachments, all or one's (``network``'s only, when given)."""
+        sql = f"SELECT {self._V6_COLUMNS} FROM v6leases WHERE 1"
+        params: list[Any] = []
+        for column, value in (("container_id", container_id), ("ifname", ifname),
+                              ("network", network)):
+            if value is not None:
+                sql += f" AND {column} = ?"  # fixed names, not input
+                params.append(value)
+        rows = self._conn.execute(sql + " ORDER BY allocated_at, ipv6", params).fetchall()
+        return [V6Lease(*row) for row in rows]
+
+    def lease_v6(self, lease: V6Lease) -> None:
+        """Record an IPv6-only attachment. Raises KeyError when its IPv6 or egress IPv4 is
+        held, or the attachment already has a lease."""
+        try:
+            self._conn.execute(
+                "INSERT INTO v6leases(ipv6, egress_ip, eni_id, network, container_id, ifname, "
+                "pod, netns, allocated_at) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (lease.ipv6, lease.egress_ip or None, *lease[2:]))
+        except sqlite3.IntegrityError as exc:
+            raise KeyError(str(exc)) from exc
+        if lease.egress_ip:
+            self._set_meta("egress_last", lease.egress_ip)
+
+    def last_egress_ip(self) -> str:
+        """The egress IPv4 handed out last: the next pick starts after it, so a freed address
+        is the last to come back (the node's conntrack may still hold its old flows)."""
+        return self._meta("egress_last") or ""
+
+    def release_v6(self, container_id: str, ifname: str,
+                   network: str | None = None) -> list[V6Lease]:
+        """Drop the attachment's IPv6-only lease (idempotent). An IPv6 out of a /80 needs no
+        cooldown: the next pick is random among 2**48."""
+        gone = self.v6_leases(container_id, ifname, network)
+        self._conn.executemany("DELETE FROM v6leases WHERE ipv6 = ?", [(g.ipv6,) for g in gone])
+        return gone
 
     # -- the free pool -----------------------------------------------------------------------
 

@@ -9,7 +9,10 @@ a routeToCidrs destination is reached over the ipvlan leg. The pods are dual-sta
 ``ipv6``): their IPv6 reaches the other node's pods and the internet host with their own
 address over the ipvlan leg, and the egress-only gateway keeps the internet from connecting
 in; and the S3 prefix list (``routeServicePrefixLists``) takes them to the lab's gateway
-endpoint with their own IPv4. The fused mode (one entry of type
+endpoint with their own IPv4. IPv6-only pods (``ipv4: false``, a second network on the same
+nodes and state) reach the other node's pods and the internet over IPv6 with their own address,
+and the IPv4 internet through their node (SNAT) with their node-local egress address, which
+is all the IPv4 they have. The fused mode (one entry of type
 ``cnivpc`` running the three plugins in one process) gets pods on the same nodes, the same
 assertions and the same results. Then every pod is deleted (reverse chain order) and each node
 is back to its initial state.
@@ -19,6 +22,8 @@ The tests share one module-scoped cluster and run in file order: the last one de
 
 from __future__ import annotations
 
+import copy
+import ipaddress
 import json
 import os
 import re
@@ -58,6 +63,7 @@ class Cluster:
     lab: Any
     runtimes: list[Runtime]
     fused: list[Runtime] = field(default_factory=list)
+    v6only: list[Runtime] = field(default_factory=list)
     pods: dict[str, Pod] = field(default_factory=dict)
     initial: list[dict[str, Any]] = field(default_factory=list)
     servers: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -133,6 +139,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                     for i, conf in enumerate(confs)]
         cl = Cluster(lab, runtimes, [Runtime(bin_dir, fused_conflist(rt.conflist), rt.node_ns,
                                              env) for rt in runtimes])
+        for i, conf in enumerate(confs):  # IPv6-only pods: a second network, the same state
+            v6 = copy.deepcopy(conf)
+            v6["name"] = "cnivpc-v6"
+            for key in ("routeToCidrs", "routeServicePrefixLists"):
+                v6["plugins"][0].pop(key)
+            v6["plugins"][0]["ipv4"] = False
+            cl.v6only.append(Runtime(bin_dir, v6 if i == 0 else fused_conflist(v6),
+                                     lab.node(i).netns, env))
         servers = cl.servers
         for i in range(2):
             cl.initial.append(node_state(cl.node_ns(i), set()))
@@ -140,17 +154,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         # node 0: a1, a2 and two IPAM-only fillers take the first pod ENI's 4 IPs; a3 lands on
         # the second pod ENI. node 1: b1. Fused-mode pods: fa on node 0, fb on node 1.
         for name, node in (("a1", 0), ("a2", 0), ("f1", 0), ("f2", 0), ("a3", 0), ("b1", 1),
-                           ("fa", 0), ("fb", 1)):
+                           ("fa", 0), ("fb", 1), ("v6a", 0), ("v6b", 1)):
             netns = fabric.add_netns(f"pod-{name}")
             pod = Pod(name, node, netns)
             path = f"/var/run/netns/{netns}"
             if name in ("f1", "f2"):
                 result = ipam_only(cl, node).add(name, path)
             else:
-                result = (cl.fused if name in FUSED_PODS else runtimes)[node].add(name, path)
+                result = runtime_of(cl, name, node).add(name, path)
                 names = [i["name"] for i in result["interfaces"]]
                 assert names[0] == "eth0" and "eth1" in names  # ipvlan slave, ptp's pod end
-            pod.ip = result["ips"][0]["address"].split("/")[0]
+            pod.ip = next(i["address"].split("/")[0] for i in result["ips"]
+                          if ":" not in i["address"])
             pod.ip6 = next(i["address"].split("/")[0] for i in result["ips"]
                            if ":" in i["address"])
             pod.result = result
@@ -166,6 +181,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 FUSED_PODS = ("fa", "fb")
+V6_ONLY_PODS = ("v6a", "v6b")  # v6a chained on node 0, v6b fused on node 1
 # Pods per mode for the path tests: (a pod on node 0, a pod on node 1).
 MODES = {"chained": ("a1", "b1"), "fused": ("fa", "fb")}
 
@@ -176,9 +192,11 @@ def ipam_only(cluster: Cluster, node: int) -> Runtime:
                    rt.node_ns, rt.env)
 
 
-def runtime_of(cluster: Cluster, name: str) -> Runtime:
-    pod = cluster.pods[name]
-    return (cluster.fused if name in FUSED_PODS else cluster.runtimes)[pod.node]
+def runtime_of(cluster: Cluster, name: str, node: int | None = None) -> Runtime:
+    node = cluster.pods[name].node if node is None else node
+    if name in V6_ONLY_PODS:
+        return cluster.v6only[node]
+    return (cluster.fused if name in FUSED_PODS else cluster.runtimes)[node]
 
 
 def eni_of(cluster: Cluster, name: str) -> str:
@@ -287,7 +305,34 @@ def test_s3_goes_to_the_gateway_endpoint_with_the_pods_ip(cluster: Cluster, mode
     assert ask(pod.netns, target, port) == pod.ip  # over the ENI, not SNATed
 
 
-@pytest.mark.parametrize("name", ["b1", "fb"])
+def test_ipv6_only_pods(cluster: Cluster) -> None:
+    """No VPC IPv4: IPv6 over the ipvlan leg with their own address, IPv4 through the node."""
+    from cnivpc.lab.fabric import INET6_ADDR
+
+    here, there = cluster.pods["v6a"], cluster.pods["v6b"]
+    for pod in (here, there):
+        assert ipaddress.ip_address(pod.ip) in ipaddress.ip_network("169.254.172.0/22")
+        assert pod.result["routes"] == [{"dst": "::/0", "gw": "fe80::1"}]
+    # IPv6: to the other node's IPv6-only and dual-stack pods and to the internet, over eth0.
+    assert ping(here.netns, there.ip6) and ping(here.netns, cluster.pods["b1"].ip6)
+    assert ping(cluster.pods["a1"].netns, there.ip6)
+    cluster.servers.append(serve_whoami(cluster.lab.fabric.inet_ns, 7020, ipv6=True))
+    for pod in (here, there):
+        assert whoami(pod.netns, INET6_ADDR, 7020) == pod.ip6
+    # IPv4: the internet host sees the node's address; the node sees the pod's egress address.
+    serve(cluster, cluster.lab.fabric.inet_ns, 7021)
+    for pod in (here, there):
+        assert "dev eth1" in run_in(pod.netns, "ip", "route", "get", "198.51.100.10",
+                                    check=True).stdout  # the veth, not the ENI
+        assert ask(pod.netns, "198.51.100.10", 7021) == cluster.lab.node(pod.node).primary_ip
+    node0 = cluster.lab.node(0)
+    serve(cluster, node0.netns, 7022)
+    assert ask(here.netns, node0.primary_ip, 7022) == here.ip
+    # Node-local: each node's first IPv6-only pod has the same egress address.
+    assert here.ip == there.ip
+
+
+@pytest.mark.parametrize("name", ["b1", "fb", "v6a", "v6b"])
 def test_check_passes_on_the_running_pods(cluster: Cluster, name: str) -> None:
     pod = cluster.pods[name]
     runtime_of(cluster, name).check(name, f"/var/run/netns/{pod.netns}")
@@ -296,7 +341,7 @@ def test_check_passes_on_the_running_pods(cluster: Cluster, name: str) -> None:
 def test_del_restores_the_nodes(cluster: Cluster) -> None:
     for proc in cluster.servers:
         proc.kill()
-    for name in ("a1", "a2", "a3", "b1", "fa", "fb"):
+    for name in ("a1", "a2", "a3", "b1", "fa", "fb", "v6a", "v6b"):
         pod = cluster.pods[name]
         rt = runtime_of(cluster, name)
         path = f"/var/run/netns/{pod.netns}"
@@ -315,3 +360,5 @@ def test_del_restores_the_nodes(cluster: Cluster) -> None:
         with sqlite3.connect(db) as conn:
             held = conn.execute("SELECT COUNT(*) FROM ips WHERE container_id IS NOT NULL")
             assert held.fetchone()[0] == 0, f"node {i} still holds IPs"
+            leases = conn.execute("SELECT COUNT(*) FROM v6leases")
+            assert leases.fetchone()[0] == 0, f"node {i} still holds IPv6-only leases"

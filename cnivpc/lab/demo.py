@@ -9,9 +9,10 @@ user-mode-linux when the host has none. ``--prefixes`` runs the same with prefix
 (``ipv4Prefixes``): every pod's address comes out of a /28 prefix of its ENI, and the checks
 prove the VPC delivers those addresses with real packets. ``--dual-stack`` gives the pods IPv6
 too (``ipv6``: one address each out of a /80 of their ENI, over the ipvlan leg) and checks it
-across nodes and against the lab's egress-only internet. Every run routes the S3 and DynamoDB
-prefix lists over the ENI (``routeServicePrefixLists``) and checks that the lab's gateway
-endpoint sees the pod's own address. Never imported by plugin code.
+across nodes and against the lab's egress-only internet, and adds an IPv6-only pod (``ipv4:
+false``, a second network) that reaches the IPv4 internet through its node. Every run routes
+the S3 and DynamoDB prefix lists over the ENI (``routeServicePrefixLists``) and checks that the
+lab's gateway endpoint sees the pod's own address. Never imported by plugin code.
 """
 
 from __future__ import annotations
@@ -99,6 +100,8 @@ class Demo:
                          f"(ipam -> ipvlan -> ptp, {time.monotonic() - t:.1f}s)")
             self.table(lab, pods)
             self.checks(lab, nodes, pods)
+            if self.dual_stack:
+                self.ipv6_only(lab, nodes, confs[0], bin_dir, env, pods)
             for pod in pods:
                 runtimes[pod["node"]].delete(pod["name"], f"/var/run/netns/{pod['netns']}")
             self.say(f"DEL of {len(pods)} pods done (ptp -> ipvlan -> ipam)")
@@ -213,6 +216,45 @@ class Demo:
         self.check(f"the internet cannot connect to {a['name']} (egress-only gateway: "
                    f"{'refused' if not inbound else 'CONNECTED as ' + inbound})",
                    lambda: inbound == "")
+
+    def ipv6_only(self, lab: Any, nodes: list[Any], conf: dict[str, Any], bin_dir: Path,
+                  env: dict[str, str], pods: list[dict[str, Any]]) -> None:
+        """An IPv6-only pod (``ipv4: false``) on node 0, in a second network on the same
+        state: its IPv6 from the ENI, IPv4 only through its node."""
+        from .fabric import INET6_ADDR
+
+        v6 = json.loads(json.dumps(conf))
+        v6["name"] = "cnivpc-v6"
+        for key in ("routeToCidrs", "routeServicePrefixLists"):
+            v6["plugins"][0].pop(key, None)
+        v6["plugins"][0]["ipv4"] = False
+        runtime = Runtime(bin_dir, v6, nodes[0].netns, env)
+        netns = lab.fabric.add_netns("demo-v6only")
+        path = f"/var/run/netns/{netns}"
+        t = time.monotonic()
+        result = runtime.add("v6only", path)
+        addrs = [i["address"].split("/")[0] for i in result["ips"]]
+        ip6 = next(a for a in addrs if ":" in a)
+        egress = next((a for a in addrs if ":" not in a), "")
+        self.say(f"ADD v6only on node 0 (ipv4: false): {ip6}, egress IPv4 {egress or 'none'} "
+                 f"(node-local) ({time.monotonic() - t:.1f}s)")
+        other = next(p for p in pods if p["node"] == 1)
+        print("IPv6-only pod (no VPC IPv4):")
+        self.check(f"v6only -> {other['name']} {other['ip6']} (other node, IPv6)",
+                   lambda: self.ns(netns, "ping", "-6", "-n", "-c", "1", "-W", "2",
+                                   other["ip6"]).returncode == 0)
+        server = serve_whoami(lab.fabric.inet_ns, 7106, ipv6=True)
+        try:
+            seen6 = whoami(netns, INET6_ADDR, 7106) or "no answer"
+        finally:
+            server.kill()
+        self.check(f"the IPv6 internet sees v6only as {seen6} (its own IPv6)",
+                   lambda: seen6 == ip6)
+        seen = self.whoami(lab.fabric.inet_ns, netns, "198.51.100.10", 7107)
+        self.check(f"the IPv4 internet sees v6only as {seen} (through its node: SNAT of "
+                   f"{egress or '-'})", lambda: seen == nodes[0].primary_ip)
+        runtime.delete("v6only", path)
+        runtime.delete("v6only", path)  # DEL is repeatable
 
     def clean(self, netns: str) -> bool:
         links = json.loads(self.ns(netns, "ip", "-j", "link", "show").stdout or "[]")

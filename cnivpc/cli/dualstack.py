@@ -56,6 +56,15 @@ def counts(enabled: bool, allocations: Sequence[Allocation],
             "prefixes": sum(len(e.ipv6_prefixes) for e in enis)}
 
 
+def vpc_ipv6_cidrs(node: Any, mac: str) -> list[str]:
+    """The VPC's IPv6 CIDRs as the metadata gives them on the ENI ``mac`` (none: no key).
+    Nothing routes them apart: a pod's IPv6 all leaves over its ipvlan leg, the VPC's and the
+    internet's alike; they are shown so an operator sees the VPC has IPv6 at all."""
+    body = node.metadata.get_optional(f"meta-data/network/interfaces/macs/{mac}/"
+                                      "vpc-ipv6-cidr-blocks") or ""
+    return [c for c in body.split() if ":" in c]
+
+
 def type_ipv6(node: Any, instance_type: str) -> tuple[dict[str, Any], str]:
     """``{"ipv6_per_eni", "ipv6_supported"}`` of ``instance_type`` from DescribeInstanceTypes
     (one call), and "" -- or both None and why EC2 could not say (the built-in table has no

@@ -130,9 +130,11 @@ def limits(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
 def vpc_cidrs(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
     store, node = open_node(conf, read_only=True, need_state=False, timeout=30)
     with store:
-        rows = [{"eni": e.eni_id, "metadata": list(e.vpc_cidrs), "used": node.vpc_cidrs(e)}
+        rows = [{"eni": e.eni_id, "metadata": list(e.vpc_cidrs), "used": node.vpc_cidrs(e),
+                 "ipv6": dualstack.vpc_ipv6_cidrs(node, e.mac)}
                 for e in node.interfaces()]
-    return _show(args, out, ["eni", "metadata", "used"], rows)
+    v6 = ["ipv6"] if dualstack.shown(conf.ipv6, (r["ipv6"] for r in rows)) else []
+    return _show(args, out, ["eni", "metadata", "used", *v6], rows)
 
 
 def peer_cidrs(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
@@ -281,8 +283,10 @@ def new_eni(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
         added = [e for e in store.enis() if e.eni_id not in before]
         free = {e.eni_id: len(store.free_ips(eni_ids=[e.eni_id])) for e in added}
     for eni in added:
+        v6 = (f" and the IPv6 prefix {', '.join(eni.ipv6_prefixes)}" if eni.ipv6_prefixes
+              else "")
         out.write(f"attached {eni.eni_id} at device {eni.device_index} ({eni.link}) in "
-                  f"{eni.subnet_id} with {free[eni.eni_id]} IPs\n")
+                  f"{eni.subnet_id} with {free[eni.eni_id]} IPs{v6}\n")
     return EXIT_OK
 
 
@@ -449,7 +453,7 @@ COMMANDS: dict[str, Command] = {
     "limits": Command(limits, "ENIs, IPv4 and IPv6 per ENI of this instance type, and max "
                       "pods", True),
     "vpc-cidrs": Command(vpc_cidrs, "the VPC's CIDRs (metadata and, for affected families, "
-                         "EC2)", True),
+                         "EC2; its IPv6 CIDRs from the metadata)", True),
     "peer-cidrs": Command(peer_cidrs, "CIDRs of peered VPCs", True),
     "bugs": Command(bugs, "known instance metadata bugs and whether this instance has them",
                     True),

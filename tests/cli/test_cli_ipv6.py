@@ -1,10 +1,11 @@
 """The operator CLI knows both families (dual-stack, the IPAM's ``ipv6``), through the built
 zipapp on a lab node whose VPC and subnets have IPv6: every listing shows a pod's IPv6 beside
-its IPv4 and each ENI's /80s (as EC2 has them), ``limits`` IPv6 per ENI (as
+its IPv4, each ENI's /80s (as EC2 has them) and the VPC's IPv6 CIDRs, ``limits`` IPv6 per ENI (as
 DescribeInstanceTypes says), ``status`` the IPv6 counts, ``addresses`` the IPv6 bound in a
 namespace (never link-local); ``release`` takes a pod's IPv6 as well as its IPv4, ``unassign``
 refuses an IPv6 with what to do instead, ``gc`` and ``doctor`` name both addresses; doctor
-checks what dual-stack needs. An IPv4-only node's tables keep their columns."""
+checks what dual-stack needs; ``new-eni`` names the new ENI's /80. An IPv4-only node's tables
+keep their columns."""
 
 from __future__ import annotations
 
@@ -76,6 +77,10 @@ def test_listings_show_both_families(node: Callable[..., Cli]) -> None:
              for s in ec2.describe_subnets()["Subnets"]}
     assert subnets and all([s["ipv6_cidr"]] == truth[s["subnet"]] for s in subnets)
     assert "ipv6_cidr" in header(c("ipam", "subnets").stdout)
+
+    (vpc,) = ec2.describe_vpcs(VpcIds=[eni["VpcId"]])["Vpcs"]
+    vpc6 = [x["Ipv6CidrBlock"] for x in vpc["Ipv6CidrBlockAssociationSet"]]
+    assert vpc6 and all(r["ipv6"] == vpc6 for r in c("ipam", "vpc-cidrs", "--json").doc)
 
     (limits,) = c("ipam", "limits", "--json").doc
     (itype,) = ec2.describe_instance_types(InstanceTypes=["c5.xlarge"])["InstanceTypes"]
@@ -213,3 +218,11 @@ def test_a_node_turned_dual_stack(node: Callable[..., Cli]) -> None:
         assert "disable_ipv6" in found["ipv6"]["detail"] and found["ipv6"]["hint"]
     finally:
         subprocess.run([*sysctl, "net.ipv6.conf.all.disable_ipv6=0"], check=True)
+
+    # A new ENI by hand comes with its /80, and says so
+    added = c("ipam", "new-eni", "--count", "2")
+    assert added.code == 0, added.stderr
+    (eni,) = [e for e in c.ipam.enis() if e["Attachment"]["DeviceIndex"] == 2]
+    (prefix,) = [p["Ipv6Prefix"] for p in eni["Ipv6Prefixes"]]
+    assert f"{eni['NetworkInterfaceId']} at device 2" in added.stdout
+    assert added.stdout.rstrip().endswith(f"with 2 IPs and the IPv6 prefix {prefix}")

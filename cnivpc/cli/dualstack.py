@@ -36,8 +36,9 @@ def holder(allocations: Iterable[Allocation], ip: str) -> Allocation | None:
 
 
 def both(alloc: Allocation) -> str:
-    """An attachment's addresses for a sentence: ``10.0.1.5`` or ``10.0.1.5 and 2600::5``."""
-    return f"{alloc.ip} and {alloc.ipv6}" if alloc.ipv6 else alloc.ip
+    """An attachment's addresses for a sentence: ``10.0.1.5`` or ``10.0.1.5 and 2600::5``
+    (whichever it has: a lease of one family only names that one)."""
+    return " and ".join(ip for ip in (alloc.ip, alloc.ipv6) if ip)
 
 
 def shown(enabled: bool, values: Iterable[Any]) -> bool:

@@ -176,9 +176,9 @@ def bound_addresses(conf: IpamConf) -> tuple[list[dict[str, Any]], list[str]]:
         store, _ = open_node(conf, read_only=True)
         with store:
             for a in store.allocations():
-                pods[a.ip] = a.pod or a.container_id[:12]
-                if a.ipv6:
-                    pods[a.ipv6] = pods[a.ip]
+                for ip in (a.ip, a.ipv6):
+                    if ip:
+                        pods[ip] = a.pod or a.container_id[:12]
                 if a.netns:
                     paths.append(a.netns)
     except StoreMissing:

@@ -44,7 +44,7 @@ READ_ACTIONS = ("DescribeInstanceTypes", "DescribeNetworkInterfaces", "DescribeS
 DRY_RUN_ACTIONS = ("CreateNetworkInterface", "AttachNetworkInterface", "DetachNetworkInterface",
                    "DeleteNetworkInterface", "ModifyNetworkInterfaceAttribute")
 NO_DRY_RUN = ("AssignPrivateIpAddresses", "UnassignPrivateIpAddresses")
-NO_DRY_RUN_IPV6 = ("AssignIpv6Addresses", "UnassignIpv6Addresses")  # dual-stack's (``ipv6``)
+NO_DRY_RUN_IPV6 = ("AssignIpv6Addresses",)  # dual-stack's (``ipv6``): an ENI's /80
 IPV6_SYSCTL = "/proc/sys/net/ipv6/conf/all/disable_ipv6"
 
 

@@ -7,8 +7,10 @@ Checks: the instance metadata answers IMDSv2; AWS credentials work; each EC2 act
 needs is allowed; the IPAM store is healthy; every ENI EC2 says is attached has a kernel link,
 and every ENI the store uses is still attached (not detached behind cnivpc's back); every
 allocation's netns still exists; no host veth of cnivpc is left without its pod; iptables
-works (and which backend); the kernel has ipvlan; the conflist's cniVersion is one the node's
-container runtimes can parse (``runtimes``: containerd, CRI-O, podman, by their version).
+works (and which backend); the kernel has ipvlan; with ``ipv6`` (dual-stack), IPv6 is on in
+the kernel, the instance type has it and the pods' subnets have an IPv6 /64; the conflist's
+cniVersion is one the node's container runtimes can parse (``runtimes``: containerd, CRI-O,
+podman, by their version).
 
 Exit status 0 when nothing failed, 3 (EXIT_CHECK_FAILED) otherwise.
 """
@@ -30,7 +32,7 @@ from ..plugins.ipam.config import IpamConf
 from ..plugins.ipam.node import Node
 from ..plugins.ipam.session import ScratchStore
 from ..plugins.ipam.store import Store
-from . import runtimes
+from . import dualstack, runtimes
 from .context import add_conf_arguments, load_ipam_conf, netns_gone, open_node
 from .exits import EXIT_CHECK_FAILED, EXIT_OK, Parser
 from .output import emit_json
@@ -42,6 +44,8 @@ READ_ACTIONS = ("DescribeInstanceTypes", "DescribeNetworkInterfaces", "DescribeS
 DRY_RUN_ACTIONS = ("CreateNetworkInterface", "AttachNetworkInterface", "DetachNetworkInterface",
                    "DeleteNetworkInterface", "ModifyNetworkInterfaceAttribute")
 NO_DRY_RUN = ("AssignPrivateIpAddresses", "UnassignPrivateIpAddresses")
+NO_DRY_RUN_IPV6 = ("AssignIpv6Addresses",)  # dual-stack's (``ipv6``): an ENI's /80
+IPV6_SYSCTL = "/proc/sys/net/ipv6/conf/all/disable_ipv6"
 
 
 @dataclass
@@ -131,8 +135,9 @@ class Doctor:
             self.add("iam", False, "not allowed: " + ", ".join(denied),
                      "attach examples/iam-policy.json to the node's instance role")
         else:
+            untested = NO_DRY_RUN + (NO_DRY_RUN_IPV6 if self.conf.ipv6 else ())
             self.add("iam", True, f"{len(READ_ACTIONS) + len(DRY_RUN_ACTIONS)} EC2 actions "
-                     f"allowed ({', '.join(NO_DRY_RUN)} cannot be dry-run)")
+                     f"allowed ({', '.join(untested)} cannot be dry-run)")
 
     def enis_vs_kernel(self) -> None:
         from ..net import eni as eni_links
@@ -163,8 +168,8 @@ class Doctor:
         dead = [a for a in allocations if netns_gone(a)]
         self.add("allocations", not dead,
                  f"{len(allocations)} allocations, every netns alive" if not dead else
-                 "netns gone for: " + ", ".join(f"{a.ip} ({a.pod or a.container_id[:12]})"
-                                                for a in dead),
+                 "netns gone for: " + ", ".join(
+                     f"{dualstack.both(a)} ({a.pod or a.container_id[:12]})" for a in dead),
                  "" if not dead else "the runtime lost a DEL: run 'cnivpc gc'")
 
     def leftover_veths(self) -> None:
@@ -182,6 +187,43 @@ class Doctor:
                  "veths without a pod: " + ", ".join(leaked),
                  "" if not leaked else "the runtime lost a DEL: its CNI GC, or "
                  "'ip link del <veth>', removes them")
+
+    def ipv6(self) -> None:
+        """Dual-stack (``ipv6``) needs IPv6 in this kernel and network namespace, an instance
+        type with IPv6, and an IPv6 /64 on the subnet of every pod ENI, attached or to come
+        (a subnet ``subnetTags`` allows): else a pod's ADD fails on it."""
+        assert self.node is not None
+        problems: list[str] = []
+        try:
+            with open(IPV6_SYSCTL, encoding="ascii") as f:
+                if f.read().strip() != "0":
+                    problems.append("IPv6 is disabled here (net.ipv6.conf.all.disable_ipv6=1)")
+        except FileNotFoundError:
+            problems.append("this kernel has no IPv6 (no /proc/sys/net/ipv6)")
+        itype = self.node.identity.instance_type
+        facts, why = dualstack.type_ipv6(self.node, itype)
+        if facts["ipv6_supported"] is False:
+            problems.append(f"{itype} has no IPv6")
+        pod_enis = [e for e in self.node.interfaces(ipv6=True)
+                    if e.device_number >= self.conf.interface_index]
+        problems += [f"{e.eni_id}'s subnet {e.subnet_id} has no IPv6 /64" for e in pod_enis
+                     if not e.subnet_ipv6_cidr]
+        boot = self.node.interfaces()[0]
+        candidates = [s for s in self.node.subnets(boot.vpc_id)
+                      if s.has_tags(self.conf.subnet_tags)]
+        if candidates and not any(s.ipv6_cidr for s in candidates):
+            problems.append("no subnet a new ENI may use has an IPv6 /64: "
+                            + ", ".join(s.subnet_id for s in candidates))
+        if problems:
+            self.add("ipv6", False, "; ".join(problems),
+                     "ipv6 needs IPv6 on the node, a Nitro type with IPv6, and an IPv6 CIDR "
+                     "on the VPC and on the pods' subnets; or set ipv6 to false")
+            return
+        per_eni = ("" if facts["ipv6_per_eni"] is None else
+                   f", {facts['ipv6_per_eni']} IPv6 addresses or /80 prefixes per ENI")
+        self.add("ipv6", True if not why else None,
+                 f"IPv6 on, {len(pod_enis)} pod ENI(s) in subnets with an IPv6 /64{per_eni}"
+                 + (f" (instance type not checked: {why})" if why else ""))
 
     def iptables(self) -> None:
         from ..net.iptables import Iptables
@@ -243,6 +285,8 @@ class Doctor:
                            "check the node's instance role and the EC2 endpoint")
             if any(c.name == "credentials" and c.ok for c in self.checks):
                 self.guard("eni", self.enis_vs_kernel, "check EC2 and the node's links")
+                if self.conf.ipv6:
+                    self.guard("ipv6", self.ipv6, "check EC2 and the node's IPv6")
             self.guard("allocations", self.allocations_vs_netns, "")
             self.guard("veths", self.leftover_veths, "")
         self.guard("iptables", self.iptables, "install iptables (legacy or nft backend)")

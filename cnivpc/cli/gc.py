@@ -32,6 +32,7 @@ from ..plugins.ipam.config import IpamConf
 from ..plugins.ipam.decision import idle
 from ..plugins.ipam.store import Store
 from .context import add_conf_arguments, load_ipam_conf, netns_gone, open_node
+from .dualstack import both
 from .exits import EXIT_ERROR, EXIT_OK, Parser
 from .output import emit_json
 
@@ -58,7 +59,8 @@ def main(args: list[str], out: TextIO) -> int:
             try:
                 if not opts.dry_run:
                     allocator.release(alloc.container_id, alloc.ifname, alloc.network or None)
-                report["released"].append(f"{alloc.ip} ({alloc.pod or alloc.container_id[:12]})")
+                # Both addresses of a dual-stack pod, its IPv4 first (what scripts read).
+                report["released"].append(f"{both(alloc)} ({alloc.pod or alloc.container_id[:12]})")
             except CniError as exc:
                 report["errors"].append(f"releasing {alloc.ip}: {exc}")
         if not opts.no_ec2:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from ..plugins.ipam.allocator import Allocator, read_pool
 from ..plugins.ipam.config import IpamConf
 from ..plugins.ipam.node import BROKEN_CIDR_FAMILIES
 from ..plugins.ipam.store import FreeIP, Store
+from . import dualstack
 from .context import add_conf_arguments, load_ipam_conf, open_node
 from .exits import EXIT_CHECK_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, CliError, Parser
 from .maxpods import compute
@@ -47,9 +49,11 @@ def allocations(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
     with store:
         now = time.time()
         rows = [{"pod": a.pod or "-", "container": a.container_id[:12], "ifname": a.ifname,
-                 "ip": a.ip, "eni": a.eni_id, "age": _age(now - a.allocated_at)}
+                 "ip": a.ip, "ipv6": a.ipv6 or None, "eni": a.eni_id,
+                 "age": _age(now - a.allocated_at)}
                 for a in store.allocations()]
-    return _show(args, out, ["pod", "container", "ifname", "ip", "eni", "age"], rows)
+    v6 = ["ipv6"] if dualstack.shown(conf.ipv6, (r["ipv6"] for r in rows)) else []
+    return _show(args, out, ["pod", "container", "ifname", "ip", *v6, "eni", "age"], rows)
 
 
 def free(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
@@ -68,11 +72,15 @@ def enis(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
     with store:
         counts = store.ip_counts()
         held: dict[str, int] = {}
+        held6: dict[str, int] = {}
         for a in store.allocations():
             held[a.eni_id] = held.get(a.eni_id, 0) + 1
+            held6[a.eni_id] = held6.get(a.eni_id, 0) + bool(a.ipv6)
         records = {e.eni_id: e for e in store.enis()}
         rows = []
-        for eni in node.interfaces():
+        # The metadata as it is (IPv6 included: two more local reads per ENI), not the store's
+        # belief: an ENI's /80 assigned outside cnivpc shows too.
+        for eni in node.interfaces(ipv6=True):
             record = records.get(eni.eni_id)
             rows.append({"device": eni.device_number, "eni": eni.eni_id, "mac": eni.mac,
                          "link": record.link if record else "-", "subnet": eni.subnet_id,
@@ -80,38 +88,53 @@ def enis(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
                          "prefixes": list(eni.ipv4_prefixes),
                          "pods": held.get(eni.eni_id, 0),
                          "pool": counts.get(eni.eni_id, 0) - held.get(eni.eni_id, 0),
-                         "security_groups": list(eni.security_group_ids)})
+                         "security_groups": list(eni.security_group_ids),
+                         "ipv6_cidr": eni.subnet_ipv6_cidr or None,
+                         "ipv6_prefixes": list(eni.ipv6_prefixes),
+                         "ipv6_pods": held6.get(eni.eni_id, 0)})
+    v6 = (["ipv6_cidr", "ipv6_prefixes"] if dualstack.shown(
+        conf.ipv6, (r["ipv6_prefixes"] for r in rows)) else [])
     return _show(args, out, ["device", "eni", "mac", "link", "subnet", "cidr", "ips",
-                             "prefixes", "pods", "pool", "security_groups"], rows)
+                             "prefixes", "pods", "pool", *v6, "security_groups"], rows)
 
 
 def subnets(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
     store, node = open_node(conf, read_only=True, need_state=False, timeout=30)
     with store:
         boot = node.interfaces()[0]
-        rows = [{"subnet": s.subnet_id, "cidr": s.cidr, "available": s.available,
-                 "matches_tags": s.has_tags(conf.subnet_tags),
+        rows = [{"subnet": s.subnet_id, "cidr": s.cidr, "ipv6_cidr": s.ipv6_cidr or None,
+                 "available": s.available, "matches_tags": s.has_tags(conf.subnet_tags),
                  "tags": s.tags} for s in node.subnets(boot.vpc_id)]
-    return _show(args, out, ["subnet", "cidr", "available", "matches_tags", "tags"], rows)
+    v6 = ["ipv6_cidr"] if dualstack.shown(conf.ipv6, (r["ipv6_cidr"] for r in rows)) else []
+    return _show(args, out, ["subnet", "cidr", *v6, "available", "matches_tags", "tags"], rows)
 
 
 def limits(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
     store, node = open_node(conf, read_only=True, need_state=False, timeout=30)
     with store:
         lim = node.limits()
-        row = {"instance_type": node.identity.instance_type, "enis": lim.enis,
+        itype = node.identity.instance_type
+        row = {"instance_type": itype, "enis": lim.enis,
                "ipv4_per_eni": lim.ipv4_per_eni, "interface_index": conf.interface_index,
                "max_pods": compute(lim.enis, lim.ipv4_per_eni, conf.interface_index),
                "source": lim.source}
+        # IPv6 per ENI (addresses, or /80 prefixes on Nitro: they count alike) is only
+        # EC2's to say; the IPAM's cached limits do not keep it.
+        v6, problem = dualstack.type_ipv6(node, itype)
+        row.update(v6)
+    if problem:
+        sys.stderr.write(f"note: IPv6 per ENI unknown: {printable(problem)}\n")
     return _show(args, out, list(row), [row])
 
 
 def vpc_cidrs(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
     store, node = open_node(conf, read_only=True, need_state=False, timeout=30)
     with store:
-        rows = [{"eni": e.eni_id, "metadata": list(e.vpc_cidrs), "used": node.vpc_cidrs(e)}
+        rows = [{"eni": e.eni_id, "metadata": list(e.vpc_cidrs), "used": node.vpc_cidrs(e),
+                 "ipv6": dualstack.vpc_ipv6_cidrs(node, e.mac)}
                 for e in node.interfaces()]
-    return _show(args, out, ["eni", "metadata", "used"], rows)
+    v6 = ["ipv6"] if dualstack.shown(conf.ipv6, (r["ipv6"] for r in rows)) else []
+    return _show(args, out, ["eni", "metadata", "used", *v6], rows)
 
 
 def peer_cidrs(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
@@ -140,8 +163,10 @@ NETNS_DIRS = ("/var/run/netns", "/run/netns")
 
 
 def bound_addresses(conf: IpamConf) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every IPv4 address on every link of the host and pod namespaces (rows), and the
-    namespaces that could not be read."""
+    """Every address on every link of the host and pod namespaces (rows), and the namespaces
+    that could not be read. IPv6 too (a dual-stack pod's address is on its ipvlan slave), but
+    not link-local: every link makes its own fe80:: address, no IPAM ever handed one out, and
+    they would double the listing without naming anything an operator could free."""
     from ..net import links, netns
     from ..plugins.ipam.session import StoreMissing
 
@@ -151,7 +176,9 @@ def bound_addresses(conf: IpamConf) -> tuple[list[dict[str, Any]], list[str]]:
         store, _ = open_node(conf, read_only=True)
         with store:
             for a in store.allocations():
-                pods[a.ip] = a.pod or a.container_id[:12]
+                for ip in (a.ip, a.ipv6):
+                    if ip:
+                        pods[ip] = a.pod or a.container_id[:12]
                 if a.netns:
                     paths.append(a.netns)
     except StoreMissing:
@@ -180,10 +207,10 @@ def bound_addresses(conf: IpamConf) -> tuple[list[dict[str, Any]], list[str]]:
             with netns.iproute(path) as ipr:
                 for link in links.list_links(ipr):
                     for addr in links.addresses(ipr, link.index):
-                        if addr.version == 4:
-                            ip = str(addr.ip)
-                            rows.append({"netns": path or "host", "link": link.name,
-                                         "address": str(addr), "pod": pods.get(ip, "-")})
+                        if addr.version == 6 and addr.ip.is_link_local:
+                            continue
+                        rows.append({"netns": path or "host", "link": link.name,
+                                     "address": str(addr), "pod": pods.get(str(addr.ip), "-")})
         except Exception as exc:  # any failure is reported (below), never skipped silently
             unreadable.append(f"{path} ({exc})")
     return rows, unreadable
@@ -256,8 +283,10 @@ def new_eni(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
         added = [e for e in store.enis() if e.eni_id not in before]
         free = {e.eni_id: len(store.free_ips(eni_ids=[e.eni_id])) for e in added}
     for eni in added:
+        v6 = (f" and the IPv6 prefix {', '.join(eni.ipv6_prefixes)}" if eni.ipv6_prefixes
+              else "")
         out.write(f"attached {eni.eni_id} at device {eni.device_index} ({eni.link}) in "
-                  f"{eni.subnet_id} with {free[eni.eni_id]} IPs\n")
+                  f"{eni.subnet_id} with {free[eni.eni_id]} IPs{v6}\n")
     return EXIT_OK
 
 
@@ -275,19 +304,23 @@ def remove_eni(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
 
 
 def release(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
+    """By either address of a dual-stack pod: the attachment is released whole (its IPv4
+    back to the pool, its IPv6 back to its ENI's /80), as the pod's DEL would."""
+    ip = str(dualstack.canonical(args.ip))  # before the state is opened (and maybe created)
     store, node = open_node(conf, read_only=False)
     with store:
-        held = [a for a in store.allocations() if a.ip == args.ip]
-        if not held:
-            raise CliError(f"{args.ip} is not held by any pod", "see 'cnivpc ipam allocations'",
+        alloc = dualstack.holder(store.allocations(), ip)
+        if alloc is None:
+            raise CliError(f"{ip} is not held by any pod", "see 'cnivpc ipam allocations'",
                            EXIT_NOT_FOUND)
-        alloc = held[0]
+        who = alloc.pod or alloc.container_id[:12]
         if not args.force:
-            raise CliError(f"{args.ip} is held by {alloc.pod or alloc.container_id[:12]}",
+            also = f" (with {dualstack.both(alloc)})" if alloc.ipv6 else ""
+            raise CliError(f"{ip} is held by {who}{also}",
                            "release it only if that pod is gone: add --force", EXIT_USAGE)
         Allocator(conf, store, node).release(alloc.container_id, alloc.ifname,
                                              alloc.network or None)
-    out.write(f"released {args.ip} (was {printable(alloc.pod or alloc.container_id[:12])})\n")
+    out.write(f"released {dualstack.both(alloc)} (was {printable(who)})\n")
     return EXIT_OK
 
 
@@ -304,6 +337,10 @@ def unassign(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
     first, if its pod is gone), so is an ENI's primary IP (EC2 would refuse it), and an IP
     bound anywhere on the node unless --force. The pool forgets it under the IPAM lock before
     EC2 is asked, and gets it back if EC2 refuses."""
+    address = dualstack.canonical(args.ip)
+    args.ip = str(address)
+    if address.version == 6:
+        _refuse_ipv6(args.ip, conf)
     store, node = open_node(conf, read_only=False)
     with store:
         allocator = Allocator(conf, store, node)
@@ -366,11 +403,25 @@ def audit(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
 
 
 def _refuse_if_held(ip: str, store: Store) -> None:
-    held = [a for a in store.allocations() if a.ip == ip]
-    if held:
-        raise CliError(f"{ip} is held by {held[0].pod or held[0].container_id[:12]}",
+    alloc = dualstack.holder(store.allocations(), ip)
+    if alloc is not None:
+        raise CliError(f"{ip} is held by {alloc.pod or alloc.container_id[:12]}",
                        f"if that pod is gone: cnivpc ipam release {ip} --force, then "
                        "unassign it", EXIT_USAGE)
+
+
+def _refuse_ipv6(ip: str, conf: IpamConf) -> None:
+    """An IPv6 address is never unassigned alone: cnivpc takes pods' IPv6 out of an ENI's /80
+    prefix, which EC2 unassigns whole (with every pod address in it). A held one is refused
+    as an IPv4 is (release first); any other, with what to do instead."""
+    store, _ = open_node(conf, read_only=True, need_state=False)
+    with store:
+        _refuse_if_held(ip, store)
+    raise CliError(f"{ip} is IPv6: cnivpc gives pods IPv6 addresses out of an ENI's /80 "
+                   "prefix, which is not unassigned address by address",
+                   "a pod's IPv6 goes back to its /80 when the pod is deleted (or with 'cnivpc "
+                   "ipam release'); the /80 leaves with its ENI (cnivpc ipam remove-eni)",
+                   EXIT_USAGE)
 
 
 def _eni_holding(ip: str, store: Store, node: Any) -> str:
@@ -394,13 +445,15 @@ COMMANDS: dict[str, Command] = {
     "allocations": Command(allocations, "pods and the IPs they hold (from the store)", True),
     "free": Command(free, "free IPs, with the cooldown each still has", True),
     "enis": Command(enis, "the node's ENIs: device, link, subnet, IPs, pods, pool", True),
-    "addresses": Command(addresses, "every IPv4 address bound on the host and in every pod "
-                         "network namespace, with the pod holding it", True),
+    "addresses": Command(addresses, "every address (IPv4, and IPv6 but link-local) bound on "
+                         "the host and in every pod network namespace, with the pod holding "
+                         "it", True),
     "subnets": Command(subnets, "subnets a new ENI may use (VPC, AZ, tags), most free first",
                        True),
-    "limits": Command(limits, "ENIs and IPv4 per ENI of this instance type, and max pods", True),
+    "limits": Command(limits, "ENIs, IPv4 and IPv6 per ENI of this instance type, and max "
+                      "pods", True),
     "vpc-cidrs": Command(vpc_cidrs, "the VPC's CIDRs (metadata and, for affected families, "
-                         "EC2)", True),
+                         "EC2; its IPv6 CIDRs from the metadata)", True),
     "peer-cidrs": Command(peer_cidrs, "CIDRs of peered VPCs", True),
     "bugs": Command(bugs, "known instance metadata bugs and whether this instance has them",
                     True),

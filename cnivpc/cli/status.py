@@ -19,6 +19,7 @@ from ..cni.printable import printable
 from ..plugins.ipam.decision import max_pods, prefix_mode
 from ..plugins.ipam.ec2work import PREFIX_FALLBACK, PREFIXES_REFUSED
 from ..plugins.ipam.session import ScratchStore
+from . import dualstack
 from .context import add_conf_arguments, load_ipam_conf, open_node
 from .exits import EXIT_OK, Parser
 from .output import emit_json, table
@@ -78,11 +79,21 @@ def gather(conf: Any) -> dict[str, Any]:
                 [(a.eni_id, a.prefix) for a in allocations]:
             if row[1]:
                 prefixes.setdefault(row[0], set()).add(row[1])
+        pod_enis = [e for e in store.enis() if e.device_index >= conf.interface_index]
         report["enis"] = [{"device": e.device_index, "eni": e.eni_id, "link": e.link or "-",
                            "subnet": e.subnet_id, "pods": held.get(e.eni_id, 0),
                            "free": counts.get(e.eni_id, 0) - held.get(e.eni_id, 0),
-                           "prefixes": sorted(prefixes.get(e.eni_id, ()))}
-                          for e in store.enis() if e.device_index >= conf.interface_index]
+                           "prefixes": sorted(prefixes.get(e.eni_id, ())),
+                           "ipv6_prefixes": list(e.ipv6_prefixes)}
+                          for e in pod_enis]
+        # Dual-stack: how many pods have their IPv6, how many pod ENIs a /80 to give it from.
+        report["ipv6"] = dualstack.counts(conf.ipv6, allocations, pod_enis)
+        if conf.ipv6 and report["ipv6"]["pods_without"]:
+            names = [a.pod or a.container_id[:12] for a in allocations if not a.ipv6]
+            report["problems"].append(
+                f"{len(names)} pod(s) without IPv6 ({', '.join(names[:5])}"
+                f"{', ...' if len(names) > 5 else ''}): set up before ipv6 was turned on; "
+                "they get one when recreated")
         # Prefix delegation: the mode, and why it fell back to secondary IPs, if it did.
         report["mode"] = "secondary IPs"
         if conf.ipv4_prefixes:
@@ -97,7 +108,8 @@ def gather(conf: Any) -> dict[str, Any]:
         refused = store.cache_get(PREFIXES_REFUSED) if conf.ipv4_prefixes else None
         if refused:
             report["problems"].append(f"prefixes are not used now: {refused}")
-        report["pods"] = [{"pod": a.pod or a.container_id[:12], "ip": a.ip, "eni": a.eni_id,
+        report["pods"] = [{"pod": a.pod or a.container_id[:12], "ip": a.ip,
+                           "ipv6": a.ipv6 or None, "eni": a.eni_id,
                            "since": time.strftime("%H:%M:%S", time.localtime(a.allocated_at))}
                           for a in allocations]
     report["last_errors"] = last_errors(conf.log_file)
@@ -126,19 +138,26 @@ def main(args: list[str], out: TextIO) -> int:
                  f"({cap['enis'] - conf.interface_index} ENIs x {slots})")
     out.write(line + "\n")
     out.write(f"mode:     {report['mode']}\n")
+    v6 = report["ipv6"]
+    show_v6 = dualstack.shown(v6["enabled"], (v6["pods"], v6["enis_with_prefix"]))
+    if show_v6:
+        out.write(f"ipv6:     {'on' if v6['enabled'] else 'off'}: {v6['pods']} of "
+                  f"{v6['pods'] + v6['pods_without']} pods with IPv6, {v6['enis_with_prefix']} "
+                  f"of {v6['enis']} pod ENIs with a /80 prefix ({v6['prefixes']} in all)\n")
     fallback = report.get("prefix_fallback")
     if fallback:
         out.write(f"fallback: {printable(fallback['why'])} (last at {fallback['at']}); "
                   "secondary IPs or another subnet were used\n")
     out.write("\n")
     if report["enis"]:
-        table(out, ["device", "eni", "link", "subnet", "pods", "free", "prefixes"],
-              [[e["device"], e["eni"], e["link"], e["subnet"], e["pods"], e["free"],
-                " ".join(e["prefixes"]) or "-"] for e in report["enis"]])
+        heads = ["device", "eni", "link", "subnet", "pods", "free", "prefixes",
+                 *(["ipv6_prefixes"] if show_v6 else [])]
+        table(out, heads, [[(" ".join(e[k]) or "-") if "prefixes" in k else e[k] for k in heads]
+                           for e in report["enis"]])
         out.write("\n")
     if report["pods"]:
-        table(out, ["pod", "ip", "eni", "since"],
-              [[p[k] for k in ("pod", "ip", "eni", "since")] for p in report["pods"]])
+        heads = ["pod", "ip", *(["ipv6"] if show_v6 else []), "eni", "since"]
+        table(out, heads, [[p[k] for k in heads] for p in report["pods"]])
         out.write("\n")
     for problem in report["problems"]:
         out.write(f"problem:  {printable(problem)}\n")

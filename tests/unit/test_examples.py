@@ -26,7 +26,8 @@ from cnivpc.cli.ipam import COMMANDS as IPAM_COMMANDS
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
-CALL = re.compile(r"""\.(?:call|paginate)\(\s*["']([A-Z][A-Za-z]+)["']""")
+# Digits too: AssignIpv6Addresses (a scan without them missed it, and the policy lacked it).
+CALL = re.compile(r"""\.(?:call|paginate)\(\s*["']([A-Z][A-Za-z0-9]+)["']""")
 
 
 def ec2_operations_in_code() -> set[str]:

@@ -154,7 +154,7 @@ class Doctor:
                  else "attached but no kernel link: " + ", ".join(missing_links),
                  "" if not missing_links else "wait for udev, or detach and let cnivpc re-add")
         gone = [r.eni_id for r in self.store.enis() if r.eni_id not in attached]
-        held = {a.eni_id for a in self.store.allocations()}
+        held = {a.eni_id for a in dualstack.attachments(self.store)}
         self.add("eni-attached", not gone,
                  "every ENI cnivpc uses is attached" if not gone else
                  "no longer attached: " + ", ".join(
@@ -164,7 +164,7 @@ class Doctor:
 
     def allocations_vs_netns(self) -> None:
         assert self.store is not None
-        allocations = self.store.allocations()
+        allocations = dualstack.attachments(self.store)
         dead = [a for a in allocations if netns_gone(a)]
         self.add("allocations", not dead,
                  f"{len(allocations)} allocations, every netns alive" if not dead else
@@ -177,7 +177,7 @@ class Doctor:
         from ..plugins.ptp import naming
 
         assert self.store is not None
-        live = {a.container_id for a in self.store.allocations()}
+        live = {a.container_id for a in dualstack.attachments(self.store)}
         with netns.iproute() as ipr:
             ours = [(link.name, naming.parse_alias(link.alias)) for link in links.list_links(ipr)
                     if naming.is_host_veth_name(link.name)]

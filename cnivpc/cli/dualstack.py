@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..cni.errors import CniError
-from ..plugins.ipam.store import Allocation, EniRecord
+from ..plugins.ipam.store import Allocation, EniRecord, V6Lease
 from .exits import EXIT_USAGE, CliError
 
 
@@ -28,6 +28,33 @@ def canonical(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         raise CliError(f"{text!r} is not an IP address",
                        "give a pod's IPv4 or IPv6 address (see 'cnivpc ipam allocations')",
                        EXIT_USAGE) from exc
+
+
+def as_allocation(lease: V6Lease) -> Allocation:
+    """An IPv6-only attachment (``ipv4: false``) as the listings show one: no VPC IPv4 (``ip``
+    is ""), its IPv6; its node-local egress IPv4 is shown apart (``egress``)."""
+    return Allocation("", lease.eni_id, lease.container_id, lease.ifname, lease.pod,
+                      lease.allocated_at, lease.netns, lease.network, "", lease.ipv6)
+
+
+def attachments(store: Any) -> list[Allocation]:
+    """Every pod attachment of the node: those of the IPv4 pool (dual-stack ones with their
+    IPv6), then the IPv6-only ones (``as_allocation``)."""
+    return [*store.allocations(), *(as_allocation(x) for x in store.v6_leases())]
+
+
+def egress(store: Any) -> dict[tuple[str, str], str]:
+    """(container ID, ifname) -> the node-local egress IPv4 of an IPv6-only attachment."""
+    return {(x.container_id, x.ifname): x.egress_ip for x in store.v6_leases() if x.egress_ip}
+
+
+def release(allocator: Any, alloc: Allocation) -> None:
+    """Release one attachment as its DEL would: from the IPv4 pool, or its IPv6-only lease."""
+    network = alloc.network or None
+    if alloc.ip:
+        allocator.release(alloc.container_id, alloc.ifname, network)
+    else:
+        allocator.release_v6(alloc.container_id, alloc.ifname, network)
 
 
 def holder(allocations: Iterable[Allocation], ip: str) -> Allocation | None:
@@ -53,6 +80,7 @@ def counts(enabled: bool, allocations: Sequence[Allocation],
     with_v6 = [a for a in allocations if a.ipv6]
     return {"enabled": enabled, "pods": len(with_v6),
             "pods_without": len(allocations) - len(with_v6),
+            "ipv6_only": sum(1 for a in allocations if not a.ip),
             "enis": len(enis), "enis_with_prefix": sum(1 for e in enis if e.ipv6_prefixes),
             "prefixes": sum(len(e.ipv6_prefixes) for e in enis)}
 

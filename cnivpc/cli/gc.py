@@ -32,7 +32,7 @@ from ..plugins.ipam.config import IpamConf
 from ..plugins.ipam.decision import idle
 from ..plugins.ipam.store import Store
 from .context import add_conf_arguments, load_ipam_conf, netns_gone, open_node
-from .dualstack import both
+from .dualstack import attachments, both, release
 from .exits import EXIT_ERROR, EXIT_OK, Parser
 from .output import emit_json
 
@@ -55,14 +55,14 @@ def main(args: list[str], out: TextIO) -> int:
     store, node = open_node(conf, read_only=opts.dry_run, need_state=False)
     with store:
         allocator = Allocator(conf, store, node)
-        for alloc in [a for a in store.allocations() if netns_gone(a)]:
+        for alloc in [a for a in attachments(store) if netns_gone(a)]:
             try:
                 if not opts.dry_run:
-                    allocator.release(alloc.container_id, alloc.ifname, alloc.network or None)
+                    release(allocator, alloc)
                 # Both addresses of a dual-stack pod, its IPv4 first (what scripts read).
                 report["released"].append(f"{both(alloc)} ({alloc.pod or alloc.container_id[:12]})")
             except CniError as exc:
-                report["errors"].append(f"releasing {alloc.ip}: {exc}")
+                report["errors"].append(f"releasing {both(alloc)}: {exc}")
         if not opts.no_ec2:
             try:
                 if opts.dry_run:

@@ -48,11 +48,18 @@ def allocations(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
     store, _ = open_node(conf, read_only=True)
     with store:
         now = time.time()
+        egress = dualstack.egress(store)
+        # IPv6-only pods have no VPC IPv4 (ip null), their node-local egress IPv4 apart.
         rows = [{"pod": a.pod or "-", "container": a.container_id[:12], "ifname": a.ifname,
-                 "ip": a.ip, "ipv6": a.ipv6 or None, "eni": a.eni_id,
+                 "ip": a.ip or None, "ipv6": a.ipv6 or None, "eni": a.eni_id,
+                 "egress_ip": egress.get((a.container_id, a.ifname)),
                  "age": _age(now - a.allocated_at)}
-                for a in store.allocations()]
+                for a in dualstack.attachments(store)]
     v6 = ["ipv6"] if dualstack.shown(conf.ipv6, (r["ipv6"] for r in rows)) else []
+    v6 += ["egress_ip"] if egress else []
+    if not args.json:
+        for r in rows:
+            r["ip"] = r["ip"] or "-"
     return _show(args, out, ["pod", "container", "ifname", "ip", *v6, "eni", "age"], rows)
 
 
@@ -73,8 +80,8 @@ def enis(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
         counts = store.ip_counts()
         held: dict[str, int] = {}
         held6: dict[str, int] = {}
-        for a in store.allocations():
-            held[a.eni_id] = held.get(a.eni_id, 0) + 1
+        for a in dualstack.attachments(store):
+            held[a.eni_id] = held.get(a.eni_id, 0) + bool(a.ip)
             held6[a.eni_id] = held6.get(a.eni_id, 0) + bool(a.ipv6)
         records = {e.eni_id: e for e in store.enis()}
         rows = []
@@ -175,8 +182,9 @@ def bound_addresses(conf: IpamConf) -> tuple[list[dict[str, Any]], list[str]]:
     try:
         store, _ = open_node(conf, read_only=True)
         with store:
-            for a in store.allocations():
-                for ip in (a.ip, a.ipv6):
+            egress = dualstack.egress(store)
+            for a in dualstack.attachments(store):
+                for ip in (a.ip, a.ipv6, egress.get((a.container_id, a.ifname), "")):
                     if ip:
                         pods[ip] = a.pod or a.container_id[:12]
                 if a.netns:
@@ -309,7 +317,7 @@ def release(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
     ip = str(dualstack.canonical(args.ip))  # before the state is opened (and maybe created)
     store, node = open_node(conf, read_only=False)
     with store:
-        alloc = dualstack.holder(store.allocations(), ip)
+        alloc = dualstack.holder(dualstack.attachments(store), ip)
         if alloc is None:
             raise CliError(f"{ip} is not held by any pod", "see 'cnivpc ipam allocations'",
                            EXIT_NOT_FOUND)
@@ -318,8 +326,7 @@ def release(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
             also = f" (with {dualstack.both(alloc)})" if alloc.ipv6 else ""
             raise CliError(f"{ip} is held by {who}{also}",
                            "release it only if that pod is gone: add --force", EXIT_USAGE)
-        Allocator(conf, store, node).release(alloc.container_id, alloc.ifname,
-                                             alloc.network or None)
+        dualstack.release(Allocator(conf, store, node), alloc)
     out.write(f"released {dualstack.both(alloc)} (was {printable(who)})\n")
     return EXIT_OK
 
@@ -403,7 +410,7 @@ def audit(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
 
 
 def _refuse_if_held(ip: str, store: Store) -> None:
-    alloc = dualstack.holder(store.allocations(), ip)
+    alloc = dualstack.holder(dualstack.attachments(store), ip)
     if alloc is not None:
         raise CliError(f"{ip} is held by {alloc.pod or alloc.container_id[:12]}",
                        f"if that pod is gone: cnivpc ipam release {ip} --force, then "

@@ -63,6 +63,8 @@ def gather(conf: Any) -> dict[str, Any]:
         except CniError as exc:
             report["problems"].append(f"instance unknown: {exc}")
         allocations = store.allocations()
+        attachments = dualstack.attachments(store)  # IPv6-only pods too (no VPC IPv4)
+        egress = dualstack.egress(store)
         free = store.free_ips()
         ready = [f for f in free if f.freed_at <= now - conf.reuse_ip_wait]
         report["ips"] = {"in_use": len(allocations), "free": len(free), "ready": len(ready),
@@ -87,9 +89,9 @@ def gather(conf: Any) -> dict[str, Any]:
                            "ipv6_prefixes": list(e.ipv6_prefixes)}
                           for e in pod_enis]
         # Dual-stack: how many pods have their IPv6, how many pod ENIs a /80 to give it from.
-        report["ipv6"] = dualstack.counts(conf.ipv6, allocations, pod_enis)
+        report["ipv6"] = dualstack.counts(conf.ipv6, attachments, pod_enis)
         if conf.ipv6 and report["ipv6"]["pods_without"]:
-            names = [a.pod or a.container_id[:12] for a in allocations if not a.ipv6]
+            names = [a.pod or a.container_id[:12] for a in attachments if not a.ipv6]
             report["problems"].append(
                 f"{len(names)} pod(s) without IPv6 ({', '.join(names[:5])}"
                 f"{', ...' if len(names) > 5 else ''}): set up before ipv6 was turned on; "
@@ -108,10 +110,11 @@ def gather(conf: Any) -> dict[str, Any]:
         refused = store.cache_get(PREFIXES_REFUSED) if conf.ipv4_prefixes else None
         if refused:
             report["problems"].append(f"prefixes are not used now: {refused}")
-        report["pods"] = [{"pod": a.pod or a.container_id[:12], "ip": a.ip,
+        report["pods"] = [{"pod": a.pod or a.container_id[:12], "ip": a.ip or None,
                            "ipv6": a.ipv6 or None, "eni": a.eni_id,
+                           "egress_ip": egress.get((a.container_id, a.ifname)),
                            "since": time.strftime("%H:%M:%S", time.localtime(a.allocated_at))}
-                          for a in allocations]
+                          for a in attachments]
     report["last_errors"] = last_errors(conf.log_file)
     return report
 
@@ -143,7 +146,9 @@ def main(args: list[str], out: TextIO) -> int:
     if show_v6:
         out.write(f"ipv6:     {'on' if v6['enabled'] else 'off'}: {v6['pods']} of "
                   f"{v6['pods'] + v6['pods_without']} pods with IPv6, {v6['enis_with_prefix']} "
-                  f"of {v6['enis']} pod ENIs with a /80 prefix ({v6['prefixes']} in all)\n")
+                  f"of {v6['enis']} pod ENIs with a /80 prefix ({v6['prefixes']} in all)"
+                  + (f"; {v6['ipv6_only']} IPv6-only (no VPC IPv4)" if v6["ipv6_only"] else "")
+                  + "\n")
     fallback = report.get("prefix_fallback")
     if fallback:
         out.write(f"fallback: {printable(fallback['why'])} (last at {fallback['at']}); "
@@ -156,8 +161,9 @@ def main(args: list[str], out: TextIO) -> int:
                            for e in report["enis"]])
         out.write("\n")
     if report["pods"]:
-        heads = ["pod", "ip", *(["ipv6"] if show_v6 else []), "eni", "since"]
-        table(out, heads, [[p[k] for k in heads] for p in report["pods"]])
+        egress = ["egress_ip"] if any(p["egress_ip"] for p in report["pods"]) else []
+        heads = ["pod", "ip", *(["ipv6"] if show_v6 else []), *egress, "eni", "since"]
+        table(out, heads, [[p[k] or "-" for k in heads] for p in report["pods"]])
         out.write("\n")
     for problem in report["problems"]:
         out.write(f"problem:  {printable(problem)}\n")

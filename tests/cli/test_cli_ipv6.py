@@ -89,7 +89,7 @@ def test_listings_show_both_families(node: Callable[..., Cli]) -> None:
 
     status = c("status", "--json").doc
     assert status["ipv6"] == {"enabled": True, "pods": 2, "pods_without": 0, "enis": 1,
-                              "enis_with_prefix": 1, "prefixes": 1}
+                              "enis_with_prefix": 1, "prefixes": 1, "ipv6_only": 0}
     assert {(p["ip"], p["ipv6"]) for p in status["pods"]} == {(a.ip, a6), (b.ip, b6)}
     assert status["enis"][0]["ipv6_prefixes"] == [prefix]
     human = c("status").stdout
@@ -226,3 +226,38 @@ def test_a_node_turned_dual_stack(node: Callable[..., Cli]) -> None:
     (prefix,) = [p["Ipv6Prefix"] for p in eni["Ipv6Prefixes"]]
     assert f"{eni['NetworkInterfaceId']} at device 2" in added.stdout
     assert added.stdout.rstrip().endswith(f"with 2 IPs and the IPv6 prefix {prefix}")
+
+
+def test_ipv6_only_pods_are_in_every_listing_and_release_takes_their_ipv6(
+        node: Callable[..., Cli]) -> None:
+    c = node("c5.xlarge", ipv6=True, ipv4=False)
+    a, b = c.ipam.add("a"), c.ipam.add("b")
+    assert a.code == 0 and b.code == 0, (a.doc, b.doc)
+    a6, b6 = ipv6_of(a), ipv6_of(b)
+    egress = {r.doc["ips"][1]["address"].split("/")[0] for r in (a, b)}
+    listed = c("ipam", "allocations", "--json")
+    assert listed.code == 0, listed.stderr
+    rows = {r["ipv6"]: r for r in listed.doc}
+    assert set(rows) == {a6, b6}
+    assert all(r["ip"] is None for r in rows.values())  # no VPC IPv4
+    assert {r["egress_ip"] for r in rows.values()} == egress
+    text = c("ipam", "allocations").stdout
+    assert header(text) == ["pod", "container", "ifname", "ip", "ipv6", "egress_ip", "eni", "age"]
+    status = c("status", "--json")
+    assert status.code == 0, status.stderr
+    assert status.doc["ipv6"]["ipv6_only"] == 2 and status.doc["ips"]["in_use"] == 0
+    assert {p["ipv6"] for p in status.doc["pods"]} == {a6, b6}
+    assert "2 IPv6-only (no VPC IPv4)" in c("status").stdout
+    enis = {e["eni"]: e for e in c("ipam", "enis", "--json").doc}
+    assert enis[pod_eni(c)["NetworkInterfaceId"]]["ipv6_pods"] == 2
+    # doctor: IPv6-only pods are pods (their netns alive), not leaks.
+    _, checks = doctor(c)
+    assert checks["allocations"]["ok"], checks["allocations"]
+    assert "2 allocations" in checks["allocations"]["detail"], checks["allocations"]
+    refused = c("ipam", "release", a6)
+    assert refused.code == EXIT_USAGE and "held by" in refused.stderr
+    released = c("ipam", "release", a6, "--force")
+    assert released.code == 0, released.stderr
+    assert [r["ipv6"] for r in c("ipam", "allocations", "--json").doc] == [b6]
+    assert c("ipam", "release", a6, "--force").code == EXIT_NOT_FOUND
+    assert audit(c) == []

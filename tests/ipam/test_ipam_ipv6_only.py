@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.support.cli import Cli, audit, calls_of
+from tests.support.lab import make_client
 
 pytestmark = [pytest.mark.netns, pytest.mark.artifact]
 
@@ -127,3 +128,17 @@ def test_what_ipv6_only_cannot_do_is_refused_before_anything_is_created(
     assert reply.code != 0 and reply.doc["code"] == 7, reply.doc
     assert named in reply.doc["msg"] + reply.doc.get("details", ""), reply.doc
     assert pod_enis(c) == [] and leases(c) == {}
+
+
+@pytest.mark.parametrize("extra", [{"ipv4": False}, {}], ids=["ipv6-only", "dual-stack"])
+def test_a_type_without_ipv6_prefixes_is_refused_before_any_eni_is_created(
+        node: Callable[..., Cli], extra: dict[str, Any]) -> None:
+    c = node("m4.large", ipv6=True, warmIPTarget=0, **extra)  # Xen: no prefix delegation
+    client = make_client(c.ipam.lab)
+    before = len(client.describe_network_interfaces()["NetworkInterfaces"])
+    reply = c.ipam.add("pod-a")
+    assert reply.code != 0 and reply.doc["code"] == 7, reply.doc
+    assert "Nitro" in reply.doc["msg"] and "m4.large" in reply.doc["msg"], reply.doc
+    # It used to create the ENI, then fail at the attach with code 999.
+    assert len(client.describe_network_interfaces()["NetworkInterfaces"]) == before
+    assert calls_of(c.ipam, "CreateNetworkInterface") == 0

@@ -129,10 +129,22 @@ class Ec2Work:
                                 exc.message) from exc
         raise exc.as_cni() from exc
 
+    def require_ipv6_prefixes(self) -> None:
+        """Refuse ``ipv6`` before any EC2 work on an instance type that takes no IPv6 prefix
+        (not Nitro-based): EC2 would create the ENI, then refuse to attach it (or refuse the
+        Assign), after the work. Unknown (a built-in table, a guess): EC2 will say."""
+        limits = self.node.limits()
+        if limits.nitro is False:
+            itype = self.node.identity.instance_type
+            raise CniError(f"ipv6 needs a Nitro-based instance type: {itype} takes no IPv6 "
+                           "prefixes", "cnivpc gives pods IPv6 out of /80 prefixes, as the AWS "
+                           "VPC CNI does; use a Nitro type or turn ipv6 off", code=7)
+
     def assign_ipv6_prefix(self, eni: EniRecord) -> tuple[str, ...]:
         """Dual-stack: a /80 for an ENI that has none (adopted, or from before ``ipv6``); the
         ENI's IPv6 prefixes after it, recorded. A lost answer followed by a retry leaves a
         second /80: harmless, and reconciliation records it too."""
+        self.require_ipv6_prefixes()
         try:
             answer = self.node.ec2.call("AssignIpv6Addresses", NetworkInterfaceId=eni.eni_id,
                                         Ipv6PrefixCount=1)
@@ -197,6 +209,8 @@ class Ec2Work:
         from ...net import eni as eni_links
 
         assert plan.subnet is not None and plan.device_index is not None
+        if self.conf.ipv6:
+            self.require_ipv6_prefixes()
         identity = self.node.identity
         boot = self._boot_eni()
         groups = self.conf.sec_group_ids

@@ -9,6 +9,7 @@ pod's own VPC IPv4 are refused with code 7, and nothing is created."""
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -142,3 +143,26 @@ def test_a_type_without_ipv6_prefixes_is_refused_before_any_eni_is_created(
     # It used to create the ENI, then fail at the attach with code 999.
     assert len(client.describe_network_interfaces()["NetworkInterfaces"]) == before
     assert calls_of(c.ipam, "CreateNetworkInterface") == 0
+
+
+@pytest.mark.parametrize("extra", [{"ipv4": False}, {}], ids=["ipv6-only", "dual-stack"])
+def test_check_fails_once_the_pods_80_is_removed_outside_cnivpc(
+        node: Callable[..., Cli], extra: dict[str, Any]) -> None:
+    c = node("c5.xlarge", ipv6=True, warmIPTarget=0, **extra)
+    added = c.ipam.add("pod-a")
+    assert added.code == 0, added.doc
+    conf = c.ipam.config(prevResult=added.doc)
+    assert c.ipam.run("CHECK", "pod-a", conf=conf).code == 0
+    other = json.loads(json.dumps(added.doc))
+    other["ips"] = [ip for ip in other["ips"] if ":" not in ip["address"]]
+    if other["ips"]:  # a prevResult that lost the pod's IPv6 does not match
+        wrong = c.ipam.run("CHECK", "pod-a", conf=c.ipam.config(prevResult=other))
+        assert wrong.code != 0 and wrong.doc["code"] == 7, wrong.doc
+    (eni,) = pod_enis(c)
+    (prefix,) = [p["Ipv6Prefix"] for p in eni["Ipv6Prefixes"]]
+    make_client(c.ipam.lab).unassign_ipv6_addresses(
+        NetworkInterfaceId=eni["NetworkInterfaceId"], Ipv6Prefixes=[prefix])
+    six = str(addresses(added)[6].ip)
+    reply = c.ipam.run("CHECK", "pod-a", conf=conf)
+    assert reply.code != 0 and reply.doc["code"] == 7, reply.doc
+    assert six in reply.doc["msg"] and "no IPv6 prefix" in reply.doc["msg"], reply.doc

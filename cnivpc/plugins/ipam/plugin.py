@@ -32,7 +32,7 @@ from .allocator import Allocator
 from .config import IpamConf
 from .decision import NoCapacity
 from .node import Node
-from .store import Allocation, Store
+from .store import Allocation, EniRecord, Store
 
 log = logging.getLogger("cnivpc.ipam")
 
@@ -162,6 +162,8 @@ def check(req: Request[IpamConf]) -> None:
         if held[0].ip not in on_eni:
             raise CniError(f"{held[0].ip} is no longer assigned to {eni.eni_id}",
                            "it was removed outside cnivpc; delete the pod", code=7)
+        if held[0].ipv6:  # dual-stack: its IPv6 too
+            _check_ipv6_on_eni(node, eni, held[0].ipv6)
 
 
 def _check_v6(req: Request[IpamConf], store: Store, node: Node) -> None:
@@ -182,7 +184,13 @@ def _check_v6(req: Request[IpamConf], store: Store, node: Node) -> None:
     eni = store.eni(lease.eni_id)
     if eni is None:
         raise CniError(f"ENI {lease.eni_id} holding {lease.ipv6} is gone", code=7)
-    address = ipaddress.ip_address(lease.ipv6)
+    _check_ipv6_on_eni(node, eni, lease.ipv6)
+
+
+def _check_ipv6_on_eni(node: Node, eni: EniRecord, ipv6: str) -> None:
+    """The ENI still has a /80 holding ``ipv6``: the metadata says so, or (it may lag a fresh
+    assign) EC2 does."""
+    address = ipaddress.ip_address(ipv6)
 
     def covered(prefixes: Iterable[str]) -> bool:
         return any(address in ipaddress.ip_network(p) for p in prefixes)
@@ -192,7 +200,7 @@ def _check_v6(req: Request[IpamConf], store: Store, node: Node) -> None:
     except CniError:
         listed = ()
     if not covered(listed) and not covered(node.eni_ipv6_prefixes(eni.eni_id)):
-        raise CniError(f"{lease.ipv6} is in no IPv6 prefix of {eni.eni_id} any more",
+        raise CniError(f"{ipv6} is in no IPv6 prefix of {eni.eni_id} any more",
                        "its /80 was removed outside cnivpc; delete the pod", code=7)
 
 
@@ -208,8 +216,9 @@ def _check_prev_result(req: Request[IpamConf], alloc: Allocation) -> None:
     if prev is None:
         return
     ips = {str(ip.ip) for ip in prev.ips}
-    if ips and alloc.ip not in ips:
-        raise InvalidConfig(f"prevResult has {sorted(ips)} but the IPAM holds {alloc.ip}")
+    mine = {alloc.ip, alloc.ipv6} - {""}
+    if ips and not mine <= ips:
+        raise InvalidConfig(f"prevResult has {sorted(ips)} but the IPAM holds {sorted(mine)}")
 
 
 def status(req: Request[IpamConf]) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..aws.metadata import Metadata
 from ..plugins import FUSED
-from ..plugins.ipam.config import IpamConf
+from ..plugins.ipam.config import IpamConf, family_problem
 from ..plugins.ipam.node import Node
 from ..plugins.ipam.session import ReadOnlyStore, ScratchStore, open_ipam
 from ..plugins.ipam.store import Allocation, Store
@@ -107,8 +107,13 @@ def load_ipam_conf(args: argparse.Namespace, conf_dir: str = CONF_DIR) -> IpamCo
         # An operator may give a relative path; a config path must be absolute.
         raw["dataDir"] = os.path.abspath(args.data_dir)
     try:
-        return IpamConf.model_validate(raw)
+        conf = IpamConf.model_validate(raw)
     except ValueError as exc:
         raise CliError(f"invalid {IPAM_TYPE} configuration: {exc}",
                        "fix that key in the conflist, or name another with --conf/--data-dir",
                        EXIT_USAGE) from exc
+    problem = family_problem(conf)
+    if problem is not None:
+        raise CliError(f"invalid {IPAM_TYPE} configuration: {problem[0]}", problem[1],
+                       EXIT_USAGE)
+    return conf

@@ -37,13 +37,21 @@ DEFAULT_SHIV_ROOT = "/var/lib/cnivpc/shiv"
 def conflist(host_interface: str = "eth0", container_interface: str = "eth1",
              ip_masq: bool = True, subnet_tags: dict[str, str] | None = None,
              sec_group_ids: list[str] | None = None, cni_version: str = "1.0.0",
-             name: str = "cnivpc") -> dict[str, Any]:
-    """The chain cnivpc-ipam → cnivpc-ipvlan → cnivpc-ptp, with our defaults."""
+             name: str = "cnivpc", ip_family: str = "ipv4",
+             service_prefix_lists: list[str] | None = None) -> dict[str, Any]:
+    """The chain cnivpc-ipam → cnivpc-ipvlan → cnivpc-ptp, with our defaults. ``ip_family``:
+    "ipv4", "dual-stack" (``ipv6``) or "ipv6" (IPv6-only pods: ``ipv4: false``)."""
     ipam: dict[str, Any] = {"type": "cnivpc-ipam", "interfaceIndex": 1}
     if subnet_tags:
         ipam["subnetTags"] = subnet_tags
     if sec_group_ids:
         ipam["secGroupIds"] = sec_group_ids
+    if ip_family in ("dual-stack", "ipv6"):
+        ipam["ipv6"] = True
+    if ip_family == "ipv6":
+        ipam["ipv4"] = False
+    if service_prefix_lists:
+        ipam["routeServicePrefixLists"] = service_prefix_lists
     return {
         "cniVersion": cni_version,
         "name": name,
@@ -69,6 +77,7 @@ def validate_conflist(doc: Any) -> list[str]:
     """Problems with a conflist (empty when it is usable)."""
     from ..cni.skel import validation_details
     from ..plugins import CONFIG_MODELS, config_model
+    from ..plugins.ipam.config import family_problem
 
     problems: list[str] = []
     if not isinstance(doc, dict) or not isinstance(doc.get("plugins"), list):
@@ -86,6 +95,13 @@ def validate_conflist(doc: Any) -> list[str]:
         entry = {"cniVersion": doc.get("cniVersion"), "name": doc.get("name"), **plugin}
         try:
             config_model(kind).model_validate(entry)
+            ipam = entry if kind == "cnivpc-ipam" else entry.get("ipam")
+            if isinstance(ipam, dict):  # the keys that must agree across fields
+                ipam = {"cniVersion": entry["cniVersion"], "name": entry["name"], **ipam,
+                        "type": "cnivpc-ipam"}
+                problem = family_problem(config_model("cnivpc-ipam").model_validate(ipam))
+                if problem is not None:
+                    problems.append(f"{kind}: {problem[0]} ({problem[1]})")
         except ValueError as exc:
             problems.append(f"{kind}: {validation_details(exc)}")
     return problems
@@ -178,6 +194,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fused", action="store_true",
                    help="write the fused conflist (one entry of type cnivpc: one process per "
                         "pod instead of three)")
+    p.add_argument("--ip-family", choices=("ipv4", "dual-stack", "ipv6"), default="ipv4",
+                   help="the pods' addresses: VPC IPv4 (default), IPv4 and IPv6 (dual-stack), "
+                        "or IPv6 only with IPv4 egress through the node (ipv6)")
+    p.add_argument("--service-route", action="append", default=[], metavar="LIST",
+                   help="route an AWS service prefix list over the pod's ENI (s3, dynamodb, a "
+                        "prefix list name or pl- id; repeatable; not with --ip-family ipv6)")
     p.add_argument("--subnet-tag", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--security-group", action="append", default=[], metavar="sg-…")
     p.add_argument("--no-extract", action="store_true", help="skip the pre-extraction run")
@@ -197,6 +219,10 @@ def main(args: list[str], out: TextIO) -> int:
         if not sep or not key:
             raise CliError(f"--subnet-tag {item!r} is not KEY=VALUE", exit_code=EXIT_USAGE)
         tags[key] = value
+    if opts.ip_family == "ipv6" and opts.service_route:
+        raise CliError("--service-route needs the pods' own VPC IPv4",
+                       "IPv6-only pods (--ip-family ipv6) reach S3 and DynamoDB over IPv6, or "
+                       "through the node", EXIT_USAGE)
 
     def under_root(path: str) -> str:
         return os.path.join(opts.root, path.lstrip("/"))
@@ -224,7 +250,8 @@ def main(args: list[str], out: TextIO) -> int:
         out.write(f"kept {conf_path} (valid)\n")
     else:
         doc = conflist(opts.host_interface, opts.container_interface, not opts.no_ip_masq,
-                       tags or None, opts.security_group or None)
+                       tags or None, opts.security_group or None, ip_family=opts.ip_family,
+                       service_prefix_lists=opts.service_route or None)
         if opts.fused:
             doc = fused_conflist(doc)
         inst.write_atomic(conf_path, (json.dumps(doc, indent=2) + "\n").encode(), 0o644)

@@ -118,3 +118,40 @@ def test_install_in_the_daemonsets_exact_form(zipapp: Zipapp, tmp_path: Path) ->
                             str(image), "--root", str(root), "--subnet-tag", "cnivpc=pods"],
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "nothing to do" in again.stdout, again.stderr
+
+
+@pytest.mark.parametrize("family, keys", [
+    ("dual-stack", {"ipv6": True}),
+    ("ipv6", {"ipv6": True, "ipv4": False}),
+])
+def test_install_writes_the_ip_family_and_service_routes(zipapp: Zipapp, tmp_path: Path,
+                                                         family: str,
+                                                         keys: dict[str, bool]) -> None:
+    root = tmp_path / "node"
+    routes = ["--service-route", "s3"] if family == "dual-stack" else []
+    code, _, err = install(zipapp, root, "--no-extract", "--ip-family", family, *routes)
+    assert code == 0, err
+    ipam = json.loads((root / "etc/cni/net.d/10-cnivpc.conflist").read_text())["plugins"][0]
+    assert {k: ipam[k] for k in keys} == keys
+    assert ipam.get("routeServicePrefixLists") == (["s3"] if routes else None)
+    # A second install keeps (and so validates) what the first wrote.
+    code, out, err = install(zipapp, root, "--no-extract")
+    assert code == 0 and "kept" in out, err
+
+
+def test_install_refuses_what_ipv6_only_pods_cannot_do(zipapp: Zipapp, tmp_path: Path) -> None:
+    root = tmp_path / "node"
+    code, _, err = install(zipapp, root, "--no-extract", "--ip-family", "ipv6",
+                           "--service-route", "s3")
+    assert code == 2 and "--service-route" in err, err
+    assert not (root / "etc/cni/net.d").exists()
+    # An existing conflist that asks for IPv4 off and IPv6 off is refused, never kept.
+    conf_dir = root / "etc/cni/net.d"
+    conf_dir.mkdir(parents=True)
+    doc = {"cniVersion": "1.0.0", "name": "cnivpc", "plugins": [
+        {"type": "cnivpc-ipam", "ipv4": False},
+        {"type": "cnivpc-ipvlan"},
+        {"type": "cnivpc-ptp", "hostInterface": "eth0", "containerInterface": "eth1"}]}
+    (conf_dir / "10-cnivpc.conflist").write_text(json.dumps(doc))
+    code, _, err = install(zipapp, root, "--no-extract")
+    assert code != 0 and "ipv4: false needs ipv6: true" in err, err

@@ -246,7 +246,8 @@ def warm(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
         free, room = rules.pool_level(pool, conf, per_eni) if per_eni else (len(pool.free), 0)
         threshold = rules.eni_threshold(conf, per_eni, node.limits()) if per_eni else 0
         calls = node.ec2_calls
-    actions = [f"{p.kind} {p.count} IPs" + (f" on {p.eni_id}" if p.eni_id else
+    actions = [(f"{p.kind} {p.count} IPs" if p.count or conf.ipv4 else f"{p.kind} an ENI for "
+                "IPv6 pods (no secondary IPv4)") + (f" on {p.eni_id}" if p.eni_id else
                                             f" (new ENI at device {p.device_index})")
                for p in plans]
     row = {"actions": actions, "free": free, "room": room, "warm_ip_target": conf.warm_ip_target,
@@ -257,7 +258,9 @@ def warm(args: argparse.Namespace, conf: IpamConf, out: TextIO) -> int:
         return EXIT_OK
     for action in actions:
         out.write(f"{action}\n")
-    if conf.warm_ip_target <= 0:
+    if not conf.ipv4:
+        out.write("ipv4 is false: no IPv4 pool; the IPv6 pods' ENI and its /80 are ready\n")
+    elif conf.warm_ip_target <= 0:
         out.write("warmIPTarget is 0: no warm pool to keep\n")
     else:
         verb = "warmed" if plans else "already warm"

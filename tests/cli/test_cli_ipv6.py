@@ -261,3 +261,19 @@ def test_ipv6_only_pods_are_in_every_listing_and_release_takes_their_ipv6(
     assert [r["ipv6"] for r in c("ipam", "allocations", "--json").doc] == [b6]
     assert c("ipam", "release", a6, "--force").code == EXIT_NOT_FOUND
     assert audit(c) == []
+
+
+def test_warm_in_ipv6_only_mode_readies_the_ipv6_eni_and_no_ipv4(node: Callable[..., Cli]) -> None:
+    c = node("c5.xlarge", ipv6=True, ipv4=False)  # warmIPTarget keeps its default (8)
+    first = c("ipam", "warm")
+    assert first.code == 0, first.stderr
+    assert "create an ENI for IPv6 pods (no secondary IPv4)" in first.stdout, first.stdout
+    eni = pod_eni(c)
+    assert len(eni["PrivateIpAddresses"]) == 1 and len(eni["Ipv6Prefixes"]) == 1
+    again = c("ipam", "warm", "--json")
+    assert again.code == 0 and again.doc["actions"] == [], again.stdout  # idempotent
+    added = c.ipam.add("a")
+    assert added.code == 0, added.doc
+    assert pod_eni(c)["NetworkInterfaceId"] == eni["NetworkInterfaceId"]
+    with c.ipam.db() as db:
+        assert db.execute("SELECT COUNT(*) FROM ips").fetchone()[0] == 0  # no IPv4 pool

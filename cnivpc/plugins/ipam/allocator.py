@@ -198,10 +198,24 @@ class Allocator:
     def acquire_v6(self, container_id: str, ifname: str, pod: str, netns: str,
                    network: str) -> tuple[V6Lease, EniRecord]:
         """An IPv6-only attachment (``ipv4: false``): an IPv6 out of a /80 of a pod ENI with
-        IPv6 (``decision.v6_eni``: the lowest one; a new one, with no secondary IPv4, when
-        there is none), and a node-local egress IPv4 (``decision.pick_egress``). A repeated ADD
-        gets its lease back."""
+        IPv6 (``v6_eni``), and a node-local egress IPv4 (``decision.pick_egress``). A repeated
+        ADD gets its lease back."""
+        with self.decide():
+            held = self.store.v6_leases(container_id, ifname, network)
+            known = self.store.eni(held[0].eni_id) if held else None
+            if held and known is not None:
+                log.info("attachment already holds %s (a repeated ADD)", held[0].ipv6)
+                return held[0], known
+        eni, _ = self.v6_eni()
+        return self._lease_v6(eni, container_id, ifname, pod, netns, network)
+
+    def v6_eni(self) -> tuple[EniRecord, Plan | None]:
+        """The pod ENI IPv6-only pods take their addresses from (``decision.v6_eni``: the
+        lowest with IPv6; a new one, with no secondary IPv4, when there is none), with a /80
+        (one Assign when it has none); the ENI it created, if it did. What ``cnivpc ipam warm``
+        does in this mode: no IPv4 pool to fill."""
         must_observe = False
+        created: Plan | None = None
         while True:
             self._check_deadline("waiting for an ENI for IPv6 pods")
             wait_for: int | None = None
@@ -211,11 +225,6 @@ class Allocator:
             obs = self._observe(always=must_observe)
             must_observe = False
             with self.decide():
-                held = self.store.v6_leases(container_id, ifname, network)
-                known = self.store.eni(held[0].eni_id) if held else None
-                if held and known is not None:
-                    log.info("attachment already holds %s (a repeated ADD)", held[0].ipv6)
-                    return held[0], known
                 if obs is not None:
                     reconciling.apply(self.store, self.conf, obs, self._clock())
                 choice, pool = self._decide(partial(rules.v6_eni, conf=self.conf), self.pool())
@@ -230,7 +239,11 @@ class Allocator:
                 else:
                     unread = choice.what
             if eni is not None:
-                return self._lease_v6(eni, container_id, ifname, pod, netns, network)
+                if not eni.ipv6_prefixes:
+                    self.ec2work.assign_ipv6_prefix(eni)  # one EC2 call, outside the lock
+                    with self.decide():
+                        eni = self.store.eni(eni.eni_id) or eni
+                return eni, created
             if unread is not None:
                 log.debug("reading %s before deciding again", unread)
                 self._prefetch()
@@ -239,11 +252,10 @@ class Allocator:
                 self._wait_op(wait_for)
             elif own is not None:
                 self._run_op(*own, best_effort=False)
+                created = own[1]
 
     def _lease_v6(self, eni: EniRecord, container_id: str, ifname: str, pod: str, netns: str,
                   network: str) -> tuple[V6Lease, EniRecord]:
-        if not eni.ipv6_prefixes:
-            self.ec2work.assign_ipv6_prefix(eni)  # one EC2 call, outside the lock
         egress_range = self.conf.egress_ipv4_range
         with self.decide():
             eni = self.store.eni(eni.eni_id) or eni
@@ -392,6 +404,10 @@ class Allocator:
         """``cnivpc ipam warm``: bring the pool up to its warm level now, synchronously (waiting
         for EC2 work in flight first). Idempotent: a warm pool costs no EC2 mutation. Errors
         (throttling, a full subnet) are raised; a node that cannot hold more is not one."""
+        if not self.conf.ipv4:
+            # IPv6-only pods: no IPv4 pool, only their ENI and its /80.
+            _, created = self.v6_eni()
+            return [created] if created is not None else []
         done: list[Plan] = []
         for _ in range(max_steps):
             wait_for: int | None = None

@@ -10,6 +10,9 @@ at most 110 pods, or 250 above 30 vCPUs (kubelet ceilings, as AWS's max-pods cal
 them). Prefixes exist on Nitro-based types only: on another type the answer is the secondary-IP
 one, with a note on stderr (the IPAM falls back to secondary IPs there too).
 
+IPv6-only pods (the config's ``ipv4: false``): addresses do not bound pods (one /80 holds
+2^48), so the answer is the kubelet ceiling alone: 110, or 250 above 30 vCPUs.
+
 ``--host-network-pods N`` adds pods that need no IP (kube-proxy, cnivpc's own DaemonSet…; AWS's
 calculator always adds 2); ``--cap N`` lowers the answer (kubelet's default 110 is a sane
 ceiling for small control planes). ``--json`` also shows what AWS's calculator would answer.
@@ -139,7 +142,8 @@ def main(args: list[str], out: TextIO) -> int:
         lim = TypeLimits(opts.instance_type or "-", opts.enis, opts.ipv4_per_eni,
                          "command line", opts.vcpus, True if opts.prefixes else None)
     else:
-        lim = instance_limits(conf, opts.instance_type, need_cpu=opts.prefixes)
+        lim = instance_limits(conf, opts.instance_type,
+                              need_cpu=opts.prefixes or not conf.ipv4)
     prefixes = opts.prefixes
     if prefixes and lim.nitro is False:
         sys.stderr.write(f"note: {lim.instance_type} is not Nitro-based: no prefixes there; "
@@ -153,11 +157,20 @@ def main(args: list[str], out: TextIO) -> int:
                                 opts.host_network_pods, opts.cap)
     else:
         pods = compute(lim.enis, lim.ipv4_per_eni, index, opts.host_network_pods, opts.cap)
+    mode = "prefixes" if prefixes else "secondary-ips"
+    if not conf.ipv4:
+        if lim.vcpus is None:
+            raise CliError(f"cannot tell the vCPUs of {lim.instance_type} (IPv6-only pods are "
+                           "capped by them)", "pass --enis, --ipv4-per-eni and --vcpus")
+        # Addresses do not bound IPv6-only pods: the kubelet ceiling does.
+        ceiling = pod_ceiling(lim.vcpus)
+        pods = min(ceiling, opts.cap) if opts.cap > 0 else ceiling
+        mode = "ipv6-only"
     if opts.json:
         doc: dict[str, Any] = {
             "instance_type": lim.instance_type, "enis": lim.enis,
             "ipv4_per_eni": lim.ipv4_per_eni, "interface_index": index,
-            "mode": "prefixes" if prefixes else "secondary-ips", "max_pods": pods,
+            "mode": mode, "max_pods": pods,
             "source": lim.source}
         if lim.vcpus is not None:
             doc["vcpus"] = lim.vcpus

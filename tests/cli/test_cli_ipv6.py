@@ -277,3 +277,13 @@ def test_warm_in_ipv6_only_mode_readies_the_ipv6_eni_and_no_ipv4(node: Callable[
     assert pod_eni(c)["NetworkInterfaceId"] == eni["NetworkInterfaceId"]
     with c.ipam.db() as db:
         assert db.execute("SELECT COUNT(*) FROM ips").fetchone()[0] == 0  # no IPv4 pool
+
+
+@pytest.mark.parametrize("itype, expected", [("c5.xlarge", 110), ("m5.24xlarge", 250)])
+def test_max_pods_of_ipv6_only_pods_is_the_kubelet_ceiling(node: Callable[..., Cli], itype: str,
+                                                           expected: int) -> None:
+    c = node(itype, ipv6=True, ipv4=False)
+    out = c("max-pods", "--json")
+    assert out.code == 0, out.stderr
+    assert out.doc["mode"] == "ipv6-only" and out.doc["max_pods"] == expected, out.doc
+    assert c("max-pods", "--cap", "50").stdout.strip() == "50"

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from .conftest import (
+    INTERNET_IP,
     NODE_IP,
     NODE_IP6,
     POD_IP,
@@ -103,3 +104,43 @@ def test_ipv6_over_the_ipvlan_leg_keeps_only_the_node_path_on_the_veth(topo6: To
     ok(cni(topo, "DEL", conf))
     assert not [r for r in ip_json(topo.node, "-6", "rule", "show") if r.get("iif")]
     ok(cni(topo, "DEL", conf))
+
+
+EGRESS_IP = "169.254.172.1"
+
+
+def test_ipv6_only_pods_reach_ipv4_only_through_the_node(topo6: Topo) -> None:
+    """IPv6-only pods (the IPAM's ``ipv4: false``): prevResult has the pod's IPv6 with its
+    ``::/0`` over the ipvlan leg and a node-local egress IPv4 with no route. The veth gives
+    that IPv4 its only way out: the default via the node, masqueraded there to the node's
+    address (the VPC has no route to the egress address: a reply proves the SNAT)."""
+    topo = topo6
+    sh("ip", "addr", "flush", "dev", "eth0", "scope", "global", netns=topo.pod)
+    sh("ip", "addr", "add", f"{POD_IP6}/64", "dev", "eth0", "nodad", netns=topo.pod)
+    sh("ip", "addr", "add", f"{EGRESS_IP}/32", "dev", "eth0", netns=topo.pod)
+    prev = prev_result("1.1.0")
+    prev["ips"] = [{"address": f"{POD_IP6}/128", "gateway": "fe80::1", "interface": 0},
+                   {"address": f"{EGRESS_IP}/32", "interface": 0}]
+    prev["routes"] = [{"dst": "::/0", "gw": "fe80::1"}]
+    conf = config("1.1.0", prev, ipMasq=True)
+    assert sh("ping", "-c1", "-W1", INTERNET_IP, netns=topo.pod, check=False).returncode != 0
+    result = ok(cni(topo, "ADD", conf))
+    assert result is not None
+    pod4 = {(r["dst"], r.get("gateway"), r["dev"]) for r in ip_json(topo.pod, "route", "show")}
+    assert ("default", NODE_IP, "eth1") in pod4
+    assert not [r for r in ip_json(topo.pod, "-6", "route", "show") if r["dst"] == "default"
+                and r["dev"] == "eth1"]  # IPv6 leaves by the ipvlan leg, not the veth
+    nat = iptables_rules(topo.node, "nat")
+    assert any(f"-s {EGRESS_IP}/32" in line for line in nat), nat
+    assert not [line for line in iptables_rules(topo.node, "nat", v6=True) if "CNI-" in line]
+    sh("ping", "-c1", "-W2", INTERNET_IP, netns=topo.pod)  # SNATed to the node's address
+    sh("ping", "-c1", "-W2", NODE_IP, netns=topo.pod)
+    sh("ping", "-6", "-c1", "-W2", NODE_IP6, netns=topo.pod)
+    conf["prevResult"] = result
+    ok(cni(topo, "CHECK", conf))
+    for _ in range(2):
+        ok(cni(topo, "DEL", conf))
+    assert not [line for line in iptables_rules(topo.node, "nat") if "CNI-" in line]
+    assert not [r for r in ip_json(topo.node, "rule", "show") if r.get("iif")]
+    assert not [r for r in ip_json(topo.node, "-6", "rule", "show") if r.get("iif")]
+    assert not ip_json(topo.node, "route", "show", EGRESS_IP)

@@ -93,6 +93,51 @@ def test_ipvlan_add_check_del(node: tuple[Fabric, str, str], in_ns: Any, version
     assert plugin("ipvlan", "DEL", node_ns, check, container_id="c1", netns=gone)[0] == 0
 
 
+POD_IP6 = "2001:db8:0:16::20"
+
+
+@pytest.mark.parametrize("family", ["dual-stack", "ipv6-only"])
+def test_ipvlan_both_families(node: tuple[Fabric, str, str], in_ns: Any, family: str) -> None:
+    """The IPAM's dual-stack result (the pod's IPv4 and an IPv6 /128 with ``::/0`` via the VPC
+    router's link-local) and its IPv6-only one (the IPv6, and a node-local egress IPv4 with no
+    gateway and no route): both families on the slave, the IPv6 usable at once (no DAD: the
+    VPC delivers it to this ENI only), the IPv6 default via fe80::1 on the slave, no IPv4
+    route for an egress address; CHECK passes; DEL twice leaves nothing."""
+    fabric, node_ns, eni_if = node
+    pod = fabric.add_netns(f"pod-{family}")
+    netns = f"/var/run/netns/{pod}"
+    prev = ipam_result(eni_if, "10.0.16.22")
+    v6 = {"address": f"{POD_IP6}/128", "gateway": "fe80::1", "interface": 0}
+    if family == "dual-stack":
+        prev["ips"].append(v6)
+        prev["routes"].append({"dst": "::/0", "gw": "fe80::1"})
+        ipv4 = "10.0.16.22/20"
+    else:
+        ipv4 = "169.254.172.1/32"
+        prev["ips"] = [v6, {"address": ipv4, "interface": 0}]
+        prev["routes"] = [{"dst": "::/0", "gw": "fe80::1"}]
+    conf = {"cniVersion": "1.0.0", "name": "cnivpc", "type": "cnivpc-ipvlan", "prevResult": prev}
+    code, result = plugin("ipvlan", "ADD", node_ns, conf, container_id="c6", netns=netns)
+    assert code == 0, result
+    addrs = json.loads(in_ns(pod, "ip", "-j", "addr", "show", "dev", "eth0", check=True).stdout)
+    infos = {f"{a['local']}/{a['prefixlen']}": a for a in addrs[0]["addr_info"]}
+    assert ipv4 in infos and f"{POD_IP6}/128" in infos, infos
+    assert not infos[f"{POD_IP6}/128"].get("tentative"), infos  # no DAD wait
+    routes6 = in_ns(pod, "ip", "-6", "route", check=True).stdout
+    assert "default via fe80::1 dev eth0" in routes6, routes6
+    routes4 = in_ns(pod, "ip", "route", check=True).stdout
+    if family == "ipv6-only":
+        assert routes4.strip() == "", routes4  # IPv4 goes by the node (cnivpc-ptp's veth)
+    else:
+        assert "10.0.0.0/16 via 10.0.16.1 dev eth0" in routes4
+    check = {**conf, "prevResult": result}
+    code, err = plugin("ipvlan", "CHECK", node_ns, check, container_id="c6", netns=netns)
+    assert code == 0, err
+    for _ in range(2):
+        assert plugin("ipvlan", "DEL", node_ns, check, container_id="c6", netns=netns)[0] == 0
+    assert "eth0" not in in_ns(pod, "ip", "-o", "link").stdout
+
+
 def test_ipvlan_add_rolls_back(node: tuple[Fabric, str, str], in_ns: Any) -> None:
     fabric, node_ns, eni_if = node
     pod = fabric.add_netns("pod2")

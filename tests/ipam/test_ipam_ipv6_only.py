@@ -166,3 +166,19 @@ def test_check_fails_once_the_pods_80_is_removed_outside_cnivpc(
     reply = c.ipam.run("CHECK", "pod-a", conf=conf)
     assert reply.code != 0 and reply.doc["code"] == 7, reply.doc
     assert six in reply.doc["msg"] and "no IPv6 prefix" in reply.doc["msg"], reply.doc
+
+
+def test_a_burst_on_a_fresh_node_costs_one_eni_and_never_shares_an_address(
+        node: Callable[..., Cli]) -> None:
+    c = node("c5.xlarge", ipv6=True, ipv4=False)
+    ids = [f"pod-{i}" for i in range(8)]
+    replies = c.ipam.many("ADD", ids, workers=8)
+    assert all(r.code == 0 for r in replies), [r.doc for r in replies if r.code]
+    got = [addresses(r) for r in replies]
+    assert len({g[6] for g in got}) == len({g[4] for g in got}) == 8
+    assert calls_of(c.ipam, "CreateNetworkInterface") == 1
+    assert len(pod_enis(c)) == 1
+    assert len(leases(c)) == 8
+    assert all(r.code == 0 for r in c.ipam.many("DEL", ids, workers=8))
+    assert leases(c) == {}
+    assert audit(c) == []

@@ -160,3 +160,28 @@ def test_host_lock_times_out_with_try_again(tmp_path: Path) -> None:
         assert err.value.code == 11
     with host_lock(path, timeout=0.05):  # released on exit
         pass
+
+
+def test_ipv6_only_leases_are_unique_released_by_attachment_and_void_after_a_boot(
+        tmp_path: Path) -> None:
+    from cnivpc.plugins.ipam.store import V6Lease
+
+    clock = Clock()
+    a = V6Lease("2001:db8::a", "169.254.172.1", "eni-1", "net", "c1", "eth0", "p", "", 1.0)
+    with open_store(tmp_path, clock, boot="boot-1") as store, store.transaction():
+        store.lease_v6(a)
+        for clash in (a._replace(container_id="c2"),  # the same IPv6
+                      a._replace(ipv6="2001:db8::b", container_id="c2"),  # the same egress
+                      a._replace(ipv6="2001:db8::b", egress_ip="169.254.172.2")):  # same pod
+            with pytest.raises(KeyError):
+                store.lease_v6(clash)
+        store.lease_v6(a._replace(ipv6="2001:db8::c", egress_ip="", container_id="c3"))
+        assert store.last_egress_ip() == "169.254.172.1"  # a lease without egress moves nothing
+        assert [x.container_id for x in store.v6_leases(network="net")] == ["c1", "c3"]
+        assert store.release_v6("c1", "eth0", "other-net") == []  # another network's: kept
+        assert store.release_v6("c1", "eth0", "net") == [a]
+        assert store.release_v6("c1", "eth0", "net") == []  # idempotent
+    with open_store(tmp_path, clock, boot="boot-1") as store:
+        assert [x.container_id for x in store.v6_leases()] == ["c3"]
+    with open_store(tmp_path, clock, boot="boot-2") as store:
+        assert store.v6_leases() == []  # no pod survives a reboot

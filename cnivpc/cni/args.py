@@ -11,15 +11,24 @@ longer than Kubernetes allows (namespace 63, name 253). A pod name with an ESC f
 Multus annotation is refused at ADD (code 4); DEL sets an unusable CNI_ARGS aside (the env
 table's rule).
 
+Requested addresses (``requested_ips``): the conventions of the reference host-local IPAM,
+which runtimes follow: ``IP=`` in CNI_ARGS (podman's ``--ip``/``--ip6``; several separated by
+commas) and ``runtimeConfig.ips`` (the ``ips`` capability: Multus' static IPs), each an address
+with or without a prefix length.
+
 Stdlib only; imports nothing of cnivpc but ``cni.errors``.
 """
 
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .errors import InvalidEnvironment
+from .errors import InvalidConfig, InvalidEnvironment
+
+if TYPE_CHECKING:
+    import ipaddress
 
 MAX_LENGTH = 64 * 1024
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
@@ -97,3 +106,29 @@ class PodRef(NamedTuple):
         if not self.name:
             return ""
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+
+def requested_ips(raw_args: str, runtime_config: Mapping[str, Any]
+                  ) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses the runtime asks for: CNI_ARGS ``IP=`` then ``runtimeConfig.ips``, each
+    once, in order. One that is not an address is a code-7 error naming where it came from."""
+    import ipaddress  # only the IPAM asks: the other plugins never pay for it here
+
+    wanted: list[tuple[str, str]] = []
+    value = parse_cni_args(raw_args).get("IP", "")
+    wanted += [("CNI_ARGS IP", v) for v in value.split(",") if v.strip()]
+    ips = runtime_config.get("ips") if isinstance(runtime_config, Mapping) else None
+    if ips is not None:
+        if not isinstance(ips, list) or not all(isinstance(v, str) for v in ips):
+            raise InvalidConfig("runtimeConfig.ips must be a list of addresses",
+                                f"got {str(ips)[:100]!r}")
+        wanted += [("runtimeConfig.ips", v) for v in ips]
+    out: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for where, text in wanted:
+        try:
+            address = ipaddress.ip_interface(text.strip()).ip
+        except ValueError:
+            raise InvalidConfig(f"{where}: {text[:64]!r} is not an IP address") from None
+        if address not in out:
+            out.append(address)
+    return out

@@ -403,3 +403,35 @@ def test_egress_addresses_go_round_robin_skipping_held_and_the_ranges_ends() -> 
     assert rules.pick_egress(cidr, set(), "10.0.0.1") is not None  # a cursor from another range
     everything = {f"169.254.172.{i}" for i in range(1, 7)}
     assert rules.pick_egress(cidr, everything, "") is None
+
+
+# -- addresses asked for by name ---------------------------------------------------------------
+
+
+@settings(max_examples=1000, deadline=None)
+@given(pools(), st.data())
+def test_no_requested_address_decision_breaks_an_invariant(
+        drawn: tuple[Pool, IpamConf, bool], data: st.DataObject) -> None:
+    p, c, _ = drawn
+    candidates = [f.ip for f in p.free] + [a.ip for a in p.held] + \
+        [e.primary_ip for e in p.enis] + ["10.0.0.1", "10.0.15.255", "10.0.9.99", "10.9.0.9"]
+    ip = data.draw(st.sampled_from(candidates))
+    holder = next((a for a in p.held if a.ip == ip), None)
+    try:
+        got = rules.decide_requested(p, c, ip, holder)
+    except TryAgainLater:
+        assert holder is not None  # only a held address makes the asker wait
+        return
+    except rules.Unavailable:
+        assert holder is None
+        return
+    assert holder is None
+    if isinstance(got, Read):
+        assert p.limits is None
+        return
+    assert decision_problems(p, c, got) == []
+    if isinstance(got, Take):
+        assert got.ip.ip == ip and got.requested
+    else:
+        assert got.kind == "assign" and got.ips == (ip,) and got.count == 1
+        assert ip not in {f.ip for f in p.free}

@@ -149,15 +149,18 @@ class Allocator:
     # -- ADD -------------------------------------------------------------------------------------
 
     def acquire(self, container_id: str, ifname: str, pod: str, netns: str = "",
-                network: str | None = None) -> tuple[Allocation, EniRecord]:
-        """An IP for the attachment of ``network`` (``decision.decide_add`` says how), and
-        with ``ipv6`` an IPv6 address on the same ENI."""
-        alloc, eni = self._acquire_ipv4(container_id, ifname, pod, netns, network)
+                network: str | None = None, *, want: str | None = None,
+                want6: str | None = None) -> tuple[Allocation, EniRecord]:
+        """An IP for the attachment of ``network`` (``decision.decide_add`` says how; ``want``,
+        an address the runtime asked for: ``decision.decide_requested``), and with ``ipv6`` an
+        IPv6 address on the same ENI (``want6``, or a random one of its /80)."""
+        alloc, eni = self._acquire_ipv4(container_id, ifname, pod, netns, network, want)
         if self.conf.ipv6 and not alloc.ipv6:
-            return self._dual_stack(alloc, eni)
+            return self._dual_stack(alloc, eni, want6)
         return alloc, eni
 
-    def _dual_stack(self, alloc: Allocation, eni: EniRecord) -> tuple[Allocation, EniRecord]:
+    def _dual_stack(self, alloc: Allocation, eni: EniRecord,
+                    want6: str | None = None) -> tuple[Allocation, EniRecord]:
         """The attachment's IPv6 address, out of a /80 of the ENI its IPv4 is on (the ipvlan
         slave shares that ENI's MAC: the VPC delivers to that ENI only). A record from before
         ``ipv6`` was set lacks the subnet's IPv6 CIDR: a view of the instance with IPv6 first;
@@ -176,9 +179,15 @@ class Allocator:
         with self.decide():
             eni = self.store.eni(eni.eni_id) or eni
             held = self._held_ipv6()
-            ipv6 = rules.pick_ipv6(eni.ipv6_prefixes, held, int.from_bytes(os.urandom(8), "big"))
+            ipv6 = want6 or rules.pick_ipv6(eni.ipv6_prefixes, held,
+                                            int.from_bytes(os.urandom(8), "big"))
             problem = "no IPv6 prefix" if ipv6 is None else invariants.ipv6_problem(ipv6, eni,
                                                                                     held)
+            if want6 and problem is not None:
+                self.store.release(alloc.container_id, alloc.ifname, alloc.network or None)
+                raise rules.Unavailable(f"the requested IPv6 {want6} cannot be had: {problem}",
+                                        f"it must be free and in a /80 of {eni.eni_id}: "
+                                        f"{', '.join(eni.ipv6_prefixes) or 'none yet'}")
             if ipv6 is None or problem is not None:
                 raise PlanRefused("no IPv6 address for the pod", problem or "")
             try:
@@ -196,7 +205,7 @@ class Allocator:
             {lease.ipv6 for lease in self.store.v6_leases()}
 
     def acquire_v6(self, container_id: str, ifname: str, pod: str, netns: str,
-                   network: str) -> tuple[V6Lease, EniRecord]:
+                   network: str, want6: str | None = None) -> tuple[V6Lease, EniRecord]:
         """An IPv6-only attachment (``ipv4: false``): an IPv6 out of a /80 of a pod ENI with
         IPv6 (``v6_eni``), and a node-local egress IPv4 (``decision.pick_egress``). A repeated
         ADD gets its lease back."""
@@ -207,7 +216,7 @@ class Allocator:
                 log.info("attachment already holds %s (a repeated ADD)", held[0].ipv6)
                 return held[0], known
         eni, _ = self.v6_eni()
-        return self._lease_v6(eni, container_id, ifname, pod, netns, network)
+        return self._lease_v6(eni, container_id, ifname, pod, netns, network, want6)
 
     def v6_eni(self) -> tuple[EniRecord, Plan | None]:
         """The pod ENI IPv6-only pods take their addresses from (``decision.v6_eni``: the
@@ -255,13 +264,19 @@ class Allocator:
                 created = own[1]
 
     def _lease_v6(self, eni: EniRecord, container_id: str, ifname: str, pod: str, netns: str,
-                  network: str) -> tuple[V6Lease, EniRecord]:
+                  network: str, want6: str | None = None) -> tuple[V6Lease, EniRecord]:
         egress_range = self.conf.egress_ipv4_range
         with self.decide():
             eni = self.store.eni(eni.eni_id) or eni
             leases = self.store.v6_leases()
-            ipv6 = rules.pick_ipv6(eni.ipv6_prefixes, self._held_ipv6(),
-                                   int.from_bytes(os.urandom(8), "big"))
+            held6 = self._held_ipv6()
+            ipv6 = want6 or rules.pick_ipv6(eni.ipv6_prefixes, held6,
+                                            int.from_bytes(os.urandom(8), "big"))
+            problem = invariants.ipv6_problem(want6, eni, held6) if want6 else None
+            if problem is not None:
+                raise rules.Unavailable(f"the requested IPv6 {want6} cannot be had: {problem}",
+                                        f"it must be free and in a /80 of {eni.eni_id}: "
+                                        f"{', '.join(eni.ipv6_prefixes)}")
             egress = ""
             if egress_range is not None:
                 egress = rules.pick_egress(egress_range,
@@ -288,7 +303,10 @@ class Allocator:
         return lease, eni
 
     def _acquire_ipv4(self, container_id: str, ifname: str, pod: str, netns: str,
-                      network: str | None) -> tuple[Allocation, EniRecord]:
+                      network: str | None, want: str | None = None
+                      ) -> tuple[Allocation, EniRecord]:
+        if want is not None:
+            return self._acquire_requested(container_id, ifname, pod, netns, network, want)
         must_observe = False
         while True:
             self._check_deadline("waiting for an IP")
@@ -353,6 +371,66 @@ class Allocator:
                 self._wait_op(wait_for)
             elif own is not None:
                 self._run_op(*own, best_effort=False)
+
+    def _acquire_requested(self, container_id: str, ifname: str, pod: str, netns: str,
+                           network: str | None, want: str) -> tuple[Allocation, EniRecord]:
+        """ADD asking for ``want`` by name (``decision.decide_requested``): taken from the
+        pool, or assigned to its subnet's pod ENI and recorded as this attachment's in the
+        same decision (no other ADD can take it in between); never another address."""
+        obs = self._observe(always=True)  # the pool must be right about this very address
+        self._prefetch(obs)
+        with self.decide():
+            if obs is not None:
+                reconciling.apply(self.store, self.conf, obs, self._clock())
+            first = not self.pool().eligible(self.conf) and \
+                not self.store.allocations(container_id, ifname, network)
+        if first:
+            # The node's first pod ENI, in the subnet any pod's would be in (the tag-matching
+            # one with the most room: the address must be in it), with one secondary IP only,
+            # so there is a slot left for the address asked for.
+            lean = self.conf.model_copy(update={"ip_batch_size": 1, "warm_ip_target": 0})
+            Allocator(lean, self.store, self.node, clock=self._clock, monotonic=self._monotonic,
+                      sleep=self._sleep).grow(1, new_eni=True)
+            obs = None
+        plan: Plan | None = None
+        with self.decide():
+            held = self.store.allocations(container_id, ifname, network)
+            if held:
+                eni = self.store.eni(held[0].eni_id)
+                if eni is not None:
+                    if held[0].ip != want:
+                        log.warning("attachment already holds %s (asked for %s): kept",
+                                    held[0].ip, want)
+                    return held[0], eni
+            if obs is not None:
+                reconciling.apply(self.store, self.conf, obs, self._clock())
+            pool = self.pool()
+            holder = next((a for a in pool.held if a.ip == want), None)
+            choice = rules.decide_requested(pool, self.conf, want, holder)
+            if isinstance(choice, Take):
+                return self._take_requested(pool, choice, container_id, ifname, pod, netns,
+                                            network)
+            if isinstance(choice, Read):  # read just before: it failed
+                raise TryAgainLater(f"cannot read {choice.what} now", "see the log; retry")
+            self._refuse(pool, choice)
+            plan = choice
+        self.ec2work.assign_addresses(plan)
+        with self.decide():
+            self.store.add_free(plan.ips, plan.eni_id)
+            pool = self.pool()
+            eni = next(e for e in pool.enis if e.eni_id == plan.eni_id)
+            free = next(f for f in pool.free if f.ip == want)
+            return self._take_requested(pool, Take(free, eni, requested=True), container_id,
+                                        ifname, pod, netns, network)
+
+    def _take_requested(self, pool: Pool, take: Take, container_id: str, ifname: str, pod: str,
+                        netns: str, network: str | None) -> tuple[Allocation, EniRecord]:
+        """Under ``decide()``: the requested address to the attachment, once the invariants
+        agree (a refusal is an error: never another address instead)."""
+        self._refuse(pool, take)
+        alloc = self.store.allocate(take.ip.ip, container_id, ifname, pod, netns, network)
+        log.info("requested %s on %s", alloc.ip, take.eni.eni_id)
+        return alloc, take.eni
 
     def _maintenance_due(self) -> bool:
         """An adopted ENI's DeleteOnTermination is still to be ensured (and was not tried in

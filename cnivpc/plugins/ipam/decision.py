@@ -51,6 +51,14 @@ class NoCapacity(CniError):
     code = 100
 
 
+class Unavailable(CniError):
+    """The address the runtime asked for (CNI_ARGS ``IP=``, ``runtimeConfig.ips``) cannot be
+    this pod's on this node: in no pod ENI's subnet, an ENI's primary, reserved by AWS, or
+    another ENI's in the VPC."""
+
+    code = 101
+
+
 class NoSubnet(CniError):
     """No subnet matches ``subnetTags`` for a new ENI (a configuration or AWS-side problem)."""
 
@@ -66,6 +74,7 @@ class Plan:
     device_index: int | None = None
     subnet: Subnet | None = None
     prefixes: bool = False
+    ips: tuple[str, ...] = ()  # an Assign of these very addresses (asked for by a runtime)
 
     @property
     def addresses(self) -> int:
@@ -140,6 +149,9 @@ class Take:
 
     ip: FreeIP
     eni: EniRecord
+    # The address the runtime asked for: taken even in its cooldown (the cooldown keeps a
+    # freed address from another pod; one asked for by name is that workload's choice).
+    requested: bool = False
 
 
 @dataclass(frozen=True)
@@ -201,6 +213,49 @@ def decide_add(pool: Pool, conf: IpamConf, *, observed: bool) -> AddDecision:
     if plan.kind == "create" and not observed:
         return Read("a view of the instance before creating an ENI")
     return Start(plan)
+
+
+def decide_requested(pool: Pool, conf: IpamConf, ip: str,
+                     holder: Allocation | None) -> Take | Plan | Read:
+    """ADD asking for ``ip`` by name: that address or an error, never another one. Held by
+    another attachment (``holder``): TryAgainLater (a restart DELs before it ADDs again; a
+    held address is never handed out twice). Free in the pool: taken, even cooling. Else,
+    when an ENI whose IPs go to pods has its subnet and a free slot: an Assign of that very
+    address (EC2 refuses one another ENI has). Else ``Unavailable``."""
+    if holder is not None:
+        raise TryAgainLater(f"the requested IP {ip} is held by "
+                            f"{holder.pod or holder.container_id[:12]} ({holder.ifname})",
+                            "its pod must be deleted first")
+    enis = {e.eni_id: e for e in pool.eligible(conf)}
+    if ip in pool.primaries():
+        raise Unavailable(f"the requested IP {ip} is an ENI's primary IP",
+                          "cnivpc never gives a pod an ENI's primary IP")
+    free = next((f for f in pool.free if f.ip == ip), None)
+    if free is not None:
+        if free.eni_id not in enis or ip in pool.suspects:
+            raise Unavailable(f"the requested IP {ip} is not usable on this node now",
+                              f"it is on {free.eni_id}, which does not serve pods, or the "
+                              "metadata no longer lists it")
+        return Take(free, enis[free.eni_id], requested=True)
+    address = ipaddress.IPv4Address(ip)
+    homes = [e for e in enis.values() if address in ipaddress.ip_network(e.subnet_cidr)]
+    if not homes:
+        raise Unavailable(f"the requested IP {ip} is in the subnet of no pod ENI of this node",
+                          "subnets: " + (", ".join(sorted({e.subnet_cidr for e in enis.values()}))
+                                         or "none yet (no pod ENI)"))
+    subnet = ipaddress.ip_network(homes[0].subnet_cidr)
+    # AWS keeps a subnet's first four addresses and its last one.
+    if int(address) - int(subnet.network_address) < 4 or address == subnet.broadcast_address:
+        raise Unavailable(f"the requested IP {ip} is reserved by AWS in {subnet}")
+    if pool.limits is None:
+        return Read(f"the limits of {pool.instance_type or 'the instance type'}")
+    per_eni = pool.limits.pod_ips_per_eni
+    for eni in sorted(homes, key=lambda e: e.device_index):
+        if slot_room(pool, conf, eni.eni_id, per_eni) > 0:
+            return Plan("assign", 1, eni_id=eni.eni_id, ips=(ip,))
+    raise Unavailable(f"no free slot for the requested IP {ip}",
+                      f"every pod ENI in {subnet} holds its {per_eni} addresses; give back a "
+                      "free one first (cnivpc ipam free, then cnivpc ipam unassign IP)")
 
 
 def pick_ready(pool: Pool, conf: IpamConf) -> Take | None:

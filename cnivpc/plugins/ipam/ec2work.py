@@ -21,7 +21,7 @@ from typing import Any
 from ...aws.ec2 import Ec2Error
 from ...cni.errors import CniError, TryAgainLater
 from .config import IpamConf
-from .decision import Plan
+from .decision import Plan, Unavailable
 from .node import Node, Subnet
 from .prefixes import PREFIX_SIZE
 from .prefixes import addresses as prefix_addresses
@@ -118,6 +118,25 @@ class Ec2Work:
         with self.decide():
             self.store.add_free(new, plan.eni_id)
             self._mark_fresh(new)
+
+    def assign_addresses(self, plan: Plan) -> None:
+        """An Assign of the very addresses a runtime asked for (``plan.ips``). Nothing is
+        written here: the allocator records them as the asking pod's in one decision, so no
+        other ADD can take them from the pool in between (one whose answer is lost is adopted
+        by the next reconciliation, cooling)."""
+        try:
+            self.node.ec2.call("AssignPrivateIpAddresses", NetworkInterfaceId=plan.eni_id,
+                               PrivateIpAddresses=list(plan.ips))
+        except Ec2Error as exc:
+            wanted = ", ".join(plan.ips)
+            if exc.aws_code == "InvalidIPAddress.InUse":
+                raise Unavailable(f"the requested IP {wanted} is in use in the VPC",
+                                  exc.message) from exc
+            if exc.aws_code == "PrivateIpAddressLimitExceeded":
+                raise Unavailable(f"{plan.eni_id} has no free slot for the requested IP "
+                                  f"{wanted}", exc.message) from exc
+            raise exc.as_cni() from exc
+        log.info("assigned the requested %s to %s", ", ".join(plan.ips), plan.eni_id)
 
     def _assign_failed(self, plan: Plan, exc: Ec2Error) -> None:
         if exc.aws_code == "PrivateIpAddressLimitExceeded":

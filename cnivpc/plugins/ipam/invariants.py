@@ -189,7 +189,7 @@ def _take_problems(pool: Pool, conf: IpamConf, take: Take) -> list[str]:
         problems.append(f"{ip} is not a free IP of the pool")
     elif free[ip].eni_id != eni.eni_id:
         problems.append(f"{ip} is on {free[ip].eni_id}, not {eni.eni_id}")
-    elif free[ip].freed_at > pool.now - conf.reuse_ip_wait:
+    elif free[ip].freed_at > pool.now - conf.reuse_ip_wait and not take.requested:
         problems.append(f"{ip} was freed {pool.now - free[ip].freed_at:.0f}s ago, within "
                         f"reuseIPWait {conf.reuse_ip_wait:.0f}s")
     if known.get(eni.eni_id) != eni:
@@ -221,7 +221,15 @@ def _plan_problems(pool: Pool, conf: IpamConf, plan: Plan) -> list[str]:
         if eni is None or eni.device_index < conf.interface_index or not eni.link:
             return [f"assign to {plan.eni_id}, which is not an ENI whose IPs go to pods"]
         mode = prefix_mode(conf, limits)
-        if plan.prefixes != mode:
+        if plan.ips:  # addresses asked for by name: secondary IPs in either mode
+            home = ipaddress.ip_network(eni.subnet_cidr)
+            outside = [ip for ip in plan.ips if ipaddress.ip_address(ip) not in home]
+            if plan.prefixes or plan.count != len(plan.ips) or outside:
+                return [f"assign of {list(plan.ips)} to {eni.eni_id} in {home}"]
+            if set(plan.ips) & (pool.primaries() | {a.ip for a in pool.held}
+                                | {f.ip for f in pool.free}):
+                return [f"assign of {list(plan.ips)}, which the pool already has"]
+        elif plan.prefixes != mode:
             return [f"assign of {'prefixes' if plan.prefixes else 'IPs'} in the other mode"]
         used = _slots(pool, eni.eni_id)
         coming = sum(-(-op.expected // PREFIX_SIZE) if mode else op.expected

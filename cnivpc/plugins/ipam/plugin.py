@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from ...aws.ec2 import Ec2Error
 from ...aws.errors import MetadataUnavailable
 from ...aws.metadata import Metadata
-from ...cni.args import PodRef
+from ...cni.args import PodRef, requested_ips
 from ...cni.errors import CniError, InvalidConfig, PluginNotAvailable
 from ...cni.models import Result
 from ...cni.plugin import Plugin, Request
@@ -79,13 +79,14 @@ def add(req: Request[IpamConf]) -> Result:
     conf, cmd = req.conf, req.cmd
     _check_families(conf)
     pod = str(PodRef.from_cni_args(cmd.args))
+    want, want6 = _requested(conf, cmd.args)
     if not conf.ipv4:
-        return _add_v6(req, pod)
+        return _add_v6(req, pod, want6)
     store, node = _open(conf)
     with store:
         allocator = Allocator(conf, store, node)
         alloc, eni = allocator.acquire(cmd.container_id, cmd.ifname, pod, cmd.netns,
-                                       network=conf.name)
+                                       network=conf.name, want=want, want6=want6)
         log.info("ADD %s %s -> %s on %s (%s)", cmd.container_id[:12], pod or "-", alloc.ip,
                  eni.eni_id, eni.link)
         result = results.build(alloc, eni, _extra_cidrs(conf, node, eni.vpc_id))
@@ -96,13 +97,32 @@ def add(req: Request[IpamConf]) -> Result:
     return result
 
 
-def _add_v6(req: Request[IpamConf], pod: str) -> Result:
+def _requested(conf: IpamConf, raw_args: str) -> tuple[str | None, str | None]:
+    """The IPv4 and the IPv6 the runtime asks for (``cni.args.requested_ips``), at most one of
+    each family, and only of a family this pod gets from the VPC: code 7 otherwise."""
+    wanted = requested_ips(raw_args, conf.runtime_config)
+    by_family: dict[int, str] = {}
+    for ip in wanted:
+        if ip.version in by_family:
+            raise InvalidConfig(f"more than one IPv{ip.version} requested: "
+                                f"{by_family[ip.version]} and {ip}",
+                                "cnivpc gives a pod one address of each family")
+        by_family[ip.version] = str(ip)
+    if 4 in by_family and not conf.ipv4:
+        raise InvalidConfig(f"IPv4 {by_family[4]} requested of IPv6-only pods (ipv4: false)",
+                            "their IPv4 is node-local, from egressIPv4Range")
+    if 6 in by_family and not conf.ipv6:
+        raise InvalidConfig(f"IPv6 {by_family[6]} requested, but ipv6 is off")
+    return by_family.get(4), by_family.get(6)
+
+
+def _add_v6(req: Request[IpamConf], pod: str, want6: str | None) -> Result:
     """IPv6-only (``ipv4: false``): no pool to keep warm, nothing to refill."""
     conf, cmd = req.conf, req.cmd
     store, node = _open(conf)
     with store:
-        lease, eni = Allocator(conf, store, node).acquire_v6(cmd.container_id, cmd.ifname, pod,
-                                                             cmd.netns, network=conf.name)
+        lease, eni = Allocator(conf, store, node).acquire_v6(
+            cmd.container_id, cmd.ifname, pod, cmd.netns, network=conf.name, want6=want6)
         log.info("ADD %s %s -> %s (egress %s) on %s (%s)", cmd.container_id[:12], pod or "-",
                  lease.ipv6, lease.egress_ip or "none", eni.eni_id, eni.link)
         _log_calls(node)

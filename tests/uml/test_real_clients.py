@@ -351,6 +351,7 @@ def scenario(setup: Setup, pa: Podman, pb: Podman) -> None:
         _, ip_b2, _ = pb.inspect("pb")
         assert setup.held(1) == {id_b: ip_b2}
         assert ping(ns_a, ip_b2)
+        last_b = ip_b2
         steps.done("network reload (ok)")
     else:
         assert "CNI_IFNAME eth1 is also the ptp plugin's containerInterface" in reload.stderr, \
@@ -362,6 +363,7 @@ def scenario(setup: Setup, pa: Podman, pb: Podman) -> None:
         _, ip_b3, ns_b = pb.inspect("pb")
         assert setup.held(1) == {id_b: ip_b3}
         assert ping(ns_a, ip_b3)
+        last_b = ip_b3
         steps.done("restart")
 
     # stop: the DEL comes from podman's cleanup, which conmon starts with an environment of its
@@ -372,13 +374,14 @@ def scenario(setup: Setup, pa: Podman, pb: Podman) -> None:
     assert host_veths(setup, 0) == host_veths(setup, 1) == []
     steps.done("stop, rm -f")
 
-    # run --rm: ADD, the command sees its address, DEL on exit
-    out = pb("run", "--rm", "--network", "cnivpc", "--rootfs", "/:O", "/usr/sbin/ip", "-4",
-             "-br", "addr", "show", "eth0")
-    assert "eth0" in out and "/" in out
+    # run --rm --ip: ADD asking (CNI_ARGS IP=) for the address pb had, still cooling: it is
+    # given back; the command sees it; DEL on exit
+    out = pb("run", "--rm", "--network", "cnivpc", "--ip", last_b, "--rootfs", "/:O",
+             "/usr/sbin/ip", "-4", "-br", "addr", "show", "eth0")
+    assert "eth0" in out and f"{last_b}/" in out, out
     wait_for("run --rm's DEL", lambda: setup.held(1) == {})
     assert host_veths(setup, 1) == []
-    steps.done("run --rm")
+    steps.done("run --rm --ip")
     for i in range(2):
         assert setup.audit(i) == [], f"node {i}: the store and EC2 disagree"
     steps.done("audit")

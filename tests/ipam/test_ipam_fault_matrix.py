@@ -27,7 +27,7 @@ import pytest
 
 from tests.support.cli import Cli, audit, calls_of, lab_cli
 from tests.support.ipam import Ipam
-from tests.support.lab import make_client
+from tests.support.lab import eventually, make_client
 from tests.support.zipapp import IMPORTS_PROBE, Zipapp
 
 pytestmark = [pytest.mark.netns, pytest.mark.artifact]
@@ -374,4 +374,34 @@ def test_a_leaked_eni_is_swept_once_seen_twice_five_minutes_apart(
     done = c("gc", "--json")
     assert done.code == 0 and leaked in done.doc["leaked_enis"], done.stdout + done.stderr
     assert leaked not in [e["NetworkInterfaceId"] for e in tagged_enis(c.ipam)]
+    assert audit(c) == []
+
+
+def test_an_eni_adopted_soon_after_a_settling_still_gets_delete_on_termination(
+        node: Callable[..., Cli]) -> None:
+    """Found by the chaos run (seed 20261205, ``ipam new-eni`` killed in its Attach): an ENI of
+    ours attached without DeleteOnTermination, adopted by the next ADD while the last settling
+    of the marks was under a minute old. ADDs start a settling only once that expires (so a
+    Modify EC2 keeps refusing is not retried by each), so nothing marked it and the audit found
+    it unmarked. A newly adopted ENI now clears that wait."""
+    from cnivpc.plugins.ipam.ec2work import TAG_INSTANCE
+
+    c = node(warmIPTarget=0, reconcileInterval=0)
+    assert c.ipam.add("pod-a").code == 0
+    (first,) = pod_enis(c.ipam)
+    with c.ipam.db() as db:  # a settling just ran: its wait stands for ten minutes
+        db.execute("INSERT OR REPLACE INTO cache(key, value, expires) VALUES('dot-tried', "
+                   "'0', ?)", (time.time() + 600,))
+    client = make_client(c.ipam.lab)
+    eni = client.create_network_interface(SubnetId=first["SubnetId"], TagSpecifications=[{
+        "ResourceType": "network-interface",
+        "Tags": [{"Key": TAG_INSTANCE, "Value": c.ipam.node.instance_id}]}])["NetworkInterface"]
+    client.attach_network_interface(NetworkInterfaceId=eni["NetworkInterfaceId"],
+                                    InstanceId=c.ipam.node.instance_id, DeviceIndex=2)
+    eventually(lambda: eni["MacAddress"] in c.ipam.node_links())
+    assert c.ipam.add("pod-b").code == 0  # adopts it (reconcileInterval 0)
+    c.ipam.settle()
+    (att,) = [e["Attachment"] for e in pod_enis(c.ipam)
+              if e["NetworkInterfaceId"] == eni["NetworkInterfaceId"]]
+    assert att["DeleteOnTermination"] is True
     assert audit(c) == []

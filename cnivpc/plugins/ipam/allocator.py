@@ -48,8 +48,9 @@ from . import invariants
 from . import reconcile as reconciling
 from .config import IpamConf
 from .decision import Claim, NoCapacity, Plan, Pool, Read, Start, Take, Wait
-from .ec2work import DOT_TRIED, Ec2Work, Unassigned
+from .ec2work import Ec2Work, Unassigned
 from .node import Node, NotPrefetched
+from .reconcile import DOT_TRIED
 from .store import Allocation, EniRecord, FreeIP, Store, V6Lease
 
 log = logging.getLogger("cnivpc.ipam")

@@ -25,7 +25,7 @@ from .decision import Plan, Unavailable
 from .node import Node, Subnet
 from .prefixes import PREFIX_SIZE
 from .prefixes import addresses as prefix_addresses
-from .reconcile import DOT_PENDING_TTL
+from .reconcile import DOT_PENDING_TTL, DOT_TRIED
 from .store import EniRecord, FreeIP, Store
 
 log = logging.getLogger("cnivpc.ipam")
@@ -39,7 +39,6 @@ TAG_CREATED = "cnivpc.io/created-at"
 LEAK_CONFIRM_AFTER = 300.0
 # A DeleteOnTermination still pending is retried by the refill an ADD asks for at most this
 # often (an IAM policy refusing Modify must not turn every ADD into EC2 calls).
-DOT_TRIED = "dot-tried"
 DOT_RETRY_AFTER = 60.0
 # How long an IP EC2 just gave us is trusted while the metadata does not list it yet.
 FRESH_IP_TTL = 120.0

@@ -52,6 +52,10 @@ UNASSIGN_TOMBSTONE = 300.0
 METADATA_GRACE = 60.0
 # How long a DeleteOnTermination still to be ensured is remembered (the ENI's life, in practice).
 DOT_PENDING_TTL = 30 * 24 * 3600.0
+# When the last settling of pending DeleteOnTermination marks ran (``Ec2Work``): ADDs start a
+# refill for them only once it expires, so a Modify EC2 keeps refusing is not retried by every
+# ADD. An ENI newly adopted drops it: its mark must not wait out a failure of another's.
+DOT_TRIED = "dot-tried"
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,7 @@ def apply(store: Store, conf: IpamConf, obs: Observation, now: float) -> None:
             continue
         if eni.eni_id not in already:
             store.cache_put(f"dot-pending:{eni.eni_id}", "", DOT_PENDING_TTL)
+            store.cache_drop(DOT_TRIED)
         # A prefix's addresses are not in local-ipv4s: its ipv4-prefix line stands for them.
         in_prefix = prefix_by_address(eni.ipv4_prefixes)
         listed = set(eni.ipv4s) | set(in_prefix)

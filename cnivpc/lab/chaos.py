@@ -9,11 +9,18 @@ plugin's process group is killed once the lab has counted the call). After every
 across nodes, no IP held by two of them.
 
     python -m cnivpc.lab chaos --zipapp build/out/cnivpc [--seed S] [--ops N] [--nodes N]
+        [--prefixes] [--family ipv4|dual-stack|ipv6]
+
+``--family`` runs the IPAM dual-stack (``ipv6``) or with IPv6-only pods (``ipv4: false``); the
+cross-node check then covers the pods' IPv6 addresses too. Outside IPv6-only runs, some ADDs ask
+for an address by name (CNI_ARGS ``IP=``): one a pod of the node had before, or a free one of
+its pool.
 
 Prints one JSON line (seed, operations, faults, kills, violations, failures, seconds) and exits
 1 when anything was wrong, after printing what and the seed that replays it. A step's outcome
 is a failure when a DEL, CHECK or GC fails, or an ADD fails with other than code 11 (try
-again) or 100 (node full), or the plugin prints something that is not CNI JSON.
+again) or 100 (node full; 101 for an address asked for by name that cannot be had), or the
+plugin prints something that is not CNI JSON.
 
 Must not be imported by plugin code; never in the zipapp.
 """
@@ -38,7 +45,8 @@ from .runtime import tagged_processes
 
 MUTATING = ("CreateNetworkInterface", "AttachNetworkInterface",
             "ModifyNetworkInterfaceAttribute", "AssignPrivateIpAddresses",
-            "UnassignPrivateIpAddresses", "DeleteNetworkInterface", "DetachNetworkInterface")
+            "UnassignPrivateIpAddresses", "DeleteNetworkInterface", "DetachNetworkInterface",
+            "AssignIpv6Addresses")
 KILLABLE = ("CreateNetworkInterface", "AttachNetworkInterface",
             "ModifyNetworkInterfaceAttribute", "AssignPrivateIpAddresses")
 NODE_EC2_URL = "http://169.254.169.254:8773"
@@ -77,6 +85,7 @@ class Node:
         self.conflist.write_text(json.dumps({"cniVersion": "1.1.0", "name": "cnivpc",
                                              "plugins": [entry]}))
         self.live: dict[str, dict[str, Any]] = {}  # container id -> its ADD result
+        self.freed: list[str] = []  # IPv4s pods of this node had, oldest first
 
     def argv(self, args: list[str], env: dict[str, str]) -> list[str]:
         boot = self.lab.boot_id_file(self.node.instance_id)
@@ -86,16 +95,17 @@ class Node:
                 'mount --bind "$0" /proc/sys/kernel/random/boot_id && exec "$@"', str(boot),
                 "env", "-i", *(f"{k}={v}" for k, v in full.items()), str(self.zipapp), *args]
 
-    def cni_env(self, command: str, cid: str = "") -> dict[str, str]:
+    def cni_env(self, command: str, cid: str = "", want: str = "") -> dict[str, str]:
         env = {"CNI_COMMAND": command, "CNI_PATH": "/opt/cni/bin"}
         if cid:
             env.update(CNI_CONTAINERID=cid, CNI_IFNAME="eth0", CNI_NETNS="/proc/1/ns/net",
-                       CNI_ARGS=f"IgnoreUnknown=1;K8S_POD_NAMESPACE=chaos;K8S_POD_NAME={cid}")
+                       CNI_ARGS=f"IgnoreUnknown=1;K8S_POD_NAMESPACE=chaos;K8S_POD_NAME={cid}"
+                                + (f";IP={want}" if want else ""))
         return env
 
-    def plugin(self, command: str, cid: str = "",
-               extra: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-        proc = subprocess.run(self.argv(["ipam"], self.cni_env(command, cid)),
+    def plugin(self, command: str, cid: str = "", extra: dict[str, Any] | None = None,
+               want: str = "") -> tuple[int, dict[str, Any]]:
+        proc = subprocess.run(self.argv(["ipam"], self.cni_env(command, cid, want)),
                               input=json.dumps({**self.conf, **(extra or {})}), capture_output=True,
                               text=True, timeout=180)
         try:
@@ -132,12 +142,23 @@ class Node:
         return True
 
     def held_ips(self) -> set[str]:
+        """Every VPC address a pod of this node holds: IPv4, dual-stack IPv6, IPv6-only."""
         path = self.workdir / "state" / "ipam.db"
         if not path.exists():
             return set()
         with sqlite3.connect(path) as conn:
-            return {str(r[0]) for r in conn.execute(
-                "SELECT ip FROM ips WHERE container_id IS NOT NULL")}
+            rows = conn.execute("SELECT ip, COALESCE(ipv6, '') FROM ips "
+                                "WHERE container_id IS NOT NULL").fetchall()
+            v6only = conn.execute("SELECT ipv6 FROM v6leases").fetchall()
+        return {str(a) for row in rows for a in row if a} | {str(r[0]) for r in v6only}
+
+    def free_ips(self) -> list[str]:
+        path = self.workdir / "state" / "ipam.db"
+        if not path.exists():
+            return []
+        with sqlite3.connect(path) as conn:
+            return [str(r[0]) for r in conn.execute(
+                "SELECT ip FROM ips WHERE container_id IS NULL ORDER BY ip")]
 
 
 class Chaos:
@@ -171,8 +192,9 @@ class Chaos:
 
     def step(self, n: int) -> str:
         node = self.rng.choice(self.nodes)
-        what = self.rng.choices(["add", "del", "check", "gc", "warm", "kill"],
-                                weights=[40, 25, 10, 8, 7, 10])[0]
+        what = self.rng.choices(["add", "del", "check", "gc", "warm", "kill", "add-ip"],
+                                weights=[40, 25, 10, 8, 7, 10,
+                                         6 if node.conf.get("ipv4", True) else 0])[0]
         fault = self.arm_fault() if self.rng.random() < 0.25 else ""
         label = f"step {n} on {node.node.name}: {what}" + (f" with {fault}" if fault else "")
         if what == "add" or (what in ("del", "check") and not node.live):
@@ -183,10 +205,24 @@ class Chaos:
                 node.live[cid] = doc
             elif doc.get("code") not in (11, 100):
                 self.report.failures.append(f"{label}: ADD {cid} -> {rc} {doc}")
+        elif what == "add-ip":
+            # An address by name: one a pod of the node had (a restart), or a free one.
+            choices = node.freed[-5:] + node.free_ips()[:5]
+            want = self.rng.choice(choices) if choices else ""
+            cid = self.new_cid()
+            rc, doc = node.plugin("ADD", cid, want=want)
+            got = doc.get("ips", [{}])[0].get("address", "").split("/")[0]
+            if rc == 0 and "ips" in doc:
+                node.live[cid] = doc
+                if want and got != want:
+                    self.report.violations.append(f"{label}: asked for {want}, got {got}")
+            elif doc.get("code") not in (11, 100, 101):
+                self.report.failures.append(f"{label}: ADD {cid} IP={want} -> {rc} {doc}")
         elif what == "del":
             cid = self.rng.choice(sorted(node.live))
             rc, doc = node.plugin("DEL", cid, {"prevResult": node.live[cid]})
-            node.live.pop(cid)
+            node.freed += [i["address"].split("/")[0] for i in node.live.pop(cid)["ips"]
+                           if ":" not in i["address"]]
             if rc != 0:
                 self.report.failures.append(f"{label}: DEL {cid} -> {rc} {doc}")
         elif what == "check":
@@ -202,12 +238,12 @@ class Chaos:
         elif what == "warm":
             node.cli("ipam", "warm")  # may fail under faults (exit 1): that is its contract
         else:
-            self.kill_an_add(node, label)
+            label += f" ({self.kill_an_add(node, label)})"
         self.lab.ec2.control.faults.clear()
         self.lab.imds.propagation.lag = 0.0
         return label
 
-    def kill_an_add(self, node: Node, label: str) -> None:
+    def kill_an_add(self, node: Node, label: str) -> str:
         """SIGKILL a process of the IPAM while EC2 holds the answer of one of its calls: an ADD
         (when the pool is empty it does EC2 work), ``ipam grow`` (an Assign) or ``ipam
         new-eni`` (Create, Attach, Modify). Then what follows on a node: the ADD again (the
@@ -235,6 +271,7 @@ class Chaos:
         elif doc.get("code") not in (11, 100):
             self.report.failures.append(f"{label} ({mode} killed in {action}): the ADD after "
                                         f"it {cid} -> {rc} {doc}")
+        return f"{mode} killed in {action}"
 
     def audit(self, label: str) -> None:
         for node in self.nodes:
@@ -262,7 +299,7 @@ class Chaos:
 
 def run(zipapp: Path, *, seed: int, ops: int, nodes: int, instance_type: str,
         workdir: Path, audit_every: int = 1, shiv_root: Path | None = None,
-        prefixes: bool = False) -> Report:
+        prefixes: bool = False, family: str = "ipv4") -> Report:
     from .lab import Lab
 
     rng = random.Random(seed)
@@ -277,6 +314,11 @@ def run(zipapp: Path, *, seed: int, ops: int, nodes: int, instance_type: str,
             conf.update(ipv4Prefixes=True, ipBatchSize=rng.choice([0, 1, 2]),
                         freeIPMaxAge=rng.choice([0, 1]),
                         warmPrefixTarget=rng.choice([0, 1]))
+        if family in ("dual-stack", "ipv6"):
+            conf["ipv6"] = True
+        if family == "ipv6":
+            conf["ipv4"] = False
+            conf.pop("ipv4Prefixes", None)
         members = [Node(lab, lab.node(i), zipapp, shiv_root, workdir / f"node{i}", conf)
                    for i in range(nodes)]
         chaos = Chaos(lab, members, rng, report)
@@ -302,12 +344,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--audit-every", type=int, default=1)
     parser.add_argument("--prefixes", action="store_true",
                         help="the IPAM with prefix delegation (ipv4Prefixes; a Nitro type)")
+    parser.add_argument("--family", choices=("ipv4", "dual-stack", "ipv6"), default="ipv4",
+                        help="dual-stack pods (ipv6), or IPv6-only pods (ipv4: false)")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     with tempfile.TemporaryDirectory(prefix="cnivpc-chaos-") as tmp:
         report = run(args.zipapp.resolve(), seed=seed, ops=args.ops, nodes=args.nodes,
                      instance_type=args.instance_type, workdir=Path(tmp),
-                     audit_every=args.audit_every, prefixes=args.prefixes)
+                     audit_every=args.audit_every, prefixes=args.prefixes,
+                     family=args.family)
     print(json.dumps(report.line()), flush=True)
     for line in report.failures + report.violations:
         print(line, file=sys.stderr)

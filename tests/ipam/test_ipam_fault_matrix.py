@@ -377,16 +377,19 @@ def test_a_leaked_eni_is_swept_once_seen_twice_five_minutes_apart(
     assert audit(c) == []
 
 
+@pytest.mark.parametrize("family", [{}, {"ipv6": True, "ipv4": False}],
+                         ids=["ipv4", "ipv6-only"])
 def test_an_eni_adopted_soon_after_a_settling_still_gets_delete_on_termination(
-        node: Callable[..., Cli]) -> None:
+        node: Callable[..., Cli], family: dict[str, bool]) -> None:
     """Found by the chaos run (seed 20261205, ``ipam new-eni`` killed in its Attach): an ENI of
     ours attached without DeleteOnTermination, adopted by the next ADD while the last settling
     of the marks was under a minute old. ADDs start a settling only once that expires (so a
     Modify EC2 keeps refusing is not retried by each), so nothing marked it and the audit found
-    it unmarked. A newly adopted ENI now clears that wait."""
+    it unmarked. A newly adopted ENI now clears that wait. (IPv6-only pods' ADDs started no
+    settling at all, and ``ipam warm`` in that mode skipped it.)"""
     from cnivpc.plugins.ipam.ec2work import TAG_INSTANCE
 
-    c = node(warmIPTarget=0, reconcileInterval=0)
+    c = node(warmIPTarget=0, reconcileInterval=0, **family)
     assert c.ipam.add("pod-a").code == 0
     (first,) = pod_enis(c.ipam)
     with c.ipam.db() as db:  # a settling just ran: its wait stands for ten minutes

@@ -348,7 +348,7 @@ class Allocator:
                     got = alloc, choice.eni
                     after = replace(pool.without_free(alloc.ip), held=(*pool.held, alloc))
                     self.refill_wanted = rules.refill_due(after, self.conf) or \
-                        self._maintenance_due()
+                        self.maintenance_due()
                 elif isinstance(choice, Claim):
                     self.store.claim_op_ip(choice.op_id)
                     wait_for = choice.op_id
@@ -419,10 +419,14 @@ class Allocator:
         with self.decide():
             self.store.add_free(plan.ips, plan.eni_id)
             pool = self.pool()
-            eni = next(e for e in pool.enis if e.eni_id == plan.eni_id)
-            free = next(f for f in pool.free if f.ip == want)
-            return self._take_requested(pool, Take(free, eni, requested=True), container_id,
-                                        ifname, pod, netns, network)
+            eni_now = next((e for e in pool.enis if e.eni_id == plan.eni_id), None)
+            free = next((f for f in pool.free if f.ip == want), None)
+            if eni_now is None or free is None:
+                # Another ADD asking for the same address got it first (or the ENI went).
+                raise TryAgainLater(f"the requested IP {want} was taken meanwhile",
+                                    "another attachment holds it now")
+            return self._take_requested(pool, Take(free, eni_now, requested=True),
+                                        container_id, ifname, pod, netns, network)
 
     def _take_requested(self, pool: Pool, take: Take, container_id: str, ifname: str, pod: str,
                         netns: str, network: str | None) -> tuple[Allocation, EniRecord]:
@@ -433,7 +437,7 @@ class Allocator:
         log.info("requested %s on %s", alloc.ip, take.eni.eni_id)
         return alloc, take.eni
 
-    def _maintenance_due(self) -> bool:
+    def maintenance_due(self) -> bool:
         """An adopted ENI's DeleteOnTermination is still to be ensured (and was not tried in
         the last minute): the refill after the answer does it, off the pod's path."""
         return bool(self.store.cache_items("dot-pending:")) and \
@@ -463,6 +467,10 @@ class Allocator:
         next ENI), recorded as an op under this process's lease so concurrent ADDs claim its IPs
         instead of starting work of their own. Runs after an ADD's answer, in a detached child
         (``cni.afterwards``): failures are logged, never raised."""
+        if not self.conf.ipv4:
+            # IPv6-only pods: no IPv4 pool to refill; only the maintenance.
+            self.ec2work.settle_delete_on_termination()
+            return None
         try:
             # Off the answer's path: a fresh view of the instance first (see decide_add).
             obs = reconciling.observe(self.node, self.conf, self._clock())
@@ -486,6 +494,7 @@ class Allocator:
         if not self.conf.ipv4:
             # IPv6-only pods: no IPv4 pool, only their ENI and its /80.
             _, created = self.v6_eni()
+            self.ec2work.settle_delete_on_termination()
             return [created] if created is not None else []
         done: list[Plan] = []
         for _ in range(max_steps):

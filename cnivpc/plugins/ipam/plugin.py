@@ -117,16 +117,22 @@ def _requested(conf: IpamConf, raw_args: str) -> tuple[str | None, str | None]:
 
 
 def _add_v6(req: Request[IpamConf], pod: str, want6: str | None) -> Result:
-    """IPv6-only (``ipv4: false``): no pool to keep warm, nothing to refill."""
+    """IPv6-only (``ipv4: false``): no pool to keep warm; the refill after the answer only
+    does the maintenance (``Allocator.refill``)."""
     conf, cmd = req.conf, req.cmd
     store, node = _open(conf)
     with store:
-        lease, eni = Allocator(conf, store, node).acquire_v6(
-            cmd.container_id, cmd.ifname, pod, cmd.netns, network=conf.name, want6=want6)
+        allocator = Allocator(conf, store, node)
+        lease, eni = allocator.acquire_v6(cmd.container_id, cmd.ifname, pod, cmd.netns,
+                                          network=conf.name, want6=want6)
         log.info("ADD %s %s -> %s (egress %s) on %s (%s)", cmd.container_id[:12], pod or "-",
                  lease.ipv6, lease.egress_ip or "none", eni.eni_id, eni.link)
         _log_calls(node)
-        return results.build_v6(lease, eni)
+        due = allocator.maintenance_due()
+    if due:
+        # An ENI still lacks DeleteOnTermination: settle it once the pod has its answer.
+        req.after_answer(lambda: refill(conf))
+    return results.build_v6(lease, eni)
 
 
 def refill(conf: IpamConf) -> None:

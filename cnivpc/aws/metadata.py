@@ -22,9 +22,9 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from ..cni.records import Record
 from .errors import AwsError, MetadataNotFound, MetadataUnavailable
 
 DEFAULT_ENDPOINT = "http://169.254.169.254"
@@ -34,8 +34,7 @@ TOKEN_PATH = "/latest/api/token"
 META = "/latest/meta-data/"
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(Record):
     """The instance identity document's fields cnivpc uses."""
 
     instance_id: str
@@ -46,8 +45,7 @@ class Identity:
     private_ip: str
 
 
-@dataclass(frozen=True)
-class EniMetadata:
+class EniMetadata(Record):
     """One ENI as the metadata sees it. ``ipv4s[0]`` is the ENI's primary IP."""
 
     mac: str
@@ -58,13 +56,13 @@ class EniMetadata:
     subnet_cidr: str
     vpc_id: str
     vpc_cidrs: tuple[str, ...]
-    security_group_ids: tuple[str, ...] = field(default=())
+    security_group_ids: tuple[str, ...] = ()
     # /28 prefixes delegated to the ENI (``ipv4-prefix``): their addresses are not repeated in
     # ``local-ipv4s``.
-    ipv4_prefixes: tuple[str, ...] = field(default=())
+    ipv4_prefixes: tuple[str, ...] = ()
     # IPv6 (read only when asked: ``interface(mac, ipv6=True)``): the /80 prefixes delegated
     # to the ENI and its subnet's IPv6 CIDR.
-    ipv6_prefixes: tuple[str, ...] = field(default=())
+    ipv6_prefixes: tuple[str, ...] = ()
     subnet_ipv6_cidr: str = ""
 
     @property

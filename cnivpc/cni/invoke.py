@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -36,6 +35,10 @@ def delegate(command: str, plugin: str, config: Mapping[str, Any],
              env: Mapping[str, str] | None = None, timeout: float = 110.0) -> dict[str, Any] | None:
     """Run ``plugin`` for ``command``; its parsed result (ADD) or None. Its error is raised
     as a CniError with the same code."""
+    # Here, not at module level: a chained ipvlan (prevResult given) never delegates, and
+    # subprocess with selectors and locale is ~10 ms of its exec under user-mode-linux.
+    import subprocess
+
     base = dict(os.environ if env is None else env)
     path = find_in_path(plugin, base.get("CNI_PATH", ""))
     base["CNI_COMMAND"] = command

@@ -42,6 +42,11 @@ class NetError(InternalError):
         self.errno = errno
 
 
+class NetnsStranded(NetError):
+    """The calling thread could not return to its own network namespace (``netns.run_in``):
+    nothing more may run in this process as if it were in the host's."""
+
+
 class NetlinkFailure(NetError):
     """A netlink request failed."""
 

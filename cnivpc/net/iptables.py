@@ -102,7 +102,7 @@ class Iptables(NamedTuple):
         env = {"PATH": os.environ.get("PATH") or FALLBACK_PATH, "LC_ALL": "C"}
 
         def body() -> subprocess.CompletedProcess[str]:
-            # Forked from the netns thread, so iptables runs in that netns (see netns).
+            # Forked while in the netns, so iptables runs in that netns (see netns.run_in).
             return subprocess.run(argv, capture_output=True, text=True, env=env, input=stdin,
                                   timeout=TIMEOUT_SECONDS, check=False)
 

@@ -1,13 +1,23 @@
-"""Entering network namespaces, safely: by path, after checking the path really is one, and
-only ever from a short-lived helper thread, never by ``setns`` on the whole process.
+"""Entering network namespaces, safely: by path, after checking the path really is one, for
+the length of one call, and always back out of it before anything else runs.
 
-Why a thread: ``setns(CLONE_NEWNET)`` changes the namespace of the calling *thread* only, and
-everything the thread creates stays bound to the namespace it was created in: sockets
-(netlink, AF_PACKET), the ``/proc/sys/net`` view of files it opens, and processes it forks
-(iptables). So ``run_in`` does the work in a fresh thread that joins the namespace and then
-exits; the main thread never leaves the host namespace (Go pins an OS thread for the same
-reason). This is also ~5x cheaper than pyroute2's ``IPRoute(netns=...)``, which forks.
-``iproute(path)`` hands out an ``rtnl.Rtnl`` (our netlink client) on a socket made this way.
+``setns(CLONE_NEWNET)`` changes the namespace of the calling *thread* only, and everything the
+thread creates stays bound to the namespace it was created in: sockets (netlink, AF_PACKET),
+the ``/proc/sys/net`` view of files it opens, and processes it forks (iptables). So
+``run_in(path, fn)`` runs ``fn`` with the calling thread in the namespace, then puts it back:
+
+* in a process with one thread (a plugin exec: nothing else can run while it is away) the
+  calling thread itself joins the namespace and returns to its own (kept open as an fd
+  beforehand) before ``run_in`` returns or raises. No helper thread: under user-mode-linux a
+  thread's start and join, four to eight per ADD, cost more than the netlink work they carry.
+  If the way back ever failed, the process would be stranded in the wrong namespace: every
+  later ``run_in`` (the host's too) then raises ``NetnsStranded`` instead of acting there;
+* with other threads running (the lab, tests, the CLI), a short-lived helper thread joins the
+  namespace and exits, and the caller never leaves its own (Go pins an OS thread for the same
+  reason): another thread must never find the caller's namespace changed under it.
+
+Both are ~5x cheaper than pyroute2's ``IPRoute(netns=...)``, which forks. ``iproute(path)``
+hands out an ``rtnl.Rtnl`` (our netlink client) on a socket made this way.
 
 Never ``O_CREAT``: pyroute2's netns helpers default to ``flags=os.O_CREAT`` and silently
 create (and bind-mount) an empty namespace at a missing path; a DEL after the sandbox is gone
@@ -30,7 +40,7 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any, TypeVar
 
-from .errors import NetnsNotFound, NotANetns
+from .errors import NetnsNotFound, NetnsStranded, NotANetns
 from .rtnl import Rtnl
 
 T = TypeVar("T")
@@ -102,12 +112,53 @@ def _setns(fd: int) -> None:
         raise OSError(err, f"setns: {os.strerror(err)}")
 
 
+_stranded: str | None = None  # why, once the main thread could not come back
+
+
+def _alone() -> bool:
+    """True when the calling thread is the process's only one (nothing can observe it away)."""
+    return threading.active_count() == 1 and threading.current_thread() is threading.main_thread()
+
+
+def _run_here(fd: int, home: int, fn: Callable[[], T]) -> T:
+    """``fn()`` with the calling thread in the namespace ``fd``, back in ``home`` (its own)
+    before returning or raising."""
+    global _stranded
+    _setns(fd)  # if this fails the thread has not moved
+    try:
+        return fn()
+    finally:
+        try:
+            _setns(home)
+        except OSError as exc:
+            _stranded = str(exc)
+            raise NetnsStranded("cannot return to the host network namespace", str(exc)) \
+                from exc
+
+
+def _home_fd() -> int | None:
+    """An fd on the calling thread's own network namespace; None without /proc (then a helper
+    thread does the work)."""
+    try:
+        return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
 def run_in(path: str | None, fn: Callable[[], T]) -> T:
     """Call ``fn()`` inside the network namespace at ``path`` (in the current one when
     ``path`` is None) and return its result or raise its exception."""
+    if _stranded is not None:
+        raise NetnsStranded("this process is stranded in another network namespace", _stranded)
     if path is None:
         return fn()
     with open_fd(path) as fd:
+        home = _home_fd() if _alone() else None
+        if home is not None:
+            try:
+                return _run_here(fd, home, fn)
+            finally:
+                os.close(home)
         outcome: dict[str, Any] = {}
 
         def body() -> None:

@@ -5,9 +5,12 @@ another namespace never lands in the test process's own (the host's)."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import secrets
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -129,3 +132,55 @@ def test_missing_netns_is_never_created(require_root: None) -> None:
     with pytest.raises(NetnsNotFound):
         sysctl.read("net/ipv4/ip_forward", path)
     assert not os.path.exists(path)
+
+
+# A process with one thread: run_in moves that thread itself (no helper thread) and always
+# brings it back, after a result and after an exception; with another thread running, a helper
+# thread does the work and the caller never moves. Run as its own interpreter so the thread
+# count is known (pytest's process may hold threads of its own).
+_ONE_THREAD_PROBE = r"""
+import json, os, sys, threading
+from cnivpc.net import netns
+
+target = sys.argv[1]
+def ino(): return os.stat("/proc/thread-self/ns/net").st_ino
+home, want = ino(), os.stat(target).st_ino
+started = []
+_start = threading.Thread.start
+def start(self): started.append(self.name); _start(self)
+threading.Thread.start = start
+def where(): return ino(), threading.current_thread() is threading.main_thread()
+seen = netns.run_in(target, where)
+after = ino()
+def boom(): raise KeyError(ino())
+try:
+    netns.run_in(target, boom)
+except KeyError as exc:
+    inside_error = exc.args[0]
+after_error = ino()
+hold = threading.Event()
+other = threading.Thread(target=hold.wait, name="other")
+other.start()
+seen_threaded = netns.run_in(target, where)
+after_threaded = ino()
+hold.set(); other.join()
+print(json.dumps({"home": home, "want": want, "seen": seen, "after": after, "started": started,
+                  "inside_error": inside_error, "after_error": after_error,
+                  "seen_threaded": seen_threaded, "after_threaded": after_threaded}))
+"""
+
+
+def test_run_in_moves_a_lone_thread_and_brings_it_back(ns_pair: tuple[str, str]) -> None:
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", _ONE_THREAD_PROBE, ns_pair[0]], check=True,
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": repo})
+    r = json.loads(out.stdout)
+    assert r["home"] != r["want"]
+    # One thread: the main thread itself was in the target, and back home afterwards.
+    assert r["seen"] == [r["want"], True]
+    assert r["after"] == r["home"]
+    assert r["inside_error"] == r["want"] and r["after_error"] == r["home"]
+    # Another thread running: a helper thread went, the caller never moved.
+    assert r["seen_threaded"] == [r["want"], False]
+    assert r["after_threaded"] == r["home"]
+    assert r["started"] == ["other", "cnivpc-netns"]

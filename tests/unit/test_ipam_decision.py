@@ -6,13 +6,12 @@ may break an invariant. No lab, no store, no clock."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cnivpc.cni.errors import TryAgainLater
+from cnivpc.cni.records import replace
 from cnivpc.plugins.ipam import decision as rules
 from cnivpc.plugins.ipam.config import IpamConf
 from cnivpc.plugins.ipam.decision import (

@@ -105,7 +105,7 @@ def test_any_split_of_the_pod_ips_into_held_and_free_is_consistent(ips: list[str
 
 
 def test_a_pods_ipv6_must_be_in_a_80_of_its_enis_and_held_once() -> None:
-    from dataclasses import replace
+    from cnivpc.cni.records import replace
 
     pod_eni = replace(ec2()[1], ipv6_prefixes=("2600:1f18:1:100:1234::/80",))
     inside = replace(alloc(POD_IPS[0]), ipv6="2600:1f18:1:100:1234::7")

@@ -36,12 +36,12 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from functools import partial
 from typing import TypeVar
 
 from ...aws.ec2 import Ec2Error
 from ...cni.errors import CniError, TryAgainLater
+from ...cni.records import replace
 from ..hostlock import host_lock
 from . import decision as rules
 from . import invariants

@@ -35,10 +35,10 @@ Imports only the stdlib, ``cni.errors`` and the value types of the store, the no
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, replace
 from math import ceil
 
 from ...cni.errors import CniError, TryAgainLater
+from ...cni.records import Record, replace
 from .config import IpamConf
 from .node import Limits, Subnet
 from .prefixes import PREFIX_SIZE
@@ -63,8 +63,7 @@ class NoSubnet(CniError):
     """No subnet matches ``subnetTags`` for a new ENI (a configuration or AWS-side problem)."""
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(Record):
     """EC2 work to do: ``assign`` ``count`` IPs to ``eni_id``, or ``create`` an ENI with
     ``count`` IPs in ``subnet`` at ``device_index``."""
 
@@ -82,8 +81,7 @@ class Plan:
         return self.count * PREFIX_SIZE if self.prefixes else self.count
 
 
-@dataclass(frozen=True)
-class Pool:
+class Pool(Record):
     """The node's pool as one decision sees it, read in one go under the host lock."""
 
     now: float
@@ -143,8 +141,7 @@ class Pool:
 # -- ADD -----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Take:
+class Take(Record):
     """Hand ``ip`` (free, on ``eni``) to the pod: no EC2 work."""
 
     ip: FreeIP
@@ -154,30 +151,26 @@ class Take:
     requested: bool = False
 
 
-@dataclass(frozen=True)
-class Claim:
+class Claim(Record):
     """Claim one unclaimed IP of in-flight work ``op_id``, then wait for it."""
 
     op_id: int
 
 
-@dataclass(frozen=True)
-class Wait:
+class Wait(Record):
     """Wait for in-flight work ``op_id`` (it makes room), then decide again."""
 
     op_id: int
 
 
-@dataclass(frozen=True)
-class Start:
+class Start(Record):
     """Start EC2 work: record ``plan`` as an op under this process's lease, run it, decide
     again."""
 
     plan: Plan
 
 
-@dataclass(frozen=True)
-class Read:
+class Read(Record):
     """The decision needs ``what`` from the network: read it outside the lock, decide again."""
 
     what: str
@@ -521,8 +514,7 @@ def pick_egress(cidr: str, held: set[str], last: str) -> str | None:
 # -- giving IPs back -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Release:
+class Release(Record):
     """DEL: the attachment's IPs become free; ``unassign`` are then given back to EC2."""
 
     released: tuple[Allocation, ...]

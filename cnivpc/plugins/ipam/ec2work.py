@@ -15,11 +15,11 @@ import logging
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ...aws.ec2 import Ec2Error
 from ...cni.errors import CniError, TryAgainLater
+from ...cni.records import replace
 from .config import IpamConf
 from .decision import Plan, Unavailable
 from .node import Node, Subnet
@@ -55,16 +55,30 @@ PREFIX_UNSUPPORTED_CODES = frozenset({"InvalidParameterValue", "UnsupportedOpera
                                       "InvalidParameterCombination"})
 
 
-@dataclass
 class Unassigned:
     """What an unassign did to each IP: ``done`` (EC2 no longer has it), ``kept`` (EC2 still
     has it: back in the pool), ``unknown`` (EC2 could not be asked: out of the pool until
     reconciliation finds it still there); ``errors`` says why anything was not done."""
 
-    done: list[str] = field(default_factory=list)
-    kept: list[str] = field(default_factory=list)
-    unknown: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    __slots__ = ("done", "errors", "kept", "unknown")
+
+    def __init__(self) -> None:
+        self.done: list[str] = []
+        self.kept: list[str] = []
+        self.unknown: list[str] = []
+        self.errors: list[str] = []
+
+    def __repr__(self) -> str:
+        return (f"Unassigned(done={self.done!r}, kept={self.kept!r}, unknown={self.unknown!r}, "
+                f"errors={self.errors!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Unassigned):
+            return NotImplemented
+        return (self.done, self.kept, self.unknown, self.errors) == (
+            other.done, other.kept, other.unknown, other.errors)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a dataclass's
 
 
 class Ec2Work:

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
-from dataclasses import dataclass, field
 
+from ...cni.records import Record
 from .config import IpamConf
 from .decision import AddDecision, Plan, Pool, Release, Start, Take, prefix_mode
 from .prefixes import PREFIX_SIZE
@@ -44,8 +44,7 @@ from .store import LEASE_MAX_AGE, Allocation, EniRecord, FreeIP, V6Lease
 LEAK_GRACE = 900.0
 
 
-@dataclass(frozen=True)
-class Ec2Eni:
+class Ec2Eni(Record):
     """One ENI as EC2 describes it."""
 
     eni_id: str
@@ -60,23 +59,20 @@ class Ec2Eni:
     ipv6_prefixes: tuple[str, ...] = ()  # its /80s
 
 
-@dataclass(frozen=True)
-class LinkState:
+class LinkState(Record):
     name: str
     up: bool
     mtu: int
 
 
-@dataclass(frozen=True)
-class OpState:
+class OpState(Record):
     op_id: int
     kind: str
     started: float
     leased: bool  # its lease is held by a live process
 
 
-@dataclass(frozen=True)
-class Snapshot:
+class Snapshot(Record):
     instance_id: str
     interface_index: int
     node_mtu: int  # 0: unknown (no check)
@@ -90,18 +86,19 @@ class Snapshot:
     v6_leases: tuple[V6Lease, ...] = ()  # IPv6-only attachments
 
 
-@dataclass(frozen=True)
-class Violation:
+class Violation(Record):
     invariant: str
     subject: str
     detail: str
     repair: str = ""  # what --repair does about it ("" when it must be left to a person)
 
 
-@dataclass
 class _Index:
-    attached: dict[str, Ec2Eni] = field(default_factory=dict)  # ENIs attached here
-    ip_eni: dict[str, Ec2Eni] = field(default_factory=dict)  # IP -> ENI attached here
+    __slots__ = ("attached", "ip_eni")
+
+    def __init__(self) -> None:
+        self.attached: dict[str, Ec2Eni] = {}  # ENIs attached here
+        self.ip_eni: dict[str, Ec2Eni] = {}  # IP -> ENI attached here
 
 
 def handout_problem(ip: str, eni: EniRecord, *, interface_index: int, primaries: set[str],

@@ -17,12 +17,12 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from ...aws.ec2 import Ec2, Ec2Error
 from ...aws.metadata import EniMetadata, Identity, Metadata
 from ...cni.errors import CniError
+from ...cni.records import Record
 from .store import Store
 
 log = logging.getLogger("cnivpc.ipam")
@@ -38,8 +38,7 @@ FALLBACK_LIMITS = (4, 15)
 BROKEN_CIDR_FAMILIES = frozenset({"c5", "m5", "c5d", "m5d", "m5a", "r5", "r5d", "r5a"})
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(Record):
     enis: int
     ipv4_per_eni: int
     fallback: bool = False  # a guess (FALLBACK_LIMITS), not this type's real limits
@@ -59,8 +58,7 @@ class Limits:
         return max(0, self.ipv4_per_eni - 1)
 
 
-@dataclass(frozen=True)
-class Subnet:
+class Subnet(Record):
     subnet_id: str
     cidr: str
     available: int

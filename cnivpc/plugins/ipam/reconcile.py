@@ -32,11 +32,11 @@ Imports the store, the node view and, lazily, ``net.eni``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from ...aws.ec2 import Ec2Error
 from ...aws.metadata import EniMetadata
 from ...cni.errors import CniError
+from ...cni.records import Record
 from .config import IpamConf
 from .node import Node
 from .prefixes import by_address as prefix_by_address
@@ -58,8 +58,7 @@ DOT_PENDING_TTL = 30 * 24 * 3600.0
 DOT_TRIED = "dot-tried"
 
 
-@dataclass(frozen=True)
-class SeenEni:
+class SeenEni(Record):
     meta: EniMetadata
     vpc_cidrs: tuple[str, ...]
     link: str  # the kernel link carrying it, "" when there is none
@@ -68,8 +67,7 @@ class SeenEni:
     created_by_us: bool = False
 
 
-@dataclass(frozen=True)
-class Observation:
+class Observation(Record):
     """What ``observe`` read, at ``taken_at`` (the store's clock)."""
 
     taken_at: float

@@ -32,11 +32,11 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ...cni.errors import TryAgainLater
 from ...cni.paths import ensure_dir, open_file, own_file
+from ...cni.records import Record
 
 SCHEMA_VERSION = 3
 DB_NAME = "ipam.db"
@@ -137,8 +137,7 @@ def current_boot_id() -> str:
         return "unknown"
 
 
-@dataclass(frozen=True)
-class Allocation:
+class Allocation(Record):
     """An IP held by a pod attachment."""
 
     ip: str
@@ -172,8 +171,7 @@ class V6Lease(NamedTuple):
     allocated_at: float
 
 
-@dataclass(frozen=True)
-class EniRecord:
+class EniRecord(Record):
     """An ENI whose IPs we hand out, with what a result needs (so the warm path reads no
     metadata): its subnet (prefix length, gateway), its VPC's CIDRs, its kernel link name."""
 
@@ -190,8 +188,7 @@ class EniRecord:
     ipv6_prefixes: tuple[str, ...] = ()  # /80s delegated to the ENI
 
 
-@dataclass(frozen=True)
-class Op:
+class Op(Record):
     """Slow EC2 work in flight (an Assign, or a Create+Attach), recorded so that concurrent
     ADDs wait for its IPs instead of starting more work: ``claimed`` of ``expected`` IPs are
     spoken for. Alive while its lease is held (see ``LEASE_DIR``); ``pid`` is only shown."""
@@ -206,8 +203,7 @@ class Op:
     started: float
 
 
-@dataclass(frozen=True)
-class FreeIP:
+class FreeIP(Record):
     """An IP assigned to one of our ENIs in EC2 and held by no pod."""
 
     ip: str

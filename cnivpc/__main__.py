@@ -27,8 +27,9 @@ class _Missing:
 
 
 def _lazy_pydantic_core() -> None:
-    """A plugin process validates with pydantic_core's extension module alone (the models run
-    compiled: ``cni.compiled``), but the package's ``__init__`` also builds core_schema's
+    """A plugin process validates without pydantic_core (``cni.compiled`` runs the schemas with
+    ``cni.pyvalidate``); only ``model_dump`` with unusual options asks for its serializer, and
+    the package's ``__init__`` would also build core_schema's
     hundreds of TypedDicts and imports typing_extensions: ~8 ms of CPU per exec for type hints.
     So ``pydantic_core`` starts as its package without the ``__init__`` run: asked for
     ``SchemaValidator`` or ``SchemaSerializer`` it loads only the extension; asked for anything

@@ -1,7 +1,8 @@
 """Model classes compiled from generated core schemas: the pydantic models' validation and
-serialization, run by ``pydantic_core`` alone, so a plugin process never imports ``pydantic``
-(its Python layer and the creation of every model class cost ~55 ms of CPU per exec, the
-validation itself 0.3 ms).
+serialization without ``pydantic``'s Python layer (it and the creation of every model class
+cost ~55 ms of CPU per exec, the validation itself 0.3 ms), and without pydantic_core's
+extension on the plugin path either: ``cni.pyvalidate`` runs the same schemas in Python with
+the same answers (loading the extension costs ~330 ms of CPU per exec in user-mode-linux).
 
 The pydantic declarations stay the one source of truth (``cni.types`` and each plugin's config
 model): ``build/schemas.py`` (``./build/dev schemas``) writes their core schemas as data into
@@ -16,20 +17,24 @@ class carrying the source's pydantic-free base classes (its methods: ``cni.wire`
 part of the ``BaseModel`` API cnivpc uses: keyword construction (validated), ``model_validate``,
 ``model_dump``, ``model_copy`` and ``model_fields`` (alias, required). The same key always
 gives the same class, so nested models validate as the same instances. Its schema is resolved
-and its validator built on first use. Validation errors are pydantic_core's
-``ValidationError`` (a ``ValueError``), with the same locations (the wire keys) and messages.
+and its validator built on first use. Validation errors are ``cni.pyvalidate``'s
+``ValidationError`` (a ``ValueError``, read as pydantic_core's: the same types, locations (the
+wire keys), messages and inputs; tests/unit/test_pyvalidate.py holds them to it).
 
-Imports only pydantic_core and the stdlib; the modules the data names are imported on first
-validation.
+Imports ``cni.pyvalidate`` and the stdlib; pydantic_core only for ``model_dump`` with options
+beyond the three cnivpc uses. The modules the data names are imported on first validation.
 """
 
 from __future__ import annotations
 
 import copy
 import importlib
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic_core import SchemaSerializer, SchemaValidator
+from .pyvalidate import Validator
+
+if TYPE_CHECKING:
+    from pydantic_core import SchemaSerializer
 
 _entries: dict[str, dict[str, Any]] = {}
 _classes: dict[str, type[Compiled]] = {}
@@ -62,17 +67,17 @@ class Compiled:
     )
     model_fields: ClassVar[dict[str, FieldInfo]] = {}
     _key: ClassVar[str] = ""
-    _schema_validator: ClassVar[SchemaValidator | None] = None
+    _schema_validator: ClassVar[Validator | None] = None
     _schema_serializer: ClassVar[SchemaSerializer | None] = None
 
     def __init__(self, **data: Any) -> None:
         type(self)._validator().validate_python(data, self_instance=self)
 
     @classmethod
-    def _validator(cls) -> SchemaValidator:
+    def _validator(cls) -> Validator:
         validator = cls.__dict__.get("_schema_validator")
         if validator is None:
-            validator = SchemaValidator(_schema(cls._key))
+            validator = Validator(_schema(cls._key))
             cls._schema_validator = validator
         return validator
 
@@ -80,6 +85,8 @@ class Compiled:
     def _serializer(cls) -> SchemaSerializer:
         serializer = cls.__dict__.get("_schema_serializer")
         if serializer is None:
+            from pydantic_core import SchemaSerializer  # never on the plugin path
+
             serializer = SchemaSerializer(_schema(cls._key))
             cls._schema_serializer = serializer
         return serializer

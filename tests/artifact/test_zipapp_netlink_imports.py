@@ -49,11 +49,12 @@ def run(zipapp: Zipapp, topo: Topo, program: str, command: str, conf: dict[str, 
 # The import budget of each plugin path (modules in sys.modules when the process ends, the
 # interpreter's own ~60 included), measured, with a few modules of slack: a new import on a
 # pod's path must be a decision, not an accident. And what no plugin path may load at all:
-# pydantic's Python layer (the models run compiled), pydantic_core's type hints,
+# pydantic's Python layer (the models run compiled), pydantic_core's extension (cni.pyvalidate
+# validates: the extension costs ~330 ms of CPU per exec in UML) and type hints,
 # typing_extensions, OpenSSL's hashes, decimal (pydantic_core's serializer), botocore.
 BUDGET = {"ptp ADD": 183, "ptp DEL": 181, "ipvlan ADD": 166, "fused ADD": 185}
-HEAVY = ("pydantic", "pydantic_core.core_schema", "typing_extensions", "_hashlib", "hashlib",
-         "decimal", "botocore", "urllib3")
+HEAVY = ("pydantic", "pydantic_core._pydantic_core", "pydantic_core.core_schema",
+         "typing_extensions", "_hashlib", "hashlib", "decimal", "botocore", "urllib3")
 
 
 def forbidden(modules: set[str]) -> list[str]:

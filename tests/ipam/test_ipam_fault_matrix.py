@@ -346,6 +346,7 @@ def test_a_warm_add_imports_no_botocore_nor_compression(node: Callable[..., Cli]
     # Nor dataclasses (inspect, ast): its records are cni.records.Record.
     assert tops & {"dataclasses", "inspect", "ast", "dis"} == set()
     assert "pydantic_core.core_schema" not in modules
+    assert "pydantic_core._pydantic_core" not in modules  # cni.pyvalidate validates
     print(f"BUDGET ipam warm ADD: {len(modules)} modules")
     assert len(modules) <= WARM_ADD_BUDGET, len(modules)
 

@@ -211,8 +211,9 @@ def test_ptp_path_does_not_import_botocore(zipapp: Zipapp) -> None:
     stdout, modules = imported(zipapp, "cnivpc-ptp", ADD_ENV, json.dumps(conf))
     assert json.loads(stdout)["code"] == 7  # containerInterface is missing
     assert "cnivpc.plugins.ptp" in modules  # the plugin was loaded, its config validated:
-    assert "pydantic_core._pydantic_core" in modules  # by the compiled model (cni.compiled),
+    assert "cnivpc.cni.pyvalidate" in modules  # by the compiled model (cni.compiled),
     assert "pydantic" not in tops(modules)  # without pydantic's Python layer
-    assert "pydantic_core.core_schema" not in modules  # nor pydantic_core's type hints
+    assert "pydantic_core._pydantic_core" not in modules  # nor pydantic_core's extension
+    assert "pydantic_core.core_schema" not in modules  # nor its type hints
     assert "botocore" not in tops(modules)
     assert not [m for m in modules if m.startswith("cnivpc.aws")]

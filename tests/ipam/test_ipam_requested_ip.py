@@ -121,3 +121,12 @@ def test_runtime_config_ips_on_a_fresh_node_bring_its_first_eni(node: Callable[.
     assert reply.code == 0 and ip_of(reply) == wanted, reply.doc
     assert calls_of(c.ipam, "CreateNetworkInterface") == 1
     assert audit(c) == []
+
+
+def test_a_requested_ipv6_outside_the_enis_80_holds_nothing(node: Callable[..., Cli]) -> None:
+    c = node("c5.xlarge", ipv6=True, warmIPTarget=0)
+    reply = c.ipam.add("pod-a", env=args("2001:db8::1"))
+    assert reply.code != 0 and reply.doc["code"] == 101, reply.doc
+    assert "2001:db8::1" in reply.doc["msg"], reply.doc
+    assert c.ipam.allocations() == {}  # the IPv4 the ADD had taken went back
+    assert audit(c) == []

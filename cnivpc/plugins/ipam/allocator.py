@@ -177,27 +177,40 @@ class Allocator:
                                code=7)
         if not eni.ipv6_prefixes:
             self.ec2work.assign_ipv6_prefix(eni)
-        with self.decide():
-            eni = self.store.eni(eni.eni_id) or eni
-            held = self._held_ipv6()
-            ipv6 = want6 or rules.pick_ipv6(eni.ipv6_prefixes, held,
-                                            int.from_bytes(os.urandom(8), "big"))
-            problem = "no IPv6 prefix" if ipv6 is None else invariants.ipv6_problem(ipv6, eni,
-                                                                                    held)
-            if want6 and problem is not None:
-                self.store.release(alloc.container_id, alloc.ifname, alloc.network or None)
+        try:
+            with self.decide():
+                eni = self.store.eni(eni.eni_id) or eni
+                ipv6 = self._choose_ipv6(eni, want6)
+                problem = "no IPv6 prefix" if ipv6 is None else invariants.ipv6_problem(
+                    ipv6, eni, self._held_ipv6())
+                if ipv6 is None or problem is not None:
+                    raise PlanRefused("no IPv6 address for the pod", problem or "")
+                try:
+                    self.store.set_ipv6(alloc.ip, ipv6)
+                except KeyError as exc:
+                    raise TryAgainLater(f"the attachment of {alloc.ip} changed meanwhile",
+                                        str(exc)) from exc
+        except rules.Unavailable:
+            # Nothing held after a refusal: the IPv4 this ADD took goes back, in a decision of
+            # its own (the refused one rolled back, its writes with it).
+            self.release(alloc.container_id, alloc.ifname, alloc.network or None)
+            raise
+        log.info("IPv6 %s on %s for %s", ipv6, eni.eni_id, alloc.ip)
+        return replace(alloc, ipv6=ipv6), eni
+
+    def _choose_ipv6(self, eni: EniRecord, want6: str | None) -> str | None:
+        """Under ``decide()``: the pod's IPv6 on ``eni``, dual-stack or IPv6-only: ``want6``
+        when the runtime asked for one (free and in a /80 of the ENI, else ``Unavailable``),
+        or a random free address of its /80s (None when it has none)."""
+        held = self._held_ipv6()
+        if want6:
+            problem = invariants.ipv6_problem(want6, eni, held)
+            if problem is not None:
                 raise rules.Unavailable(f"the requested IPv6 {want6} cannot be had: {problem}",
                                         f"it must be free and in a /80 of {eni.eni_id}: "
                                         f"{', '.join(eni.ipv6_prefixes) or 'none yet'}")
-            if ipv6 is None or problem is not None:
-                raise PlanRefused("no IPv6 address for the pod", problem or "")
-            try:
-                self.store.set_ipv6(alloc.ip, ipv6)
-            except KeyError as exc:
-                raise TryAgainLater(f"the attachment of {alloc.ip} changed meanwhile",
-                                    str(exc)) from exc
-        log.info("IPv6 %s on %s for %s", ipv6, eni.eni_id, alloc.ip)
-        return replace(alloc, ipv6=ipv6), eni
+            return want6
+        return rules.pick_ipv6(eni.ipv6_prefixes, held, int.from_bytes(os.urandom(8), "big"))
 
     def _held_ipv6(self) -> set[str]:
         """Every pod IPv6 of the node: dual-stack and IPv6-only (another network may be the
@@ -254,14 +267,8 @@ class Allocator:
                     with self.decide():
                         eni = self.store.eni(eni.eni_id) or eni
                 return eni, created
-            if unread is not None:
-                log.debug("reading %s before deciding again", unread)
-                self._prefetch()
-                must_observe = True
-            elif wait_for is not None:
-                self._wait_op(wait_for)
-            elif own is not None:
-                self._run_op(*own, best_effort=False)
+            must_observe = self._follow(unread, wait_for, own)
+            if own is not None:
                 created = own[1]
 
     def _lease_v6(self, eni: EniRecord, container_id: str, ifname: str, pod: str, netns: str,
@@ -270,14 +277,7 @@ class Allocator:
         with self.decide():
             eni = self.store.eni(eni.eni_id) or eni
             leases = self.store.v6_leases()
-            held6 = self._held_ipv6()
-            ipv6 = want6 or rules.pick_ipv6(eni.ipv6_prefixes, held6,
-                                            int.from_bytes(os.urandom(8), "big"))
-            problem = invariants.ipv6_problem(want6, eni, held6) if want6 else None
-            if problem is not None:
-                raise rules.Unavailable(f"the requested IPv6 {want6} cannot be had: {problem}",
-                                        f"it must be free and in a /80 of {eni.eni_id}: "
-                                        f"{', '.join(eni.ipv6_prefixes)}")
+            ipv6 = self._choose_ipv6(eni, want6)
             egress = ""
             if egress_range is not None:
                 egress = rules.pick_egress(egress_range,
@@ -364,14 +364,22 @@ class Allocator:
                     unread = choice.what
             if got is not None:
                 return got
-            if unread is not None:
-                log.debug("reading %s before deciding again", unread)
-                self._prefetch()
-                must_observe = True
-            elif wait_for is not None:
-                self._wait_op(wait_for)
-            elif own is not None:
-                self._run_op(*own, best_effort=False)
+            must_observe = self._follow(unread, wait_for, own)
+
+    def _follow(self, unread: str | None, wait_for: int | None,
+                own: tuple[int, Plan] | None) -> bool:
+        """What a decision loop does outside the lock once it decided (one of the three): read
+        what the decision lacked, wait for another process's EC2 work, or run its own. True
+        when the next decision must observe the instance first (after a read)."""
+        if unread is not None:
+            log.debug("reading %s before deciding again", unread)
+            self._prefetch()
+            return True
+        if wait_for is not None:
+            self._wait_op(wait_for)
+        elif own is not None:
+            self._run_op(*own, best_effort=False)
+        return False
 
     def _acquire_requested(self, container_id: str, ifname: str, pod: str, netns: str,
                            network: str | None, want: str) -> tuple[Allocation, EniRecord]:

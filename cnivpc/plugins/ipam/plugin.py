@@ -32,7 +32,7 @@ from .allocator import Allocator
 from .config import IpamConf
 from .decision import NoCapacity
 from .node import Node
-from .store import Allocation, EniRecord, Store
+from .store import EniRecord, Store
 
 log = logging.getLogger("cnivpc.ipam")
 
@@ -177,7 +177,7 @@ def check(req: Request[IpamConf]) -> None:
         if not held:
             raise CniError(f"no IP is allocated to container {cmd.container_id} {cmd.ifname}",
                            "the IPAM store has no such attachment", code=7)
-        _check_prev_result(req, held[0])
+        _check_prev_result(req, {held[0].ip, held[0].ipv6})
         eni = store.eni(held[0].eni_id)
         if eni is None:
             raise CniError(f"ENI {held[0].eni_id} holding {held[0].ip} is gone", code=7)
@@ -201,12 +201,7 @@ def _check_v6(req: Request[IpamConf], store: Store, node: Node) -> None:
         raise CniError(f"no IPv6 is allocated to container {cmd.container_id} {cmd.ifname}",
                        "the IPAM store has no such attachment", code=7)
     lease = leases[0]
-    if req.prev_result is not None:
-        ips = {str(ip.ip) for ip in req.prev_result.ips}
-        mine = {lease.ipv6, lease.egress_ip} - {""}
-        if ips and not mine <= ips:
-            raise InvalidConfig(f"prevResult has {sorted(ips)} but the IPAM holds "
-                                f"{sorted(mine)}")
+    _check_prev_result(req, {lease.ipv6, lease.egress_ip})
     eni = store.eni(lease.eni_id)
     if eni is None:
         raise CniError(f"ENI {lease.eni_id} holding {lease.ipv6} is gone", code=7)
@@ -237,12 +232,14 @@ def _ips_on_eni(node: Node, mac: str) -> set[str]:
         return set()
 
 
-def _check_prev_result(req: Request[IpamConf], alloc: Allocation) -> None:
+def _check_prev_result(req: Request[IpamConf], held: set[str]) -> None:
+    """prevResult, when given, has every address the IPAM holds for the attachment (its
+    IPv4 and IPv6; "" for one it has not)."""
     prev = req.prev_result
     if prev is None:
         return
     ips = {str(ip.ip) for ip in prev.ips}
-    mine = {alloc.ip, alloc.ipv6} - {""}
+    mine = held - {""}
     if ips and not mine <= ips:
         raise InvalidConfig(f"prevResult has {sorted(ips)} but the IPAM holds {sorted(mine)}")
 

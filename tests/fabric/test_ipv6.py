@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,15 +26,6 @@ from cnivpc.lab.probes import serve_whoami, whoami
 from tests.support.lab import eventually, ping, run_in
 
 pytestmark = pytest.mark.netns
-
-
-@pytest.fixture
-def servers() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        proc.kill()
-        proc.wait()
 
 
 def give_ipv6(client: Any, eni_id: str, count: int = 1) -> list[str]:

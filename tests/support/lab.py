@@ -9,6 +9,8 @@ and CLI tests use them).
 * ``fabric`` -- a bare VPC fabric (no EC2, no moto): subnets, nodes and hot-plug by hand; what the
   UML tests use (moto is far too slow inside UML).
 * ``in_ns`` -- run a command inside a namespace (``ip netns exec``), returning CompletedProcess.
+* ``servers`` -- a list to put started server processes in (``probes.serve_whoami``); each is
+  killed after the test.
 * ``eventually(cond)`` -- wait for an event (poll ``cond`` until true, fail after a generous
   timeout): what tests use instead of sleeping for a guessed time.
 
@@ -112,6 +114,16 @@ def lab_factory() -> Iterator[Callable[..., Any]]:
     yield make
     for lab in labs:
         lab.stop()
+
+
+@pytest.fixture
+def servers() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Name: servers. Scope: function. Started servers to kill after the test."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ internet seeing the pod's own address while it cannot connect in.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,15 +26,6 @@ POD_SUBNET6 = "2600:1f14:abc:de80::/64"
 PREFIX_A = "2600:1f14:abc:de80:8f3c::/80"  # delegated to n1's ENI
 POD_A6 = "2600:1f14:abc:de80:8f3c::7"
 POD_B6 = "2600:1f14:abc:de80::2b"  # a single address of n2's ENI
-
-
-@pytest.fixture
-def servers() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        proc.kill()
-        proc.wait()
 
 
 def ipvlan_pod6(fab: Fabric, node: str, eni_if: str, pod: str, pod_ip6: str) -> str:

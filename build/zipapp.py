@@ -10,10 +10,12 @@ dependencies as resolved for the oldest target (3.10), from the wheelhouse under
 every other target (multiabi.add_extensions) and every requirement checked for every target
 (multiabi.check_requirements) → scrub what makes trees differ between checkouts (``bin/``,
 ``direct_url.json``, RECORD lines for them, pycs, file modes) → trim botocore's data to EC2
-(build/trim_botocore.py) → ``shiv --reproducible`` with ``SOURCE_DATE_EPOCH`` = the HEAD commit
-time → the archive's head becomes build/launcher.sh (it picks the node's interpreter) and its
-``__main__.py`` FAST_MAIN → the completeness check (multiabi.check_complete): a build missing
-any extension for any target fails. Two builds of one commit on one machine are byte-identical.
+(build/trim_botocore.py) → ENTRY added to site-packages → ``shiv --reproducible`` with
+``SOURCE_DATE_EPOCH`` = the HEAD commit time → the archive's head becomes build/launcher.sh (it
+picks the node's interpreter, and starts from the extraction through ENTRY once there is one)
+and its ``__main__.py`` FAST_MAIN → the completeness check (multiabi.check_complete): a
+build missing any extension for any target fails. Two builds of one commit on one machine are
+byte-identical.
 
 Stdlib (and ``packaging``, for the requirement check) only; runs under the dev venv's python,
 whose pip and shiv it uses. It must not import cnivpc or anything the zipapp ships: those are
@@ -30,6 +32,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -236,6 +239,57 @@ else:
 """
 
 
+# The launcher's way in once this build is extracted (launcher.sh says when it takes it), added
+# to site-packages as ENTRY_NAME: `python -sSE <it> <the path the runtime exec'd> [args]`. The
+# interpreter runs a script from its source (no bytecode cache), so it stays this short. Plain
+# syntax: an interpreter the build does not support (CNIVPC_PYTHON may name any) must reach the
+# check, which hands over to the archive's own __main__ (FAST_MAIN) to say why in the form the
+# caller needs (a CNI error, exit 127).
+ENTRY_NAME = "_cnivpc_entry.py"
+ENTRY = """\
+# cnivpc: the launcher's way in once this build is extracted (build/zipapp.py ENTRY).
+import os
+import sys
+
+if sys.version_info[:2] not in {pythons!r} or os.uname()[4] not in {arches!r}:
+    os.execv(sys.executable, [sys.executable, "-sSE"] + sys.argv[1:])
+# sys.path[0] is this file's directory, the extracted site-packages: put it where shiv's
+# bootstrap and the archive's __main__ put it, after the standard library.
+_site = sys.path.pop(0)
+_at = next((i for i, p in enumerate(sys.path)
+            if p.endswith(("site-packages", "dist-packages"))), len(sys.path))
+sys.path.insert(_at, _site)
+del sys.argv[0]  # sys.argv[0] is the path the runtime exec'd again: the dispatch is by name
+from cnivpc.__main__ import main
+
+sys.exit(main())
+"""
+# What the launcher's build-time words may hold: they are pasted into sh unquoted.
+SAFE_ROOT = re.compile(r"~?[A-Za-z0-9_./+-]*")
+
+
+def targets_text(arches: tuple[str, ...]) -> dict[str, object]:
+    """The interpreters and machines the build runs on, as FAST_MAIN and ENTRY check them."""
+    pythons = tuple(tuple(int(n) for n in v.split(".")) for v in multiabi.PYTHONS)
+    return {"pythons": pythons, "arches": arches}
+
+
+def add_entry(site: Path, arches: tuple[str, ...]) -> None:
+    (site / ENTRY_NAME).write_text(ENTRY.format(**targets_text(arches)))
+
+
+def launcher(root: str, build_id: str) -> bytes:
+    """build/launcher.sh with this build's extraction root, build id and entry filled in."""
+    if not SAFE_ROOT.fullmatch(root):
+        raise SystemExit(f"zipapp: --root {root!r}: use letters, digits and _./+- only "
+                         "(a leading ~ is allowed); the launcher pastes it into sh")
+    text = LAUNCHER.read_text()
+    for word, value in (("@ROOT@", root), ("@BUILD_ID@", build_id), ("@ENTRY@", ENTRY_NAME)):
+        assert word in text, word
+        text = text.replace(word, value)
+    return text.encode()
+
+
 def install_fast_main(path: Path, arches: tuple[str, ...]) -> None:
     """Rewrite the archive with LAUNCHER as its head and FAST_MAIN as its __main__.py; every
     other entry (order, time stamps, modes, compression) is copied as it is, so builds stay
@@ -243,11 +297,10 @@ def install_fast_main(path: Path, arches: tuple[str, ...]) -> None:
     with zipfile.ZipFile(path) as zin:
         env = json.loads(zin.read("environment.json"))
         entries = [(info, zin.read(info)) for info in zin.infolist()]
-    pythons = tuple(tuple(int(n) for n in v.split(".")) for v in multiabi.PYTHONS)
-    body = FAST_MAIN.format(root=env["root"], build_id=env["build_id"], pythons=pythons,
-                            arches=arches).encode()
+    body = FAST_MAIN.format(root=env["root"], build_id=env["build_id"],
+                            **targets_text(arches)).encode()
     buf = io.BytesIO()
-    buf.write(LAUNCHER.read_bytes())
+    buf.write(launcher(env["root"], env["build_id"]))
     with zipfile.ZipFile(buf, "w") as zout:
         for info, content in entries:
             zout.writestr(info, body if info.filename == "__main__.py" else content)
@@ -277,6 +330,7 @@ def build(out: Path, work: Path, root: str, project: Path = REPO,
     log(f"botocore data {stats['before'] / 1e6:.1f} MB -> {stats['after'] / 1e6:.2f} MB "
         f"({stats['operations']} operations, {stats['shapes']} shapes)")
     rewrite_records(site)
+    add_entry(site, arches)
     normalize_modes(site)
 
     out.mkdir(parents=True, exist_ok=True)

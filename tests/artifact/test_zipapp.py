@@ -99,8 +99,13 @@ def test_baked_root_used_without_shiv_root(zipapp: Zipapp) -> None:
 
 def test_archive_contents(zipapp: Zipapp) -> None:
     assert zipapp.path.stat().st_size <= MAX_SIZE
-    # The head is the sh launcher (it picks the node's interpreter), byte for byte.
-    assert zipapp.path.read_bytes().startswith((REPO / "build" / "launcher.sh").read_bytes())
+    # The head is the sh launcher (it picks the node's interpreter), byte for byte but for
+    # the build's words: its extraction root, build id and entry.
+    with zipfile.ZipFile(zipapp.path) as zf:
+        build_id = json.loads(zf.read("environment.json"))["build_id"]
+    head = (REPO / "build" / "launcher.sh").read_text().replace("@ROOT@", str(zipapp.baked_root))
+    head = head.replace("@BUILD_ID@", build_id).replace("@ENTRY@", "_cnivpc_entry.py")
+    assert zipapp.path.read_bytes().startswith(head.encode())
     for program in PROGRAMS:
         link = zipapp.bin / program
         assert link.is_symlink() and str(link.readlink()) == "../cnivpc"

@@ -260,6 +260,9 @@ _at = next((i for i, p in enumerate(sys.path)
             if p.endswith(("site-packages", "dist-packages"))), len(sys.path))
 sys.path.insert(_at, _site)
 del sys.argv[0]  # sys.argv[0] is the path the runtime exec'd again: the dispatch is by name
+from cnivpc import _fastimport
+
+_fastimport.install(_site)  # fewer system calls per import (cnivpc/_fastimport.py)
 from cnivpc.__main__ import main
 
 sys.exit(main())

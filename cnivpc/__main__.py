@@ -96,9 +96,10 @@ def _exit_now(code: int) -> None:
     (measured). So: flush the log handlers, stdout and stderr, then ``os._exit``. Only files
     we wrote need flushing (the state database commits before the answer; locks are released
     by the kernel with the descriptors)."""
-    logging = sys.modules.get("logging")
-    handlers = list(logging.getLogger("cnivpc").handlers) if logging is not None else []
-    for target in (*handlers, sys.stdout, sys.stderr):
+    logs = sys.modules.get("cnivpc.cni.logs")
+    if logs is not None:
+        logs.flush()
+    for target in (sys.stdout, sys.stderr):
         try:  # noqa: SIM105 - contextlib is not imported on the VERSION path
             target.flush()
         except (OSError, ValueError):

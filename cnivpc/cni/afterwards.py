@@ -30,19 +30,20 @@ per-step requests) register into the same list. Stdlib only.
 from __future__ import annotations
 
 import contextvars
-import logging
 import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
+from . import logs
+
 Task = Callable[[], None]
 
 MODE_ENV = "CNIVPC_AFTERWARDS"
 MODES = ("detach", "inline", "off")
 
-log = logging.getLogger("cnivpc.afterwards")
+log = logs.get("afterwards")
 
 _pending: contextvars.ContextVar[list[Task] | None] = contextvars.ContextVar(
     "cnivpc_afterwards", default=None)
@@ -108,26 +109,15 @@ def _child(tasks: list[Task], deadline: float) -> None:
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         signal.alarm(max(1, int(deadline + 0.999)))
         _run_all(tasks)
-        for handler in logging.getLogger("cnivpc").handlers:
-            with suppress(OSError, ValueError):
-                handler.flush()
+        logs.flush()
     finally:
         os._exit(0)
 
 
 def _log_fds() -> set[int]:
-    """Descriptors of the log files the cnivpc logger writes (kept open in the child): every
-    handler's stream past 0/1/2, whatever its class (the log file's handler writes to an fd
-    that ``cni.paths`` opened, not a ``logging.FileHandler``'s); stderr's goes to /dev/null."""
-    keep: set[int] = set()
-    for handler in logging.getLogger("cnivpc").handlers:
-        stream = getattr(handler, "stream", None)
-        if stream is not None:
-            with suppress(OSError, ValueError, AttributeError):
-                fd = stream.fileno()
-                if fd > 2:
-                    keep.add(fd)
-    return keep
+    """Descriptors of the log files the cnivpc logger writes (kept open in the child), past
+    0/1/2 (those go to /dev/null)."""
+    return {fd for fd in logs.file_fds() if fd > 2}
 
 
 def _open_fds() -> list[int]:

@@ -157,8 +157,6 @@ class Dispatcher:
 
     def _call(self, cmd: CmdArgs, config: dict[str, Any], version: str,
               log: Any) -> dict[str, Any] | None:
-        import logging
-
         from . import logs
         from .attachments import ValidAttachments
         from .models import Result
@@ -172,7 +170,7 @@ class Dispatcher:
             self.timeout = float(timeout) + 10.0
         logs.add_file(conf.log_file, conf.log_level)
         log.info("%s %s netns=%r args=%r", cmd.command, _who(cmd), cmd.netns, cmd.args)
-        if log.isEnabledFor(logging.DEBUG):
+        if log.isEnabledFor(logs.DEBUG):
             known = _known_keys(plugin.conf_model)
             log.debug("config: %s", json.dumps(logs.redacted(config, known), sort_keys=True))
         prev = None

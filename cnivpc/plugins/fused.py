@@ -23,16 +23,16 @@ Imports the plugins through the registry; never botocore itself (the IPAM part d
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
+from ..cni import logs
 from ..cni.errors import CniError, InvalidConfig
 from ..cni.models import Result
 from ..cni.plugin import Plugin, Request
 from ..cni.skel import validation_details
 from . import load
 
-log = logging.getLogger("cnivpc.fused")
+log = logs.get("fused")
 
 STEPS = (("ipam", "cnivpc-ipam"), ("ipvlan", "cnivpc-ipvlan"), ("ptp", "cnivpc-ptp"))
 REQUIRED = {"ipam": "its IPAM keys (at least {} for the defaults)",

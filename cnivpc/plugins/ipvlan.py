@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import logging
 from typing import TYPE_CHECKING, Any
 
-from ..cni import invoke
+from ..cni import invoke, logs
 from ..cni.env import validate_ifname
 from ..cni.errors import CniError, InvalidConfig, PluginNotAvailable
 from ..cni.models import DNS, Interface, IPConfig, Result
@@ -31,7 +30,7 @@ from ..net import links, netns, routes
 from ..net.errors import LinkNotFound, NetnsNotFound, NotANetns, RouteExists
 from .digest import sha256_hex
 
-log = logging.getLogger("cnivpc.ipvlan")
+log = logs.get("ipvlan")
 
 
 def check_master(value: str | None) -> str | None:

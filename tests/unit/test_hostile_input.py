@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import stat
 from dataclasses import dataclass
@@ -58,10 +57,7 @@ def run(program: str, stdin: bytes | str | dict[str, Any], **env: str) -> Outcom
     dispatcher = Dispatcher(name=program, load=lambda: plugins.load(program), getenv=env.get,
                             stdin=io.BytesIO(stdin), stdout=out, stderr=err)
     code = dispatcher.run()
-    logger = logging.getLogger(logs.LOGGER_NAME)
-    for handler in list(logger.handlers):  # the log file is read by the test: close it now
-        logger.removeHandler(handler)
-        handler.close()
+    logs.close()  # the log file is read by the test: close it now
     return Outcome(code, out.getvalue(), err.getvalue())
 
 

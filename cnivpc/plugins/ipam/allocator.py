@@ -31,7 +31,6 @@ Imports the store, the node view (aws/), ``decision``, ``reconcile``, ``invarian
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +39,7 @@ from functools import partial
 from typing import TypeVar
 
 from ...aws.ec2 import Ec2Error
+from ...cni import logs
 from ...cni.errors import CniError, TryAgainLater
 from ...cni.records import replace
 from ..hostlock import host_lock
@@ -53,7 +53,7 @@ from .node import Node, NotPrefetched
 from .reconcile import DOT_TRIED
 from .store import Allocation, EniRecord, FreeIP, Store, V6Lease
 
-log = logging.getLogger("cnivpc.ipam")
+log = logs.get("ipam")
 
 OP_POLL = 0.05
 

@@ -8,10 +8,10 @@ lazily, ``net.eni``.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from ...aws.ec2 import Ec2Error
+from ...cni import logs
 from ...cni.errors import CniError
 from . import reconcile as reconciling
 from .allocator import Allocator
@@ -23,7 +23,7 @@ from .prefixes import addresses as prefix_addresses
 from .reconcile import DOT_PENDING_TTL
 from .store import Store
 
-log = logging.getLogger("cnivpc.ipam")
+log = logs.get("ipam")
 
 
 def snapshot(store: Store, node: Node, conf: IpamConf, now: float, *,

@@ -11,13 +11,13 @@ Imports the store, the node view (aws/) and, lazily, ``net.eni``.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
 from ...aws.ec2 import Ec2Error
+from ...cni import logs
 from ...cni.errors import CniError, TryAgainLater
 from ...cni.records import replace
 from .config import IpamConf
@@ -28,7 +28,7 @@ from .prefixes import addresses as prefix_addresses
 from .reconcile import DOT_PENDING_TTL, DOT_TRIED
 from .store import EniRecord, FreeIP, Store
 
-log = logging.getLogger("cnivpc.ipam")
+log = logs.get("ipam")
 
 # Tags on ENIs we create: GC finds leaked ones by them, and the IAM policy scopes by them.
 TAG_INSTANCE = "cnivpc.io/instance-id"

@@ -13,7 +13,6 @@ Imports ``aws/`` (IMDS, EC2) and the store; no netlink.
 from __future__ import annotations
 
 import ipaddress
-import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,11 +20,12 @@ from typing import Any
 
 from ...aws.ec2 import Ec2, Ec2Error
 from ...aws.metadata import EniMetadata, Identity, Metadata
+from ...cni import logs
 from ...cni.errors import CniError
 from ...cni.records import Record
 from .store import Store
 
-log = logging.getLogger("cnivpc.ipam")
+log = logs.get("ipam")
 
 IDENTITY_TTL = 3600.0
 SUBNETS_TTL = 300.0

@@ -15,13 +15,13 @@ rows from before the network key): a second network using cnivpc-ipam on the sam
 from __future__ import annotations
 
 import ipaddress
-import logging
 import time
 from collections.abc import Iterable
 
 from ...aws.ec2 import Ec2Error
 from ...aws.errors import MetadataUnavailable
 from ...aws.metadata import Metadata
+from ...cni import logs
 from ...cni.args import PodRef, requested_ips
 from ...cni.errors import CniError, InvalidConfig, PluginNotAvailable
 from ...cni.models import Result
@@ -34,7 +34,7 @@ from .decision import NoCapacity
 from .node import Node
 from .store import EniRecord, Store
 
-log = logging.getLogger("cnivpc.ipam")
+log = logs.get("ipam")
 
 
 def _open(conf: IpamConf) -> tuple[Store, Node]:

@@ -31,10 +31,9 @@ Imports the store, the node view and, lazily, ``net.eni``.
 
 from __future__ import annotations
 
-import logging
-
 from ...aws.ec2 import Ec2Error
 from ...aws.metadata import EniMetadata
+from ...cni import logs
 from ...cni.errors import CniError
 from ...cni.records import Record
 from .config import IpamConf
@@ -42,7 +41,7 @@ from .node import Node
 from .prefixes import by_address as prefix_by_address
 from .store import EniRecord, Store
 
-log = logging.getLogger("cnivpc.ipam")
+log = logs.get("ipam")
 
 # How long an unassigned IP is kept out of reconciliation: the metadata keeps listing removed
 # IPs for tens of seconds.

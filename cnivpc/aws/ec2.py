@@ -23,7 +23,6 @@ The only module besides ``aws/`` siblings that may import botocore.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -182,6 +181,8 @@ class Ec2:
                 raise AwsError(f"EC2 {operation} could not be sent", str(exc)) from exc
             attempt += 1
             base, cap = self._backoff
+            import random  # only when a call is retried: not on the warm IPAM path
+
             delay = random.uniform(0, min(cap, base * 2 ** attempt))  # full jitter
             if self._clock() + delay >= self.deadline:
                 raise Ec2Throttled(f"EC2 {operation} did not succeed before the deadline",

@@ -22,7 +22,6 @@ import json
 import os
 import time
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 from ..cni.records import Record
 from .errors import AwsError, MetadataNotFound, MetadataUnavailable
@@ -77,6 +76,8 @@ class Metadata:
                  allow_v1: bool = False, getenv: Callable[[str], str | None] = os.environ.get,
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        from urllib.parse import urlsplit  # not every exec asks IMDS
+
         url = urlsplit(endpoint or getenv(ENDPOINT_ENV) or DEFAULT_ENDPOINT)
         self.host = url.hostname or "169.254.169.254"
         self.port = url.port or 80

@@ -27,7 +27,6 @@ beyond the three cnivpc uses. The modules the data names are imported on first v
 
 from __future__ import annotations
 
-import copy
 import importlib
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -115,6 +114,8 @@ class Compiled:
         extra = self.__pydantic_extra__
         extra = None if extra is None else dict(extra)
         if deep:
+            import copy  # not on a plugin's path: its result is never deep-copied
+
             fields, extra = copy.deepcopy(fields), copy.deepcopy(extra)
         fields_set = set(self.__pydantic_fields_set__)
         for key, value in (update or {}).items():

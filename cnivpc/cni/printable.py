@@ -18,7 +18,8 @@ import re
 
 # C0 controls, DEL, C1 controls; the bidi embeddings/overrides/isolates and marks
 # (U+200E/F, U+202A-U+202E, U+2066-U+2069); the line and paragraph separators.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+UNSAFE = "[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+_unsafe: re.Pattern[str] | None = None  # compiled on first need: ~50 page faults per exec
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -29,6 +30,11 @@ def _escape(match: re.Match[str]) -> str:
 def printable(text: str) -> str:
     """``text`` with every control character escaped (``"\\x1b[31m"`` -> ``"\\\\x1b[31m"``);
     unchanged (the same object) when there is none, which is nearly always."""
-    if _UNSAFE.search(text) is None:
+    global _unsafe
+    if text.isascii() and text.isprintable():  # printable ASCII: nothing to escape
         return text
-    return _UNSAFE.sub(_escape, text)
+    if _unsafe is None:
+        _unsafe = re.compile(UNSAFE)
+    if _unsafe.search(text) is None:
+        return text
+    return _unsafe.sub(_escape, text)

@@ -18,7 +18,6 @@ Stdlib only; imports nothing of cnivpc.
 
 from __future__ import annotations
 
-import copy
 import math
 import re
 from collections.abc import Callable
@@ -57,6 +56,22 @@ class ValidationError(ValueError):
             lines.append(f"  {e['msg']} [type={e['type']}, input_value={_repr(e['input'])}, "
                          f"input_type={type(e['input']).__name__}]")
         return "\n".join(lines)
+
+
+
+# Defaults deepcopy would hand back as they are (atomic, immutable): no ``copy`` import for
+# them (it also pulls in weakref and probes for Jython's org.python.core on every sys.path
+# entry), which is every default of cnivpc's models but a few lists and dicts.
+_ATOMIC = (type(None), str, int, float, bool, bytes)
+
+
+def _copied(default: Any) -> Any:
+    """``copy.deepcopy(default)``, as pydantic_core copies a field's default."""
+    if type(default) in _ATOMIC:
+        return default
+    import copy
+
+    return copy.deepcopy(default)
 
 
 def _repr(value: Any) -> str:
@@ -332,7 +347,7 @@ def _model(schema: dict[str, Any]) -> Node:
                 if factory is not None:
                     out[name] = factory()
                 elif default is not _MISSING:
-                    out[name] = copy.deepcopy(default)
+                    out[name] = _copied(default)
                 else:
                     errors.append({"type": "missing", "loc": (*loc, alias),
                                    "msg": "Field required", "input": value})

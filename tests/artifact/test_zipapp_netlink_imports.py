@@ -52,7 +52,7 @@ def run(zipapp: Zipapp, topo: Topo, program: str, command: str, conf: dict[str, 
 # pydantic's Python layer (the models run compiled), pydantic_core's extension (cni.pyvalidate
 # validates: the extension costs ~330 ms of CPU per exec in UML) and type hints,
 # typing_extensions, OpenSSL's hashes, decimal (pydantic_core's serializer), botocore.
-BUDGET = {"ptp ADD": 183, "ptp DEL": 181, "ipvlan ADD": 166, "fused ADD": 185}
+BUDGET = {"ptp ADD": 181, "ptp DEL": 178, "ipvlan ADD": 163, "fused ADD": 170}
 HEAVY = ("pydantic", "pydantic_core._pydantic_core", "pydantic_core.core_schema",
          "typing_extensions", "_hashlib", "hashlib", "decimal", "botocore", "urllib3")
 

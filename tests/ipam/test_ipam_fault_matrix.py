@@ -312,7 +312,7 @@ def test_the_background_refill_keeps_the_configs_deadline(node: Callable[..., Cl
     lab_cli(c.ipam, "fault", "clear")
 
 
-WARM_ADD_BUDGET = 138
+WARM_ADD_BUDGET = 132
 
 
 def test_a_warm_add_imports_no_botocore_nor_compression(node: Callable[..., Cli],

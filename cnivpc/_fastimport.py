@@ -6,27 +6,27 @@ each: stat the directory (has it changed since it was listed?), stat the ``.py``
 there?), stat it again (its mtime, to validate the ``.pyc``), then read the ``.pyc`` through
 ``io.open_code``: open, fstat, an isatty ioctl, two lseeks, fstat, two reads, close. On a
 host that is about a millisecond per exec; in user-mode-linux, where a system call costs
-~55 us, it is ~45 ms of CPU of a ptp ADD's ~900 (measured, both ways, in one boot).
+~55 us, it is ~70 ms of CPU of a ptp ADD's ~900 (measured, both ways, in one boot).
 
 So, in this process:
 
-* below the extraction's site-packages (immutable: shiv moves an extraction into place
-  complete, and another build gets another directory), a submodule is found in a listing of
-  its package's directory, taken once, without stat'ing anything; its ``.pyc`` for this
-  interpreter is used without stat'ing its source. Anything else (no ``.pyc`` yet for this
-  interpreter, a hash-based one, a namespace package, a top-level name, which must keep
-  ``sys.path``'s order) goes through the standard finder and loader, which also write the
-  ``.pyc`` as before;
+* below the extraction's site-packages, a submodule is found in a listing of its package's
+  directory, taken once (the standard finder re-stats the directory before every import, in
+  case a module appeared since: none does in a plugin process), without stat'ing the file;
 * everywhere (the standard library too), a file is read with open, fstat, read, close.
 
-Only what the interpreter has already loaded (importlib's frozen parts, ``marshal``, ``_imp``):
-importing this costs no other module. Imports nothing of cnivpc.
+The ``.pyc`` is still validated against its source as usual (one stat): an operator who edits
+a file of the extraction to debug sees the edit. Everything else (top-level names, which must
+keep ``sys.path``'s order; namespace and extension packages; writing a ``.pyc`` for a new
+interpreter) is the standard machinery's.
+
+Only what the interpreter has already loaded (importlib's frozen parts, ``_imp``): importing
+this costs no other module. Imports nothing of cnivpc.
 """
 
 from __future__ import annotations
 
 import _imp
-import marshal
 import os
 import sys
 
@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 _external: Any = sys.modules["_frozen_importlib_external"]
-_PYC_HEADER = 16  # magic, flags, then mtime and size (flags 0) or a source hash
-_TIMESTAMP_PYC = b"\0\0\0\0"
 
 
 def read_file(path: str) -> bytes:
@@ -56,26 +54,11 @@ def read_file(path: str) -> bytes:
 
 
 class SourceLoader(_external.SourceFileLoader):  # type: ignore[misc]
-    """The standard source loader reading files with fewer system calls."""
+    """The standard source loader (``.pyc`` validated and written as usual), reading files
+    with fewer system calls."""
 
     def get_data(self, path: str) -> bytes:
         return read_file(path)
-
-
-class ExtractedLoader(SourceLoader):
-    """For a module of the extraction: its ``.pyc`` without a look at its source."""
-
-    def get_code(self, fullname: str) -> Any:
-        fix = getattr(_imp, "_fix_co_filename", None)
-        try:
-            data = read_file(_external.cache_from_source(self.path))
-        except OSError:
-            data = b""
-        if fix is None or data[:4] != _external.MAGIC_NUMBER or data[4:8] != _TIMESTAMP_PYC:
-            return super().get_code(fullname)
-        code = marshal.loads(memoryview(data)[_PYC_HEADER:])
-        fix(code, self.path)  # compiled elsewhere (shiv compiles before its rename)
-        return code
 
 
 class ExtractedFinder:
@@ -108,7 +91,7 @@ class ExtractedFinder:
                 return None  # a namespace package, an extension package: the standard way
             origin = f"{package}/__init__.py"
             return _external.spec_from_file_location(
-                fullname, origin, loader=ExtractedLoader(fullname, origin),
+                fullname, origin, loader=SourceLoader(fullname, origin),
                 submodule_search_locations=[package])
         for suffix in self.extensions:  # before the source, as the standard finder looks
             if tail + suffix in names:
@@ -118,7 +101,7 @@ class ExtractedFinder:
         if f"{tail}.py" in names:
             origin = f"{directory}/{tail}.py"
             return _external.spec_from_file_location(
-                fullname, origin, loader=ExtractedLoader(fullname, origin))
+                fullname, origin, loader=SourceLoader(fullname, origin))
         return None
 
 

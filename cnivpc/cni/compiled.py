@@ -114,7 +114,7 @@ class Compiled:
         extra = self.__pydantic_extra__
         extra = None if extra is None else dict(extra)
         if deep:
-            import copy  # not on a plugin's path: its result is never deep-copied
+            import copy  # only model_copy(deep=True) needs it, and no plugin path calls that
 
             fields, extra = copy.deepcopy(fields), copy.deepcopy(extra)
         fields_set = set(self.__pydantic_fields_set__)

@@ -6,7 +6,7 @@ each: stat the directory (has it changed since it was listed?), stat the ``.py``
 there?), stat it again (its mtime, to validate the ``.pyc``), then read the ``.pyc`` through
 ``io.open_code``: open, fstat, an isatty ioctl, two lseeks, fstat, two reads, close. On a
 host that is about a millisecond per exec; in user-mode-linux, where a system call costs
-~55 us, it is ~70 ms of CPU of a ptp ADD's ~900 (measured, both ways, in one boot).
+~55 us, it is 50-70 ms of CPU of a ptp ADD's ~900 (measured, both ways, in one boot).
 
 So, in this process:
 

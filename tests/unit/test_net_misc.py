@@ -91,3 +91,47 @@ def test_pyroute2_lazy_import_keeps_the_full_package_usable() -> None:
                           check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["IPRoute", "NDB", "7", "list"]
+
+
+def test_a_fifo_or_a_device_is_refused_before_any_open(tmp_path: Path) -> None:
+    """Opening a FIFO would block and a device could act: neither is on nsfs, so neither is
+    opened."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (str(fifo), "/dev/null"):
+        with pytest.raises(NotANetns) as info, netns.open_fd(path):
+            pass
+        assert "not on nsfs" in str(info.value.details), info.value.details
+
+
+def test_without_proc_statfs_decides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(netns, "_nsfs_device", lambda: None)
+    path = tmp_path / "file"
+    path.write_text("")
+    with pytest.raises(NotANetns) as info:
+        netns.check(str(path))
+    assert "neither nsfs nor procfs" in str(info.value.details)
+    netns.check("/proc/self/ns/net")
+    with pytest.raises(NetnsNotFound):
+        netns.check(str(tmp_path / "gone"))
+
+
+SETNS_PROBE = """
+import sys
+from cnivpc.net import netns
+assert netns.run_in("/proc/self/ns/net", lambda: 42) == 42
+print("ctypes" in sys.modules)
+"""
+
+
+def test_no_ctypes_where_the_stdlib_has_setns() -> None:
+    """CPython 3.12+ has os.setns: entering a namespace loads no ctypes (nor libffi)."""
+    from tests.support.zipapp import python_for
+
+    newer = python_for("3.12") or python_for("3.13") or python_for("3.14")
+    if newer is None:
+        pytest.skip("MISSING INTERPRETER: no CPython 3.12+ here to check os.setns with")
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([newer, "-sSE", "-c", SETNS_PROBE], capture_output=True, text=True,
+                          cwd=repo, timeout=60)
+    assert (proc.returncode, proc.stdout.strip()) == (0, "False"), proc.stderr

@@ -1,5 +1,6 @@
-"""IMDSv2 client on the stdlib (``http.client``): token first, short timeouts, retries only
-where metadata is known to lag, and IMDSv1 only when explicitly allowed.
+"""IMDSv2 client on the stdlib (``http.client``): token first, short timeouts (a request that
+times out is sent once more), retries otherwise only where metadata is known to lag, and
+IMDSv1 only when explicitly allowed.
 
 What cnivpc reads: the identity document (region, AZ, instance id and type, account), the
 ``network/interfaces/macs/<mac>/`` tree per ENI, and the instance role's credentials (for the EC2
@@ -30,6 +31,7 @@ DEFAULT_ENDPOINT = "http://169.254.169.254"
 ENDPOINT_ENV = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
 TOKEN_TTL = 21600
 TOKEN_PATH = "/latest/api/token"
+TIMEOUT_ATTEMPTS = 2  # a request that timed out is sent once more (see _request)
 META = "/latest/meta-data/"
 
 
@@ -95,16 +97,26 @@ class Metadata:
         # under user-mode-linux) and a warm IPAM ADD, served from the store, never asks IMDS.
         import http.client
 
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        try:
-            conn.request(method, path, headers=headers)
-            resp = conn.getresponse()
-            return resp.status, resp.read().decode("utf-8", errors="replace")
-        except (OSError, http.client.HTTPException) as exc:  # timeouts are OSErrors
-            raise MetadataUnavailable(f"instance metadata at {self.host}:{self.port} is "
-                                      f"unreachable", repr(exc)) from exc
-        finally:
-            conn.close()
+        for attempt in range(1, TIMEOUT_ATTEMPTS + 1):
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            try:
+                conn.request(method, path, headers=headers)
+                resp = conn.getresponse()
+                return resp.status, resp.read().decode("utf-8", errors="replace")
+            except TimeoutError as exc:
+                # A node so loaded that IMDS (or this process) missed the short timeout once
+                # is likely to make it the next time: one more try before code 11. A refused
+                # or reset connection is not retried: nothing answers there.
+                if attempt < TIMEOUT_ATTEMPTS:
+                    continue
+                raise MetadataUnavailable(f"instance metadata at {self.host}:{self.port} is "
+                                          f"unreachable", repr(exc)) from exc
+            except (OSError, http.client.HTTPException) as exc:
+                raise MetadataUnavailable(f"instance metadata at {self.host}:{self.port} is "
+                                          f"unreachable", repr(exc)) from exc
+            finally:
+                conn.close()
+        raise AssertionError("not reached")  # pragma: no cover - the loop returns or raises
 
     def _fetch_token(self) -> str | None:
         status, body = self._request(

@@ -235,3 +235,53 @@ def test_disabled_endpoint_is_403(source: StaticSource) -> None:
         assert request(url, "PUT", "/latest/api/token", {
             "X-aws-ec2-metadata-token-ttl-seconds": "60"}).status == 403
         assert get(url, "/latest/meta-data/", None).status == 403
+
+
+def test_a_request_that_times_out_is_sent_once_more() -> None:
+    """A loaded node's IMDS (or this process) can miss the 1 s timeout once: the client sends
+    the request again before giving up; one that never answers fails after two timeouts."""
+    import socket
+    import threading
+    import time
+
+    from cnivpc.aws.errors import MetadataUnavailable
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    held: list[socket.socket] = []
+    answer_from = {"n": 2}  # the first connection is accepted and never answered
+
+    def serve() -> None:
+        n = 0
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            n += 1
+            if n < answer_from["n"]:
+                held.append(conn)
+                continue
+            conn.recv(65536)
+            body = b"tok" if n % 2 == 0 else b"i-0123"
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        md = Metadata(f"http://127.0.0.1:{port}", timeout=0.3)
+        started = time.monotonic()
+        assert md.get("meta-data/instance-id") == "i-0123"  # token (2nd try), then the GET
+        assert 0.3 <= time.monotonic() - started < 2
+        answer_from["n"] = 10**6  # nothing answers any more
+        md = Metadata(f"http://127.0.0.1:{port}", timeout=0.3)
+        started = time.monotonic()
+        with pytest.raises(MetadataUnavailable, match="unreachable"):
+            md.get("meta-data/instance-id")
+        assert 0.6 <= time.monotonic() - started < 2  # two timeouts, not one, not more
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()

@@ -252,24 +252,28 @@ def test_a_request_that_times_out_is_sent_once_more() -> None:
     port = listener.getsockname()[1]
     held: list[socket.socket] = []
     answer_from = {"n": 2}  # the first connection is accepted and never answered
+    stop = threading.Event()
 
     def serve() -> None:
+        listener.settimeout(0.05)  # to see ``stop``; accepted sockets block
         n = 0
-        while True:
+        while not stop.is_set():
             try:
                 conn, _ = listener.accept()
-            except OSError:
-                return
+            except TimeoutError:
+                continue
             n += 1
             if n < answer_from["n"]:
                 held.append(conn)
                 continue
-            conn.recv(65536)
-            body = b"tok" if n % 2 == 0 else b"i-0123"
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-            conn.close()
+            with conn:
+                conn.recv(65536)
+                body = b"tok" if n % 2 == 0 else b"i-0123"
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+                             % (len(body), body))
 
-    threading.Thread(target=serve, daemon=True).start()
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
     try:
         md = Metadata(f"http://127.0.0.1:{port}", timeout=0.3)
         started = time.monotonic()
@@ -282,6 +286,8 @@ def test_a_request_that_times_out_is_sent_once_more() -> None:
             md.get("meta-data/instance-id")
         assert 0.6 <= time.monotonic() - started < 2  # two timeouts, not one, not more
     finally:
+        stop.set()
+        server.join(5)
         listener.close()
         for conn in held:
             conn.close()

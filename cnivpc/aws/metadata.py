@@ -97,26 +97,24 @@ class Metadata:
         # under user-mode-linux) and a warm IPAM ADD, served from the store, never asks IMDS.
         import http.client
 
-        for attempt in range(1, TIMEOUT_ATTEMPTS + 1):
+        attempt = 1
+        while True:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             try:
                 conn.request(method, path, headers=headers)
                 resp = conn.getresponse()
                 return resp.status, resp.read().decode("utf-8", errors="replace")
-            except TimeoutError as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 # A node so loaded that IMDS (or this process) missed the short timeout once
                 # is likely to make it the next time: one more try before code 11. A refused
                 # or reset connection is not retried: nothing answers there.
-                if attempt < TIMEOUT_ATTEMPTS:
+                if isinstance(exc, TimeoutError) and attempt < TIMEOUT_ATTEMPTS:
+                    attempt += 1
                     continue
-                raise MetadataUnavailable(f"instance metadata at {self.host}:{self.port} is "
-                                          f"unreachable", repr(exc)) from exc
-            except (OSError, http.client.HTTPException) as exc:
                 raise MetadataUnavailable(f"instance metadata at {self.host}:{self.port} is "
                                           f"unreachable", repr(exc)) from exc
             finally:
                 conn.close()
-        raise AssertionError("not reached")  # pragma: no cover - the loop returns or raises
 
     def _fetch_token(self) -> str | None:
         status, body = self._request(

@@ -114,24 +114,19 @@ class Logger:
             _emit(self.name, level, msg, args, exc_info)
 
     def debug(self, msg: str, *args: object, exc_info: object = None) -> None:
-        if _floor <= DEBUG:
-            _emit(self.name, DEBUG, msg, args, exc_info)
+        self.log(DEBUG, msg, *args, exc_info=exc_info)
 
     def info(self, msg: str, *args: object, exc_info: object = None) -> None:
-        if _floor <= INFO:
-            _emit(self.name, INFO, msg, args, exc_info)
+        self.log(INFO, msg, *args, exc_info=exc_info)
 
     def warning(self, msg: str, *args: object, exc_info: object = None) -> None:
-        if _floor <= WARNING:
-            _emit(self.name, WARNING, msg, args, exc_info)
+        self.log(WARNING, msg, *args, exc_info=exc_info)
 
     def error(self, msg: str, *args: object, exc_info: object = None) -> None:
-        if _floor <= ERROR:
-            _emit(self.name, ERROR, msg, args, exc_info)
+        self.log(ERROR, msg, *args, exc_info=exc_info)
 
     def exception(self, msg: str, *args: object, exc_info: object = True) -> None:
-        if _floor <= ERROR:
-            _emit(self.name, ERROR, msg, args, exc_info)
+        self.log(ERROR, msg, *args, exc_info=exc_info)
 
 
 def _message(msg: str, args: tuple[object, ...]) -> str:
